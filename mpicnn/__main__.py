@@ -1,0 +1,4 @@
+"""``python -m mpicnn`` is ``python -m mpicnn.train``."""
+from .train import main
+
+main()

@@ -1,0 +1,1 @@
+"""Benchmarks: python -m mpicnn.bench (tables on stdout, JSON on disk)."""

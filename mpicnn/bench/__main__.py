@@ -1,0 +1,71 @@
+"""``python -m mpicnn.bench [conv|cnn|scaling|allreduce|all]``: print tables, write JSON.
+
+conv       forward/backward GFLOP/s per conv layer shape, against the measured GEMM rate
+cnn        fwd+bwd step time of the benchmark CNN (``--compare torch``: PyTorch side by side)
+scaling    data-parallel images/s for 1 -> N ranks (the real trainer under mpiexec)
+allreduce  bucketed gradient allreduce against one plain Allreduce of the same bytes
+"""
+import argparse
+import json
+import os
+import sys
+
+
+def table(title, rows):
+    if not rows:
+        return
+    keys = list(rows[0])
+    cells = [[_fmt(r.get(k)) for k in keys] for r in rows]
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+    print(f"\n{title}")
+    print("  ".join(k.rjust(w) for k, w in zip(keys, widths)))
+    for c in cells:
+        print("  ".join(v.rjust(w) for v, w in zip(c, widths)))
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+    return str(v)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m mpicnn.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", nargs="?", default="all", choices=["all", "conv", "cnn", "scaling", "allreduce"])
+    p.add_argument("--compare", choices=["torch"], help="also time PyTorch's CPU build (if installed)")
+    p.add_argument("--ranks", default="1,2", help="rank counts for the scaling bench (default 1,2)")
+    p.add_argument("--steps", type=int, default=60, help="training steps per scaling run")
+    p.add_argument("--repeats", type=int, default=20, help="timed repeats of the cnn bench")
+    p.add_argument("--json", default="bench-results/bench.json", help="where to write the results")
+    args = p.parse_args(argv)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")  # before NumPy loads BLAS: one thread, as the figures assume
+    from .cnn import bench_cnn, bench_conv_layers, gemm_gflops
+    from .scaling import bench_allreduce_under_mpi, bench_scaling
+
+    results = {}
+    if args.what in ("all", "conv"):
+        results["gemm_gflops"] = gemm_gflops()
+        results["conv"] = bench_conv_layers()
+        print(f"sgemm on this machine: {results['gemm_gflops']:.1f} GFLOP/s (one thread)")
+        table("conv layers (GFLOP/s; fraction of sgemm)", results["conv"])
+    if args.what in ("all", "cnn"):
+        results["cnn"] = bench_cnn(repeats=args.repeats, compare_torch=args.compare == "torch")
+        table("benchmark CNN, batch 64x3x32x32 float32, forward+backward, 1 thread", [results["cnn"]])
+    if args.what in ("all", "scaling"):
+        ranks = tuple(int(r) for r in args.ranks.split(","))
+        results["scaling"] = bench_scaling(ranks, steps=args.steps)
+        table("data-parallel lenet5, global batch 128, one BLAS thread per rank", results["scaling"])
+    if args.what in ("all", "allreduce"):
+        results["allreduce"] = bench_allreduce_under_mpi(2)
+        table("gradient allreduce on 2 ranks: bucketed vs plain Allreduce", results["allreduce"])
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

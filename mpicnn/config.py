@@ -1,0 +1,147 @@
+"""Command-line options of ``python -m mpicnn.train`` and their TOML config file.
+
+A config file holds the same keys as the long options (``batch-size`` or
+``batch_size``); the command line wins over the file. Every error is a
+``UserError`` (one line, exit status 2), never argparse's own exit, so that MPI
+ranks agree on it instead of each printing usage.
+"""
+import argparse
+import sys
+
+from .errors import UserError
+from .nn.optim import OPTIMIZERS
+from .nn.schedule import SCHEDULES
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3}
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UserError(f"{message} (see python -m mpicnn.train --help)")
+
+
+def _positive(kind):
+    def check(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}")
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+        return value
+    check.__name__ = f"positive {kind.__name__}"
+    return check
+
+
+def _nonneg(kind):
+    def check(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}")
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+        return value
+    check.__name__ = f"non-negative {kind.__name__}"
+    return check
+
+
+def build_parser():
+    p = Parser(prog="python -m mpicnn.train",
+               description="Train a CNN with MPI. With no arguments: LeNet-5 on the built-in mnist5k digits.")
+    g = p.add_argument_group("model and data")
+    g.add_argument("--model", default="lenet5", help="lenet5, convnet, resnet8, resnet20, vgg11 (default lenet5)")
+    g.add_argument("--width", type=_positive(int), help="base channel width of convnet/resnet/vgg11")
+    g.add_argument("--dataset", default="mnist5k",
+                   help="mnist5k, shapes:SIZE[:NTRAIN] or an HDF5 file path (default mnist5k)")
+    g.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    g.add_argument("--backend", default="auto", choices=["auto", "numpy"],
+                   help="auto picks the GPU backend when one is visible, else numpy")
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=_positive(int), default=12)
+    g.add_argument("--steps", type=_positive(int), help="total optimizer steps (overrides --epochs)")
+    g.add_argument("--batch-size", type=_positive(int), default=64, help="global batch size")
+    g.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS))
+    g.add_argument("--lr", type=_nonneg(float), help="base learning rate (default: sgd 0.05, adam/adamw 1e-3)")
+    g.add_argument("--momentum", type=_nonneg(float), default=0.9, help="SGD momentum")
+    g.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
+    g.add_argument("--weight-decay", type=_nonneg(float), default=0.0)
+    g.add_argument("--schedule", default="cosine", choices=list(SCHEDULES))
+    g.add_argument("--warmup", type=_nonneg(int), default=0, help="linear warm-up steps")
+    g.add_argument("--step-size", type=_positive(int), help="steps between decays of the step schedule")
+    g.add_argument("--gamma", type=_positive(float), default=0.1, help="decay factor of the step schedule")
+    g.add_argument("--seed", type=_nonneg(int), default=0)
+    g = p.add_argument_group("parallelism")
+    g.add_argument("--parallel", help="process grid, e.g. data=2 (default: data parallel over all ranks)")
+    g.add_argument("--bucket-mb", type=_positive(float), default=25.0,
+                   help="size of fused gradient allreduce buckets in MiB (default 25)")
+    g.add_argument("--sync-bn", action="store_true", help="BatchNorm statistics over all data-parallel ranks")
+    g = p.add_argument_group("checkpoints and output")
+    g.add_argument("--checkpoint-dir", help="directory for checkpoints (ckpt-STEP.h5)")
+    g.add_argument("--checkpoint-every", type=_nonneg(int), default=0, help="steps between checkpoints (0: at the end)")
+    g.add_argument("--keep-checkpoints", type=_positive(int), default=3, help="how many checkpoints to keep")
+    g.add_argument("--resume", nargs="?", const="latest",
+                   help="continue from a checkpoint (default: the latest in --checkpoint-dir)")
+    g.add_argument("--init-from", help="load matching weights from a checkpoint (fine-tuning)")
+    g.add_argument("--new-lr-scale", type=_nonneg(float), default=1.0,
+                   help="learning-rate multiplier for parameters --init-from could not load (a new head)")
+    g.add_argument("--freeze", help="comma-separated parameter name prefixes to freeze, e.g. 0.,3.")
+    g.add_argument("--save", help="write the final parameters to this HDF5 file")
+    g.add_argument("--metrics", help="write JSON-lines metrics to this file (rank 0)")
+    g.add_argument("--eval-every", type=_nonneg(int), default=0,
+                   help="steps between test evaluations (0: after each epoch)")
+    g.add_argument("--eval-batch-size", type=_positive(int), default=500)
+    g.add_argument("--log-every", type=_positive(int), default=10, help="steps between metrics records")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--config", help="TOML file with the same keys as these options")
+    return p
+
+
+def _config_argv(path, parser):
+    """Turn a TOML file into argv items placed before the real command line."""
+    try:
+        with open(path, "rb") as f:
+            table = tomllib.load(f)
+    except FileNotFoundError:
+        raise UserError(f"config file {path!r} not found")
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise UserError(f"config file {path!r} is not valid TOML: {e}")
+    options = {a.dest: a for a in parser._actions if a.option_strings}
+    argv = []
+    for key, value in table.items():
+        dest = key.replace("-", "_")
+        if dest not in options or dest in ("config", "help"):
+            raise UserError(f"config file {path!r}: unknown key {key!r}; keys are the long options "
+                            f"of python -m mpicnn.train --help without the dashes")
+        flag = options[dest].option_strings[-1]
+        if isinstance(options[dest], argparse._StoreTrueAction):
+            if not isinstance(value, bool):
+                raise UserError(f"config file {path!r}: {key} takes true or false, got {value!r}")
+            argv += [flag] if value else []
+        elif isinstance(value, (dict, list)):
+            raise UserError(f"config file {path!r}: {key} takes a single value, got {value!r}")
+        else:
+            argv += [flag, str(value).lower() if isinstance(value, bool) else str(value)]
+    return argv
+
+
+def parse_args(argv=None):
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = parser.parse_args(argv)
+    if first.config:
+        argv = _config_argv(first.config, parser) + argv
+    args = parser.parse_args(argv)
+    if args.lr is None:
+        args.lr = DEFAULT_LR[args.optimizer]
+    if args.resume and args.resume == "latest" and not args.checkpoint_dir:
+        raise UserError("--resume without a path needs --checkpoint-dir to look in")
+    if args.resume and args.init_from:
+        raise UserError("--resume and --init-from exclude each other: resume continues a run, "
+                        "init-from starts a new one from pretrained weights")
+    return args

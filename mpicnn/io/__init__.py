@@ -1,0 +1,1 @@
+"""Files a run writes: checkpoints (HDF5) and metrics (JSON lines)."""

@@ -1,0 +1,17 @@
+"""JSON-lines metrics, one record per line, written by rank 0 only."""
+import json
+
+
+class MetricsLog:
+    def __init__(self, path, append=False):
+        self.file = open(path, "a" if append else "w") if path else None
+
+    def write(self, **record):
+        if self.file:
+            self.file.write(json.dumps(record, sort_keys=True) + "\n")
+            self.file.flush()
+
+    def close(self):
+        if self.file:
+            self.file.close()
+            self.file = None

@@ -1,0 +1,170 @@
+"""Module, Parameter and the layout protocol every layer follows.
+
+A layer is a plain class: parameters are made in ``__init__``, ``forward`` computes,
+``backward`` takes the gradient of the output and returns the gradient of the input,
+accumulating (``+=``) parameter gradients into ``Parameter.grad`` so that several
+backward passes (micro-batches, shared weights) add up.
+
+Layout: the public layout of 4-D arrays is NCHW. A layer that is faster in another
+layout sets ``layout = "NHWC"`` and implements ``_forward``/``_backward`` in it; its
+public ``forward``/``backward`` convert at the edges. Containers chain the private
+methods and convert only where two neighbours disagree, so a model of NHWC layers
+converts once at the input. 2-D arrays (N, F) have no layout and pass unchanged.
+Users' own layers just override ``forward``/``backward`` in NCHW.
+"""
+import numpy as np
+
+LAYOUTS = ("NCHW", "NHWC")
+
+
+def convert(x, src, dst):
+    """Return 4-D ``x`` (in layout ``src``) in layout ``dst``; other ranks pass through."""
+    if x.ndim != 4 or src == dst:
+        return x
+    axes = (0, 2, 3, 1) if dst == "NHWC" else (0, 3, 1, 2)
+    return np.ascontiguousarray(x.transpose(axes))
+
+
+class Parameter:
+    """A trainable array and its gradient (same shape and dtype)."""
+
+    __slots__ = ("data", "grad", "requires_grad")
+
+    def __init__(self, data):
+        self.data = data
+        self.grad = np.zeros_like(data)
+        self.requires_grad = True
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    def __repr__(self):
+        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+class Context:
+    """What a layer may know about how its tensors are partitioned.
+
+    Layers never talk to MPI; the parallel layer gives them one of these. The
+    serial default says: this rank holds samples [sample_offset, +n) of a global
+    batch and reduces nothing.
+    """
+
+    sample_offset = 0  # global index of this rank's first sample in the current batch
+    step = 0  # optimizer step counter, keys the dropout hash
+
+    def allreduce_stats(self, array):
+        """Sum ``array`` over the ranks that share a BatchNorm (in place); serial: no-op."""
+        return array
+
+
+SERIAL = Context()
+
+
+class Module:
+    layout = "NCHW"
+    buffer_names = ()  # attributes saved in state_dict that are not Parameters
+    training = True
+    context = SERIAL
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    # Public NCHW interface. NHWC layers get it for free from _forward/_backward.
+    def forward(self, x):
+        if self.layout == "NCHW":
+            raise NotImplementedError(f"{type(self).__name__} must implement forward()")
+        return convert(self._forward(convert(x, "NCHW", self.layout)), self.layout, "NCHW")
+
+    def backward(self, dy):
+        if self.layout == "NCHW":
+            raise NotImplementedError(f"{type(self).__name__} must implement backward()")
+        return convert(self._backward(convert(dy, "NCHW", self.layout)), self.layout, "NCHW")
+
+    # Private interface in self.layout, what containers call.
+    def _forward(self, x):
+        return self.forward(x)
+
+    def _backward(self, dy):
+        return self.backward(dy)
+
+    # Tree walking: attributes in definition order, as PyTorch registers them.
+    def named_children(self):
+        for name, value in vars(self).items():
+            if isinstance(value, Module):
+                yield name, value
+
+    def children(self):
+        return [m for _, m in self.named_children()]
+
+    def modules(self):
+        yield self
+        for child in self.children():
+            yield from child.modules()
+
+    def named_parameters(self, prefix=""):
+        for name, value in vars(self).items():
+            if isinstance(value, Parameter):
+                yield prefix + name, value
+            elif isinstance(value, Module):
+                yield from value.named_parameters(prefix + name + ".")
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self, prefix=""):
+        for name in self.buffer_names:
+            yield prefix + name, getattr(self, name)
+        for name, child in self.named_children():
+            yield from child.named_buffers(prefix + name + ".")
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad[...] = 0
+
+    def train(self, mode=True):
+        for m in self.modules():
+            m.training = mode
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def set_context(self, context):
+        """Give every layer of this tree the partition context of the run."""
+        for m in self.modules():
+            m.context = context
+        return self
+
+    def state_dict(self):
+        """Parameters then buffers, name -> array (the live arrays, not copies)."""
+        state = {name: p.data for name, p in self.named_parameters()}
+        state.update(self.named_buffers())
+        return state
+
+    def load_state_dict(self, state, strict=True):
+        """Copy arrays into this model; shapes must match. Returns the names not found."""
+        own = dict(self.named_parameters())
+        buffers = dict(self.named_buffers())
+        missing = [n for n in list(own) + list(buffers) if n not in state]
+        unexpected = [n for n in state if n not in own and n not in buffers]
+        if strict and (missing or unexpected):
+            raise KeyError(f"state_dict mismatch: missing {missing}, unexpected {unexpected}")
+        for name, value in state.items():
+            target = own[name].data if name in own else buffers.get(name)
+            if target is None:
+                continue
+            value = np.asarray(value)
+            if value.shape != target.shape:
+                raise ValueError(f"{name}: shape {value.shape} in state_dict, model has {target.shape}")
+            target[...] = value
+        return missing
+
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        children = [f"  ({n}): " + repr(m).replace("\n", "\n  ") for n, m in self.named_children()]
+        head = f"{type(self).__name__}({self.extra_repr()}"
+        return head + ("\n" + "\n".join(children) + "\n)" if children else ")")

@@ -1,0 +1,1 @@
+"""Everything that talks to MPI: process grid, communicators and parallel strategies."""

@@ -1,0 +1,35 @@
+"""The process grid: one Cartesian communicator over (sample, height, width, channel)
+and one sub-communicator per axis and per combination a strategy reduces over."""
+from mpi4py import MPI
+
+from .spec import ParallelSpec
+
+
+class ProcessGrid:
+    """Communicators of one run.
+
+    ``data``: ranks holding the same model shard and different samples (gradients and
+    sync-BN statistics are summed over it). ``replicas``: every rank holding a copy of
+    a replicated parameter (sample x spatial), where weight gradients are reduced.
+    """
+
+    def __init__(self, comm, spec: ParallelSpec):
+        self.spec = spec
+        self.world = comm
+        self.cart = comm.Create_cart(list(spec.dims), periods=[False] * 4, reorder=False)
+        self.coords = tuple(self.cart.Get_coords(self.cart.Get_rank()))
+        self.data = self.cart.Sub([True, False, False, False])
+        self.replicas = self.cart.Sub([True, True, True, False])
+
+    @property
+    def rank(self):
+        return self.world.Get_rank()
+
+    @property
+    def data_rank(self):
+        return self.coords[0]
+
+    def free(self):
+        for c in (self.replicas, self.data, self.cart):
+            if c != MPI.COMM_NULL:
+                c.Free()

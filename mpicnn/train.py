@@ -1,0 +1,342 @@
+"""``mpirun -n N python -m mpicnn.train``: config -> data -> model -> parallel plan -> loop.
+
+``run(argv, comm)`` does the work and returns the trained model and its figures, so
+tests can run the same code on COMM_SELF and on COMM_WORLD and compare parameters;
+``main`` adds the process-level rules: one error line and exit status 2 on bad input,
+an aborted job (never a hang) on an unexpected exception.
+"""
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from mpi4py import MPI
+
+from . import data, models
+from .config import parse_args
+from .errors import UserError
+from .io.checkpoint import (checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints,
+                            save_checkpoint)
+from .io.metrics import MetricsLog
+from .nn import CrossEntropyLoss, init
+from .nn.optim import OPTIMIZERS
+from .nn.schedule import make_schedule
+from .parallel.blocks import block_range
+from .parallel.data_parallel import DataParallelContext
+from .parallel.failure import agree, install_abort_hook
+from .parallel.gradsync import GradientBuckets
+from .parallel.grid import ProcessGrid
+from .parallel.spec import parse_parallel
+
+
+@dataclass
+class RunResult:
+    model: object
+    step: int
+    summary: dict = field(default_factory=dict)
+
+
+class Trainer:
+    def __init__(self, args, comm):
+        self.args, self.comm = args, comm
+        self.rank = comm.Get_rank()
+        self.dtype = np.dtype(args.dtype)
+        with agree(comm):
+            self.spec = parse_parallel(args.parallel, comm.Get_size())
+        self.grid = ProcessGrid(comm, self.spec)
+        self.context = DataParallelContext(self.grid.data, args.sync_bn)
+        self._open_data()
+        self._build_model()
+        self.start_step = 0
+        self.new_parameters = []
+        self._restore()
+        self.buckets = GradientBuckets(self.model, self.grid.replicas, int(args.bucket_mb * 2 ** 20))
+        self.criterion = CrossEntropyLoss()
+
+    # ---- setup -------------------------------------------------------------------
+    def _open_data(self):
+        args, comm = self.args, self.comm
+        node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+        with agree(comm):
+            if node.Get_rank() == 0:
+                data.prepare(args.dataset)  # built-ins are generated once per node
+        node.Free()
+        with agree(comm):
+            self.train_set = data.open_dataset(args.dataset, "train")
+            self.test_set = data.open_dataset(args.dataset, "test") if data.has_split(args.dataset, "test") else None
+            n, b, d = self.train_set.num_samples, args.batch_size, self.spec.data
+            if b < d:
+                raise UserError(f"--batch-size {b} is smaller than the {d} data-parallel ranks; "
+                                f"use a batch of at least {d}")
+            if b > n:
+                raise UserError(f"--batch-size {b} is larger than the {n} training samples of {args.dataset}")
+        self.steps_per_epoch = data.steps_per_epoch(self.train_set.num_samples, args.batch_size)
+        self.total_steps = args.steps or args.epochs * self.steps_per_epoch
+
+    def _build_model(self):
+        args, ds = self.args, self.train_set
+        init.manual_seed(args.seed)
+        options = {"width": args.width} if args.width else {}
+        with agree(self.comm):
+            try:
+                self.model = models.get(args.model, ds.shape[0], ds.num_classes, dtype=self.dtype,
+                                        image_size=ds.shape[1:], **options)
+            except (ValueError, TypeError) as e:
+                raise UserError(f"--model {args.model}: {e}")
+        first = next(m for m in self.model.modules() if m.parameters() and not m.children())
+        if hasattr(first, "needs_input_grad"):
+            first.needs_input_grad = False  # nobody uses the gradient of the images
+        self.model.set_context(self.context)
+
+    def _restore(self):
+        args = self.args
+        path = args.resume
+        if path == "latest":
+            path = latest_checkpoint(args.checkpoint_dir)
+            if path is None:
+                self.print0(f"mpicnn: no checkpoint in {args.checkpoint_dir!r} yet; starting from step 0")
+        with agree(self.comm):
+            ckpt = load_checkpoint(path) if path else None
+            fresh = load_checkpoint(args.init_from) if args.init_from else None
+            if ckpt is not None:
+                self._load_state(ckpt)
+            if fresh is not None:
+                self._init_from(fresh)
+            if args.freeze:
+                self._freeze(args.freeze)
+        self.optimizer = self._make_optimizer()
+        if ckpt is not None:
+            self.optimizer.load_state_dict(ckpt.optimizer)
+            self.start_step = ckpt.step
+            self.print0(f"mpicnn: resumed from {path} at step {ckpt.step}")
+
+    def _load_state(self, ckpt):
+        state = {**ckpt.params, **ckpt.buffers}
+        try:
+            self.model.load_state_dict(state)
+        except (KeyError, ValueError) as e:
+            raise UserError(f"checkpoint {ckpt.path!r} does not match --model {self.args.model} ({e}); "
+                            "use --init-from to start a new run from different weights")
+
+    def _init_from(self, ckpt):
+        loaded, fresh = [], []
+        for name, p in self.model.named_parameters():
+            saved = ckpt.params.get(name)
+            if saved is not None and saved.shape == p.data.shape:
+                p.data[...] = saved
+                loaded.append(name)
+            else:
+                fresh.append(name)
+        for name, buf in self.model.named_buffers():
+            saved = ckpt.buffers.get(name)
+            if saved is not None and np.shape(saved) == buf.shape and name.rsplit(".", 1)[0] + ".weight" in loaded:
+                buf[...] = saved
+        if not loaded:
+            raise UserError(f"--init-from {ckpt.path!r}: no parameter matches --model {self.args.model} "
+                            "by name and shape")
+        self.new_parameters = fresh
+        self.print0(f"mpicnn: initialised {len(loaded)} tensors from {ckpt.path}; "
+                    f"new: {', '.join(fresh) if fresh else 'none'}")
+
+    def _freeze(self, spec):
+        prefixes = [p.strip() for p in spec.split(",") if p.strip()]
+        names = [n for n, _ in self.model.named_parameters()]
+        for prefix in prefixes:
+            if not any(n.startswith(prefix) for n in names):
+                raise UserError(f"--freeze {prefix!r} matches no parameter; names look like "
+                                f"{', '.join(names[:4])} ...")
+        for name, p in self.model.named_parameters():
+            if any(name.startswith(prefix) for prefix in prefixes):
+                p.requires_grad = False
+
+    def _make_optimizer(self):
+        a = self.args
+        params = self.model.named_parameters()
+        scale = {name: a.new_lr_scale for name in self.new_parameters}
+        if a.optimizer == "sgd":
+            return OPTIMIZERS["sgd"](params, a.lr, momentum=a.momentum, nesterov=a.nesterov,
+                                     weight_decay=a.weight_decay, lr_scale=scale)
+        return OPTIMIZERS[a.optimizer](params, a.lr, weight_decay=a.weight_decay, lr_scale=scale)
+
+    # ---- helpers -----------------------------------------------------------------
+    def print0(self, *text):
+        if self.rank == 0:
+            print(*text, flush=True)
+
+    def sync_buffers(self):
+        """Give every data rank rank 0's BatchNorm running statistics (as DDP does), so
+        evaluation and checkpoints see one model."""
+        if self.spec.data > 1 and not self.args.sync_bn:
+            for _, buf in self.model.named_buffers():
+                self.grid.data.Bcast(buf.reshape(-1) if buf.ndim else buf.reshape(1), root=0)
+
+    def evaluate(self, dataset):
+        """Test accuracy and mean loss; the test set is split over the data ranks."""
+        self.sync_buffers()
+        self.model.eval()
+        lo, hi = block_range(dataset.num_samples, self.spec.data, self.grid.data_rank)
+        totals = np.zeros(2)
+        for s in range(lo, hi, self.args.eval_batch_size):
+            idx = np.arange(s, min(s + self.args.eval_batch_size, hi))
+            x, y = dataset.read(idx, dtype=self.dtype)
+            logits = self.model.forward(x)
+            totals += (self.criterion(logits, y) * len(idx), np.count_nonzero(logits.argmax(1) == y))
+        self.grid.data.Allreduce(MPI.IN_PLACE, totals, op=MPI.SUM)
+        self.model.train()
+        return totals[1] / dataset.num_samples, totals[0] / dataset.num_samples
+
+    def save(self, path, step):
+        self.sync_buffers()
+        with agree(self.comm):
+            if self.rank == 0:
+                try:
+                    save_checkpoint(path, {n: p.data for n, p in self.model.named_parameters()},
+                                    dict(self.model.named_buffers()), self.optimizer.state_dict(),
+                                    step=step, epoch=step // self.steps_per_epoch, seed=self.args.seed,
+                                    config=vars(self.args))
+                except OSError as e:
+                    raise UserError(f"cannot write checkpoint {path!r}: {e}")
+
+    # ---- the loop ----------------------------------------------------------------
+    def fit(self):
+        args, dtype = self.args, self.dtype
+        B, N = args.batch_size, self.train_set.num_samples
+        lo, hi = self.context.local_block(B)
+        weight = dtype.type((hi - lo) / B)  # local mean -> this rank's share of the global mean
+        schedule = make_schedule(args.schedule, args.lr, self.total_steps, args.warmup, args.step_size, args.gamma)
+        metrics = MetricsLog(args.metrics if self.rank == 0 else None, append=self.start_step > 0)
+        progress = self._progress()
+        stats = np.zeros(3)
+        order, order_epoch = None, -1
+        warmup = min(5, max((self.total_steps - self.start_step) // 4, 0))
+        timed = {"images": 0, "seconds": 0.0, "data": 0.0, "comm": 0.0}
+        test_acc = test_loss = evaluated_at = None
+        step = self.start_step
+        self.model.train()
+        for step in range(self.start_step, self.total_steps):
+            t0 = time.perf_counter()
+            epoch, k = divmod(step, self.steps_per_epoch)
+            if epoch != order_epoch:
+                order, order_epoch = data.epoch_order(N, args.seed, epoch), epoch
+            idx = data.batch_indices(order, k, B)[lo:hi]
+            x, y = self.train_set.read(idx, dtype=dtype)
+            t_data = time.perf_counter() - t0
+            self.context.step, self.context.sample_offset = step, lo
+            self.buckets.begin()
+            comm0 = self.buckets.comm_seconds
+            logits = self.model.forward(x)
+            loss = self.criterion(logits, y)
+            self.model.backward(self.criterion.backward() * weight)
+            self.buckets.finish()
+            t1 = time.perf_counter()
+            stats[:] = (loss * (hi - lo), np.count_nonzero(logits.argmax(1) == y), not np.isfinite(loss))
+            self.grid.data.Allreduce(MPI.IN_PLACE, stats, op=MPI.SUM)
+            t_comm = self.buckets.comm_seconds - comm0 + time.perf_counter() - t1
+            if stats[2]:
+                error = UserError(f"the loss is not finite at step {step} (epoch {epoch}); "
+                                  "lower --lr or check the data for bad values")
+                error.agreed = True  # the flag was summed over ranks: all of them stop here
+                raise error
+            lr = schedule(step)
+            self.optimizer.lr = lr
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+            elapsed = time.perf_counter() - t0
+            if step - self.start_step >= warmup:
+                timed["images"] += B
+                timed["seconds"] += elapsed
+                timed["data"] += t_data
+                timed["comm"] += t_comm
+            done = step + 1
+            ips = timed["images"] / timed["seconds"] if timed["seconds"] else B / elapsed
+            global_loss, batch_acc = stats[0] / B, stats[1] / B
+            progress.update(1)
+            if done % args.log_every == 0 or done == self.total_steps:
+                progress.set_postfix(loss=f"{global_loss:.4f}", acc=f"{batch_acc:.3f}", img_s=f"{ips:.0f}")
+                metrics.write(step=done, epoch=epoch, loss=global_loss, accuracy=batch_acc, lr=lr,
+                              images_per_sec=ips)
+            end_of_epoch = done % self.steps_per_epoch == 0
+            if self.test_set is not None and (
+                    (args.eval_every and done % args.eval_every == 0) or (not args.eval_every and end_of_epoch)):
+                test_acc, test_loss = self.evaluate(self.test_set)
+                evaluated_at = done
+                metrics.write(step=done, epoch=epoch, test_accuracy=test_acc, test_loss=test_loss)
+            if args.checkpoint_dir and args.checkpoint_every and done % args.checkpoint_every == 0:
+                self._checkpoint(done)
+            step = done
+        progress.close()
+        if args.checkpoint_dir and (not args.checkpoint_every or step % args.checkpoint_every):
+            self._checkpoint(step)
+        if args.save:
+            self.save(args.save, step)
+        if self.test_set is not None and evaluated_at != step:
+            test_acc, test_loss = self.evaluate(self.test_set)
+        summary = self._summary(step, timed, test_acc, test_loss)
+        metrics.write(step=step, final=True, **summary)
+        metrics.close()
+        return summary
+
+    def _checkpoint(self, step):
+        path = checkpoint_path(self.args.checkpoint_dir, step)
+        self.save(path, step)
+        if self.rank == 0:
+            prune_checkpoints(self.args.checkpoint_dir, self.args.keep_checkpoints)
+
+    def _progress(self):
+        from tqdm import tqdm
+        return tqdm(total=self.total_steps, initial=self.start_step, unit="step", dynamic_ncols=True,
+                    disable=self.args.no_progress or self.rank != 0, file=sys.stderr, mininterval=0.5)
+
+    def _summary(self, step, timed, test_acc, test_loss):
+        secs = timed["seconds"]
+        summary = {"steps": step, "images_per_sec": timed["images"] / secs if secs else None,
+                   "compute_seconds": secs - timed["comm"] - timed["data"], "comm_seconds": timed["comm"],
+                   "data_seconds": timed["data"], "test_accuracy": test_acc, "test_loss": test_loss}
+        if self.rank == 0:
+            a = self.args
+            lines = [f"mpicnn: {a.model} on {a.dataset}, {self.comm.Get_size()} rank(s) ({self.spec}), "
+                     f"{step} steps, global batch {a.batch_size}, {a.dtype}"]
+            if test_acc is not None:
+                lines.append(f"test accuracy {100 * test_acc:.2f}%  test loss {test_loss:.4f}")
+            if secs:
+                lines.append(f"{summary['images_per_sec']:.0f} images/s after warm-up; time in compute "
+                             f"{summary['compute_seconds']:.1f} s, communication {timed['comm']:.1f} s, "
+                             f"data {timed['data']:.1f} s")
+            print("\n".join(lines), flush=True)
+        return summary
+
+    def close(self):
+        for ds in (self.train_set, self.test_set):
+            if ds is not None:
+                ds.close()
+        self.grid.free()
+
+
+def run(argv=None, comm=MPI.COMM_WORLD):
+    """Train as the command line says, on ``comm``; return the model and the summary."""
+    with agree(comm):
+        args = parse_args(argv)
+    trainer = Trainer(args, comm)
+    try:
+        summary = trainer.fit()
+    finally:
+        trainer.close()
+    return RunResult(trainer.model, summary["steps"], summary)
+
+
+def main(argv=None):
+    comm = MPI.COMM_WORLD
+    install_abort_hook(comm)
+    try:
+        run(argv, comm)
+    except UserError as e:
+        agreed = getattr(e, "agreed", False)
+        if comm.Get_rank() == 0 or not agreed:
+            print(f"mpicnn: error: {e}", file=sys.stderr, flush=True)
+        if not agreed and comm.Get_size() > 1:
+            comm.Abort(2)  # only this rank knows: take the others down rather than hang
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""The trainer end to end: as users run it (mpiexec subprocesses) and in-process."""
+import json
+import os
+
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from launch import run_mpi
+from mpicnn import train
+from mpicnn.errors import UserError
+
+QUICK = ["--no-progress", "--batch-size", "32", "--eval-batch-size", "1000"]
+
+
+def params_of(result):
+    return {n: p.data.copy() for n, p in result.model.named_parameters()}
+
+
+def test_two_ranks_train_report_and_checkpoint(tmp_path):
+    metrics, ckpts = tmp_path / "m.jsonl", tmp_path / "ckpt"
+    proc = run_mpi(2, "-m", "mpicnn.train", *QUICK, "--steps", "20", "--log-every", "5",
+                   "--metrics", str(metrics), "--checkpoint-dir", str(ckpts), "--checkpoint-every", "10",
+                   "--save", str(tmp_path / "final.h5"))
+    assert proc.returncode == 0, proc.stderr
+    assert "test accuracy" in proc.stdout and "images/s" in proc.stdout
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    steps = [r for r in records if "loss" in r]
+    assert [r["step"] for r in steps] == [5, 10, 15, 20]
+    assert all({"epoch", "loss", "lr", "images_per_sec"} <= set(r) for r in steps)
+    assert records[-1]["final"] and 0.5 < records[-1]["test_accuracy"] <= 1  # 20 steps of lenet5: well above chance
+    assert records[-1]["images_per_sec"] > 0
+    assert sorted(os.listdir(ckpts)) == ["ckpt-00000010.h5", "ckpt-00000020.h5"]
+    assert (tmp_path / "final.h5").exists()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--parallel", "data=3"], ["3 ranks", "-n 3"]),
+    (["--model", "nope"], ["unknown model", "'nope'"]),
+    (["--dataset", "/nonexistent/x.h5"], ["/nonexistent/x.h5"]),
+    (["--lr", "-1"], ["--lr", "-1"]),
+    (["--resume"], ["--checkpoint-dir"]),
+    (["--batch-size", "1"], ["smaller than the 2 data-parallel ranks"]),
+    (["--model", "lenet5", "--dataset", "shapes:32"], ["28x28", "convnet"]),
+    (["--resume", "/nonexistent/ckpt.h5"], ["not found"]),
+])
+def test_bad_input_one_line_exit_2_on_every_rank(args, words):
+    proc = run_mpi(2, "-m", "mpicnn.train", "--no-progress", "--steps", "1", *args, timeout=60)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("mpicnn: error: "), proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    for w in words:
+        assert w in lines[0]
+
+
+def test_config_file_and_command_line_precedence(tmp_path):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('steps = 3\nbatch-size = 16\nno_progress = true\nlr = 0.002\n')
+    args = train.parse_args(["--config", str(cfg), "--steps", "4"])
+    assert (args.steps, args.batch_size, args.no_progress, args.lr) == (4, 16, True, 0.002)
+    cfg.write_text("stepz = 3\n")
+    with pytest.raises(UserError, match="unknown key 'stepz'"):
+        train.parse_args(["--config", str(cfg)])
+    cfg.write_text("steps = [\n")
+    with pytest.raises(UserError, match="not valid TOML"):
+        train.parse_args(["--config", str(cfg)])
+
+
+def run_serial(*argv):
+    return train.run(["--dtype", "float64", *QUICK, *argv], MPI.COMM_SELF)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_resume_is_bitwise_exact(tmp_path, optimizer):
+    common = ["--optimizer", optimizer, "--steps", "8", "--checkpoint-dir", str(tmp_path)]
+    straight = params_of(run_serial(*common))
+    os.unlink(tmp_path / "ckpt-00000008.h5")
+    run_serial(*common[:3], "4", *common[4:])  # stop at step 4
+    resumed = run_serial(*common, "--resume")
+    assert resumed.step == 8
+    for name, value in straight.items():
+        np.testing.assert_array_equal(params_of(resumed)[name], value, err_msg=name)
+
+
+def test_init_from_and_freeze(tmp_path):
+    pre = run_serial("--model", "convnet", "--dataset", "shapes:32", "--steps", "2", "--width", "4",
+                     "--save", str(tmp_path / "pre.h5"))
+    tuned = run_serial("--model", "convnet", "--dataset", "mnist5k", "--steps", "2", "--width", "4",
+                       "--init-from", str(tmp_path / "pre.h5"), "--freeze", "0.,1.")
+    before, after = params_of(pre), params_of(tuned)
+    np.testing.assert_array_equal(after["0.weight"], before["0.weight"])  # same shape (1 channel), frozen
+    head = [n for n in after if before[n].shape != after[n].shape]
+    assert head == ["22.weight", "22.bias"]  # 6 shape classes -> 10 digits: re-initialised
+    assert not np.array_equal(after["3.weight"], before["3.weight"])  # loaded, then trained
+    with pytest.raises(UserError, match="matches no parameter"):
+        run_serial("--steps", "1", "--freeze", "nothing.")
