@@ -63,7 +63,7 @@ def build_parser():
     g.add_argument("--backend", default="auto", choices=["auto", "numpy"],
                    help="auto picks the GPU backend when one is visible, else numpy")
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=_positive(int), default=12)
+    g.add_argument("--epochs", type=_positive(int), default=30)
     g.add_argument("--steps", type=_positive(int), help="total optimizer steps (overrides --epochs)")
     g.add_argument("--batch-size", type=_positive(int), default=64, help="global batch size")
     g.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS))

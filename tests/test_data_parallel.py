@@ -78,3 +78,21 @@ def test_gradient_buckets_sum_and_rerun():
         buckets.finish()
         worst = max(worst, max(float(np.max(np.abs(p.grad - size * (size - 1) / 2))) for p in model.parameters()))
     assert agreed_max(worst) == 0.0
+
+
+def test_buckets_launch_during_backward():
+    """Overlap: every bucket is in flight when backward returns, before finish()."""
+    from mpicnn import models, nn
+    from mpicnn.parallel.gradsync import GradientBuckets
+
+    nn.init.manual_seed(0)
+    model = models.get("lenet5", 1, 10, dtype=np.float64)
+    buckets = GradientBuckets(model, WORLD, bucket_bytes=20_000)
+    crit = nn.CrossEntropyLoss()
+    x = np.random.default_rng(WORLD.Get_rank()).standard_normal((3, 1, 28, 28))
+    buckets.begin()
+    crit(model.forward(x), np.arange(3))
+    model.backward(crit.backward())
+    launched = all(b.request is not None for b in buckets.buckets)
+    buckets.finish()
+    assert WORLD.allreduce(int(launched), op=MPI.MIN) == 1 and len(buckets.buckets) > 1

@@ -52,10 +52,12 @@ class GradientBuckets:
             dtype = p.data.dtype
         if current:
             self.buckets.append(Bucket(current, dtype))
-        self.by_module = {}
+        self.by_module = {}  # id(module) -> buckets holding its parameters, each once
         for b in self.buckets:
             for module, _ in b.entries:
-                self.by_module.setdefault(id(module), []).append(b)
+                mine = self.by_module.setdefault(id(module), [])
+                if b not in mine:
+                    mine.append(b)
         if comm.Get_size() > 1:
             for module in {id(m): m for m, _ in owned}.values():
                 self._hook(module)
@@ -84,7 +86,10 @@ class GradientBuckets:
         t0 = time.perf_counter()
         for b in self.by_module.get(id(module), ()):
             b.pending -= sum(1 for m, _ in b.entries if m is module)
-            if b.pending == 0 and b.request is None:
+            if b.pending < 0:
+                raise RuntimeError(f"{type(module).__name__} ran backward twice in one step; a layer "
+                                   "whose parameters are reduced must be used once per forward")
+            if b.pending == 0:
                 b.request = self.comm.Iallreduce(MPI.IN_PLACE, b.flat, op=MPI.SUM)
         # MPI moves nonblocking collectives only inside MPI calls: give it a turn.
         live = [b.request for b in self.buckets if b.request is not None]
