@@ -80,6 +80,8 @@ def build_parser():
     g.add_argument("--parallel", help="process grid, e.g. data=2 (default: data parallel over all ranks)")
     g.add_argument("--bucket-mb", type=_positive(float), default=25.0,
                    help="size of fused gradient allreduce buckets in MiB (default 25)")
+    g.add_argument("--skip-nonfinite", action="store_true",
+                   help="skip steps whose loss or gradients are NaN/Inf instead of stopping the run")
     g.add_argument("--sync-bn", action="store_true", help="BatchNorm statistics over all data-parallel ranks")
     g = p.add_argument_group("checkpoints and output")
     g.add_argument("--checkpoint-dir", help="directory for checkpoints (ckpt-STEP.h5)")
@@ -87,7 +89,8 @@ def build_parser():
     g.add_argument("--keep-checkpoints", type=_positive(int), default=3, help="how many checkpoints to keep")
     g.add_argument("--resume", nargs="?", const="latest",
                    help="continue from a checkpoint (default: the latest in --checkpoint-dir)")
-    g.add_argument("--init-from", help="load matching weights from a checkpoint (fine-tuning)")
+    g.add_argument("--init-from", help="load matching weights from a checkpoint (fine-tuning); "
+                   "ignored when --resume finds a checkpoint of this run")
     g.add_argument("--new-lr-scale", type=_nonneg(float), default=1.0,
                    help="learning-rate multiplier for parameters --init-from could not load (a new head)")
     g.add_argument("--freeze", help="comma-separated parameter name prefixes to freeze, e.g. 0.,3.")
@@ -141,7 +144,4 @@ def parse_args(argv=None):
         args.lr = DEFAULT_LR[args.optimizer]
     if args.resume and args.resume == "latest" and not args.checkpoint_dir:
         raise UserError("--resume without a path needs --checkpoint-dir to look in")
-    if args.resume and args.init_from:
-        raise UserError("--resume and --init-from exclude each other: resume continues a run, "
-                        "init-from starts a new one from pretrained weights")
     return args

@@ -5,6 +5,7 @@ tests can run the same code on COMM_SELF and on COMM_WORLD and compare parameter
 ``main`` adds the process-level rules: one error line and exit status 2 on bad input,
 an aborted job (never a hang) on an unexpected exception.
 """
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from mpi4py import MPI
 from . import data, models
 from .config import parse_args
 from .errors import UserError
+from .faults import FaultPlan
 from .io.checkpoint import (checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints,
                             save_checkpoint)
 from .io.metrics import MetricsLog
@@ -27,6 +29,7 @@ from .parallel.failure import agree, install_abort_hook
 from .parallel.gradsync import GradientBuckets
 from .parallel.grid import ProcessGrid
 from .parallel.spec import parse_parallel
+from .signals import StopRequest
 
 
 @dataclass
@@ -37,12 +40,14 @@ class RunResult:
 
 
 class Trainer:
-    def __init__(self, args, comm):
+    def __init__(self, args, comm, stop=None):
         self.args, self.comm = args, comm
         self.rank = comm.Get_rank()
         self.dtype = np.dtype(args.dtype)
+        self.stop = stop or StopRequest()
         with agree(comm):
             self.spec = parse_parallel(args.parallel, comm.Get_size())
+            self.faults = FaultPlan(self.rank)
         self.grid = ProcessGrid(comm, self.spec)
         self.context = DataParallelContext(self.grid.data, args.sync_bn)
         self._open_data()
@@ -97,7 +102,7 @@ class Trainer:
                 self.print0(f"mpicnn: no checkpoint in {args.checkpoint_dir!r} yet; starting from step 0")
         with agree(self.comm):
             ckpt = load_checkpoint(path) if path else None
-            fresh = load_checkpoint(args.init_from) if args.init_from else None
+            fresh = load_checkpoint(args.init_from) if args.init_from and ckpt is None else None
             if ckpt is not None:
                 self._load_state(ckpt)
             if fresh is not None:
@@ -198,6 +203,29 @@ class Trainer:
                     raise UserError(f"cannot write checkpoint {path!r}: {e}")
 
     # ---- the loop ----------------------------------------------------------------
+    def train_step(self, step, x, y, weight):
+        """Forward, backward, gradient sum, then one allreduce of the step's figures:
+        [loss sum, correct, non-finite flag, stop signal]. Every rank acts on the same
+        reduced figures, so stops and skips happen at the same step everywhere."""
+        faults = self.faults.fire(step)
+        if "nan" in faults:
+            x[...] = np.nan
+        if "term" in faults:
+            self.stop.request()
+        self.context.step, self.context.sample_offset = step, self.context.local_block(self.args.batch_size)[0]
+        self.buckets.begin()
+        logits = self.model.forward(x)
+        loss = self.criterion(logits, y)
+        self.model.backward(self.criterion.backward() * weight)
+        self.buckets.finish()
+        t0 = time.perf_counter()
+        finite = np.isfinite(loss) and self.buckets.all_finite()
+        stats = np.array([loss * len(y), np.count_nonzero(logits.argmax(1) == y), not finite,
+                          self.stop.signal or 0], dtype=np.float64)
+        self.grid.data.Allreduce(MPI.IN_PLACE, stats[:3], op=MPI.SUM)
+        self.grid.world.Allreduce(MPI.IN_PLACE, stats[3:], op=MPI.MAX)
+        return stats, time.perf_counter() - t0
+
     def fit(self):
         args, dtype = self.args, self.dtype
         B, N = args.batch_size, self.train_set.num_samples
@@ -206,11 +234,11 @@ class Trainer:
         schedule = make_schedule(args.schedule, args.lr, self.total_steps, args.warmup, args.step_size, args.gamma)
         metrics = MetricsLog(args.metrics if self.rank == 0 else None, append=self.start_step > 0)
         progress = self._progress()
-        stats = np.zeros(3)
         order, order_epoch = None, -1
         warmup = min(5, max((self.total_steps - self.start_step) // 4, 0))
         timed = {"images": 0, "seconds": 0.0, "data": 0.0, "comm": 0.0}
-        test_acc = test_loss = evaluated_at = None
+        test_acc = test_loss = evaluated_at = stopped = None
+        skipped = 0
         step = self.start_step
         self.model.train()
         for step in range(self.start_step, self.total_steps):
@@ -218,35 +246,30 @@ class Trainer:
             epoch, k = divmod(step, self.steps_per_epoch)
             if epoch != order_epoch:
                 order, order_epoch = data.epoch_order(N, args.seed, epoch), epoch
-            idx = data.batch_indices(order, k, B)[lo:hi]
-            x, y = self.train_set.read(idx, dtype=dtype)
+            x, y = self.train_set.read(data.batch_indices(order, k, B)[lo:hi], dtype=dtype)
             t_data = time.perf_counter() - t0
-            self.context.step, self.context.sample_offset = step, lo
-            self.buckets.begin()
             comm0 = self.buckets.comm_seconds
-            logits = self.model.forward(x)
-            loss = self.criterion(logits, y)
-            self.model.backward(self.criterion.backward() * weight)
-            self.buckets.finish()
-            t1 = time.perf_counter()
-            stats[:] = (loss * (hi - lo), np.count_nonzero(logits.argmax(1) == y), not np.isfinite(loss))
-            self.grid.data.Allreduce(MPI.IN_PLACE, stats, op=MPI.SUM)
-            t_comm = self.buckets.comm_seconds - comm0 + time.perf_counter() - t1
-            if stats[2]:
-                error = UserError(f"the loss is not finite at step {step} (epoch {epoch}); "
-                                  "lower --lr or check the data for bad values")
-                error.agreed = True  # the flag was summed over ranks: all of them stop here
-                raise error
+            stats, t_stats = self.train_step(step, x, y, weight)
             lr = schedule(step)
-            self.optimizer.lr = lr
-            self.optimizer.step()
+            if stats[2]:
+                if not args.skip_nonfinite:
+                    error = UserError(f"the loss or gradients are not finite at step {step} (epoch {epoch}); "
+                                      "lower --lr, check the data for bad values, or pass --skip-nonfinite")
+                    error.agreed = True  # the flag was summed over ranks: all of them stop here
+                    raise error
+                skipped += 1
+                self.print0(f"mpicnn: step {step}: non-finite loss or gradients, step skipped")
+                metrics.write(step=step + 1, epoch=epoch, skipped=True)
+            else:
+                self.optimizer.lr = lr
+                self.optimizer.step()
             self.optimizer.zero_grad()
             elapsed = time.perf_counter() - t0
             if step - self.start_step >= warmup:
                 timed["images"] += B
                 timed["seconds"] += elapsed
                 timed["data"] += t_data
-                timed["comm"] += t_comm
+                timed["comm"] += self.buckets.comm_seconds - comm0 + t_stats
             done = step + 1
             ips = timed["images"] / timed["seconds"] if timed["seconds"] else B / elapsed
             global_loss, batch_acc = stats[0] / B, stats[1] / B
@@ -255,6 +278,10 @@ class Trainer:
                 progress.set_postfix(loss=f"{global_loss:.4f}", acc=f"{batch_acc:.3f}", img_s=f"{ips:.0f}")
                 metrics.write(step=done, epoch=epoch, loss=global_loss, accuracy=batch_acc, lr=lr,
                               images_per_sec=ips)
+            step = done
+            if stats[3]:
+                stopped = signal.Signals(int(stats[3])).name
+                break
             end_of_epoch = done % self.steps_per_epoch == 0
             if self.test_set is not None and (
                     (args.eval_every and done % args.eval_every == 0) or (not args.eval_every and end_of_epoch)):
@@ -263,8 +290,9 @@ class Trainer:
                 metrics.write(step=done, epoch=epoch, test_accuracy=test_acc, test_loss=test_loss)
             if args.checkpoint_dir and args.checkpoint_every and done % args.checkpoint_every == 0:
                 self._checkpoint(done)
-            step = done
         progress.close()
+        if stopped:
+            return self._stop(step, stopped, metrics)
         if args.checkpoint_dir and (not args.checkpoint_every or step % args.checkpoint_every):
             self._checkpoint(step)
         if args.save:
@@ -272,9 +300,22 @@ class Trainer:
         if self.test_set is not None and evaluated_at != step:
             test_acc, test_loss = self.evaluate(self.test_set)
         summary = self._summary(step, timed, test_acc, test_loss)
+        summary["skipped_steps"] = skipped
         metrics.write(step=step, final=True, **summary)
         metrics.close()
         return summary
+
+    def _stop(self, step, signame, metrics):
+        """A stop was requested: checkpoint the finished step and leave, skipping evaluation."""
+        if self.args.checkpoint_dir:
+            self._checkpoint(step)
+            where = f"checkpoint {checkpoint_path(self.args.checkpoint_dir, step)} written; continue with --resume"
+        else:
+            where = "no --checkpoint-dir, nothing saved"
+        self.print0(f"mpicnn: stopped by {signame} after step {step}; {where}")
+        metrics.write(step=step, stopped=signame)
+        metrics.close()
+        return {"steps": step, "stopped": signame}
 
     def _checkpoint(self, step):
         path = checkpoint_path(self.args.checkpoint_dir, step)
@@ -316,11 +357,15 @@ def run(argv=None, comm=MPI.COMM_WORLD):
     """Train as the command line says, on ``comm``; return the model and the summary."""
     with agree(comm):
         args = parse_args(argv)
-    trainer = Trainer(args, comm)
+    stop = StopRequest().install()
     try:
-        summary = trainer.fit()
+        trainer = Trainer(args, comm, stop)
+        try:
+            summary = trainer.fit()
+        finally:
+            trainer.close()
     finally:
-        trainer.close()
+        stop.uninstall()
     return RunResult(trainer.model, summary["steps"], summary)
 
 

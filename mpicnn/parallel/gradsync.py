@@ -76,6 +76,10 @@ class GradientBuckets:
 
         module._backward = backward_then_reduce  # instance attribute shadows the method
 
+    def all_finite(self):
+        """True when no summed gradient is NaN or Inf (the same answer on every rank)."""
+        return all(np.isfinite(b.flat).all() for b in self.buckets)
+
     def begin(self):
         """Arm the buckets for one backward pass."""
         for b in self.buckets:
