@@ -18,8 +18,12 @@ LAYOUTS = ("NCHW", "NHWC")
 
 
 def convert(x, src, dst):
-    """Return 4-D ``x`` (in layout ``src``) in layout ``dst``; other ranks pass through."""
-    if x.ndim != 4 or src == dst:
+    """Return 4-D ``x`` (in layout ``src``) in layout ``dst``; other ranks pass through.
+
+    None passes through too: a first layer with ``needs_input_grad = False`` returns
+    None from backward.
+    """
+    if x is None or x.ndim != 4 or src == dst:
         return x
     axes = (0, 2, 3, 1) if dst == "NHWC" else (0, 3, 1, 2)
     return np.ascontiguousarray(x.transpose(axes))

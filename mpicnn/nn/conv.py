@@ -1,0 +1,104 @@
+"""Conv2d: 2-D cross-correlation with PyTorch's parameters and init, computed in NHWC."""
+import math
+
+import numpy as np
+
+from ..ops.conv import conv2d_backward, conv2d_forward, conv_output_size, pair
+from . import init
+from .module import Module, Parameter
+
+__all__ = ["Conv2d"]
+
+
+def _positive_int(value, name):
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+class Conv2d(Module):
+    """``Conv2d(in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+    groups=1, bias=True, dtype=np.float32, rng=None)`` as ``torch.nn.Conv2d``.
+
+    weight (out, in/groups, kh, kw) and bias (out,) are drawn U(-1/sqrt(fan_in),
+    1/sqrt(fan_in)) with fan_in = in/groups*kh*kw (PyTorch's default init), weight first.
+    Set ``needs_input_grad = False`` on a model's first layer: backward then skips the
+    input gradient (a third of the layer's work) and returns None.
+    """
+
+    layout = "NHWC"
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 dilation=1, groups=1, bias=True, dtype=np.float32, rng=None):
+        super().__init__()
+        self.in_channels = _positive_int(in_channels, "in_channels")
+        self.out_channels = _positive_int(out_channels, "out_channels")
+        self.groups = _positive_int(groups, "groups")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"groups={groups!r} must divide in_channels={in_channels!r} "
+                             f"and out_channels={out_channels!r}")
+        self.kernel_size = pair(kernel_size, "kernel_size")
+        self.stride = pair(stride, "stride")
+        self.padding = pair(padding, "padding")
+        self.dilation = pair(dilation, "dilation")
+        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.dilation) < 1:
+            raise ValueError(f"kernel_size, stride and dilation must be >= 1, got "
+                             f"{kernel_size!r}, {stride!r}, {dilation!r}")
+        if min(self.padding) < 0:
+            raise ValueError(f"padding must be >= 0, got {padding!r}")
+        shape = (out_channels, in_channels // groups) + self.kernel_size
+        self.weight = Parameter(init.kaiming_uniform(shape, dtype=dtype, rng=rng))
+        if bias:
+            bound = 1.0 / math.sqrt(init.fan_in(shape))
+            self.bias = Parameter(init.uniform((out_channels,), bound, dtype, rng))
+        else:
+            self.bias = None
+        self.needs_input_grad = True
+        self._x = None
+
+    def output_shape(self, h, w):
+        """Spatial output size for an (h, w) input."""
+        return (conv_output_size(h, self.kernel_size[0], self.stride[0], self.padding[0], self.dilation[0]),
+                conv_output_size(w, self.kernel_size[1], self.stride[1], self.padding[1], self.dilation[1]))
+
+    def _geometry(self):
+        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
+                    groups=self.groups)
+
+    def _forward(self, x):
+        if not isinstance(x, np.ndarray) or x.ndim != 4:
+            raise ValueError(f"{self!r} expects a 4-D input, got shape {getattr(x, 'shape', x)!r}")
+        if x.shape[3] != self.in_channels:
+            raise ValueError(f"{self!r} expected {self.in_channels!r} input channels, got "
+                             f"{x.shape[3]!r} (NHWC input shape {x.shape!r})")
+        if x.dtype != self.weight.data.dtype:
+            raise TypeError(f"{self!r} has dtype {self.weight.data.dtype!r}, got input of dtype {x.dtype!r}")
+        self._x = x
+        b = self.bias.data if self.bias is not None else None
+        return conv2d_forward(x, self.weight.data, b, **self._geometry())
+
+    def _backward(self, dy):
+        if self._x is None:
+            raise RuntimeError(f"{self!r}: backward() called before forward()")
+        bias = self.bias
+        dx, dw, db = conv2d_backward(
+            self._x, self.weight.data, dy, **self._geometry(),
+            need_dx=self.needs_input_grad, need_dw=self.weight.requires_grad,
+            need_db=bias is not None and bias.requires_grad)
+        if dw is not None:
+            self.weight.grad += dw
+        if db is not None:
+            bias.grad += db
+        return dx
+
+    def extra_repr(self):
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s

@@ -1,0 +1,69 @@
+"""Dropout with a counter-based mask (see ``mpicnn.ops.dropout`` for the hash)."""
+import numpy as np
+
+from ..ops.dropout import dropout_scale_mask
+from . import init
+from .module import Module
+
+__all__ = ["Dropout"]
+
+
+class Dropout(Module):
+    """``Dropout(p=0.5)``: in training, zero each element with probability p and scale the
+    rest by 1/(1-p); identity in eval mode.
+
+    The mask depends only on (layer seed, ``context.step``, GLOBAL sample index
+    ``context.sample_offset + n``, NCHW element index), so it is the same however the
+    batch is split over ranks and whatever the internal layout. The layer seed is drawn
+    from the init RNG at construction (``self.seed``; saved by whoever saves the model
+    config, not in the state_dict).
+    """
+
+    layout = "NHWC"
+
+    def __init__(self, p=0.5, rng=None):
+        super().__init__()
+        p = float(p)
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1], got {p!r}")
+        self.p = p
+        self.seed = init.seed_int(rng)
+        self._mask = None
+
+    def _apply(self, x, layout):
+        if not self.training or self.p == 0.0:
+            self._mask = False
+            return x
+        if not isinstance(x, np.ndarray) or x.dtype.kind != "f" or x.ndim < 1:
+            raise TypeError(f"{self!r} expects a floating-point array, got {getattr(x, 'dtype', type(x))!r}")
+        ctx = self.context
+        self._mask = dropout_scale_mask(self.seed, ctx.step, ctx.sample_offset, x.shape, self.p,
+                                        x.dtype, layout)
+        return x * self._mask
+
+    def _unapply(self, dy):
+        if self._mask is None:
+            raise RuntimeError(f"{self!r}: backward() called before forward()")
+        if self._mask is False:
+            return dy
+        if dy.shape != self._mask.shape:
+            raise ValueError(f"{self!r} backward: dy shape {dy.shape!r} differs from forward "
+                             f"shape {self._mask.shape!r}")
+        return dy * self._mask
+
+    # NHWC internally (what containers call) ...
+    def _forward(self, x):
+        return self._apply(x, "NHWC")
+
+    def _backward(self, dy):
+        return self._unapply(dy)
+
+    # ... and NCHW publicly, without converting (the mask is built in the caller's layout).
+    def forward(self, x):
+        return self._apply(x, "NCHW")
+
+    def backward(self, dy):
+        return self._unapply(dy)
+
+    def extra_repr(self):
+        return f"p={self.p}"

@@ -1,0 +1,48 @@
+"""Flatten: (N, C, H, W) -> (N, C*H*W) in NCHW order, as ``torch.nn.Flatten()``."""
+import numpy as np
+
+from .module import Module
+
+__all__ = ["Flatten"]
+
+
+class Flatten(Module):
+    """Flattens every axis after the first. A 4-D input is flattened in NCHW order
+    whatever layout it is carried in, so the following Linear sees PyTorch's features."""
+
+    layout = "NHWC"
+
+    def __init__(self):
+        super().__init__()
+        self._shape = None
+        self._nhwc = True
+
+    def _flat(self, x):
+        if not isinstance(x, np.ndarray) or x.ndim < 1:
+            raise ValueError(f"{self!r} expects an array with a batch axis, got {x!r}")
+        return x.reshape(x.shape[0], -1)
+
+    def _forward(self, x):  # x NHWC when 4-D
+        y = self._flat(x.transpose(0, 3, 1, 2) if x.ndim == 4 else x)
+        self._shape, self._nhwc = x.shape, True
+        return y
+
+    def _backward(self, dy):
+        shape = self._saved()
+        if self._nhwc and len(shape) == 4:
+            N, H, W, C = shape
+            return np.ascontiguousarray(dy.reshape(N, C, H, W).transpose(0, 2, 3, 1))
+        return dy.reshape(shape)
+
+    def forward(self, x):  # x NCHW when 4-D: a plain reshape
+        y = self._flat(x)
+        self._shape, self._nhwc = x.shape, False
+        return y
+
+    def backward(self, dy):
+        return self._backward(dy)
+
+    def _saved(self):
+        if self._shape is None:
+            raise RuntimeError(f"{self!r}: backward() called before forward()")
+        return self._shape

@@ -1,0 +1,28 @@
+"""Functional NumPy ops: the reference implementation of every layer's math.
+
+Activations are channels-last (NHWC: (N, H, W, C)) 4-D arrays or (N, F) 2-D arrays;
+weights keep PyTorch's layouts. Each op is a pure function: forward returns its
+output (plus whatever backward needs), backward returns the input gradient and the
+parameter gradients. The CUDA kernels (``kernels/*.cu``) are checked against these.
+"""
+from .activation import leaky_relu_backward, leaky_relu_forward, relu_backward, relu_forward
+from .conv import conv2d_backward, conv2d_forward, conv_output_size
+from .dropout import dropout_keep, dropout_scale_mask, mix64, nchw_element_index
+from .loss import cross_entropy_backward, cross_entropy_forward
+from .norm import batch_norm_backward, batch_norm_eval_forward, batch_norm_train_forward
+from .pool import (avg_pool2d_backward, avg_pool2d_forward, global_avg_pool_backward,
+                   global_avg_pool_forward, global_max_pool_backward, global_max_pool_forward,
+                   global_rms_pool_backward, global_rms_pool_forward, max_pool2d_backward,
+                   max_pool2d_forward, pool_geometry)
+
+__all__ = [
+    "relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",
+    "conv2d_forward", "conv2d_backward", "conv_output_size",
+    "dropout_keep", "dropout_scale_mask", "mix64", "nchw_element_index",
+    "cross_entropy_forward", "cross_entropy_backward",
+    "batch_norm_train_forward", "batch_norm_eval_forward", "batch_norm_backward",
+    "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
+    "global_avg_pool_forward", "global_avg_pool_backward", "global_max_pool_forward",
+    "global_max_pool_backward", "global_rms_pool_forward", "global_rms_pool_backward",
+    "pool_geometry",
+]
