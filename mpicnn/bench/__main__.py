@@ -14,7 +14,7 @@ import sys
 def table(title, rows):
     if not rows:
         return
-    keys = list(rows[0])
+    keys = [k for k, v in rows[0].items() if not isinstance(v, (list, dict))]  # raw samples: JSON only
     cells = [[_fmt(r.get(k)) for k in keys] for r in rows]
     widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
     print(f"\n{title}")
