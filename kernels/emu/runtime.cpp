@@ -1,0 +1,501 @@
+// Scheduler of the CPU emulator. Blocks of a launch run one after another; the
+// threads of a block start as a plain loop on one fiber, and a thread that has to
+// wait (__syncthreads, a warp collective) keeps that fiber while the loop continues
+// on a fresh one, so kernels without barriers never switch. Waiting threads resume
+// when their barrier or collective is complete. When nothing can run, the launch
+// fails with a description of who waits for whom instead of hanging.
+#include "emu_types.h"
+#include "emu_sync.h"
+#include "emu_runtime.h"
+#include "fiber.h"
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+uint3 __emu_threadIdx, __emu_blockIdx;
+dim3 __emu_blockDim, __emu_gridDim;
+int __emu_tid;
+alignas(256) unsigned char __emu_dynamic_smem[EMU_MAX_DYNAMIC_SMEM];
+
+namespace {
+
+enum State : unsigned char { UNSTARTED, RUNNING, READY, AT_BARRIER, AT_WARP_OP, AT_ACTIVEMASK, EXITED };
+
+struct Thread {
+    Fiber* fiber;
+    unsigned char state;
+    unsigned char op;      // warp collective it waits at
+    unsigned int mask;     // the lanes that collective names (existing lanes only)
+    int src;               // shuffle: lane whose value it receives, -1 for its own
+    int site;              // __activemask call site
+    unsigned long long value, result;
+};
+
+constexpr int kMaxWarps = EMU_MAX_THREADS / 32;
+
+struct Block {
+    const __emu_config* cfg;
+    void (*body)(void*);
+    void* ctx;
+    int n;                    // threads per block
+    int next;                 // next thread to start
+    int exited;
+    int arrived, arrived_true;  // at __syncthreads now; how many with a nonzero predicate
+    int bar_total, bar_true;    // of the barrier released last
+    int activemask_waiting;
+    int ready[EMU_MAX_THREADS], ready_head, ready_len;
+    int bar_waiters[EMU_MAX_THREADS];
+    unsigned int exists[kMaxWarps], exited_lanes[kMaxWarps], waiting_lanes[kMaxWarps];
+    Thread t[EMU_MAX_THREADS];
+    uint3 idx[EMU_MAX_THREADS];
+};
+
+Block B;
+Fiber g_main;     // the launching OS thread's own context
+Fiber* g_cur;     // fiber running now
+Fiber* g_dying;   // finished fiber, recycled once we are off its stack
+bool g_in_launch, g_failed;
+char g_error[8192];
+
+const char* op_name(int op) {
+    static const char* names[] = {"?", "__syncwarp", "__shfl_sync", "__shfl_up_sync", "__shfl_down_sync",
+                                  "__shfl_xor_sync", "__ballot_sync", "__any_sync", "__all_sync",
+                                  "__match_any_sync", "__match_all_sync", "__reduce_add_sync",
+                                  "__reduce_min_sync", "__reduce_max_sync", "__reduce_min_sync",
+                                  "__reduce_max_sync", "__reduce_and_sync", "__reduce_or_sync",
+                                  "__reduce_xor_sync"};
+    return op > 0 && op < __EMU_WARP_OP_END ? names[op] : "?";
+}
+
+// "thread (x,y,z)" of the current block, for messages.
+const char* thread_str(int t, char* buf, size_t n) {
+    snprintf(buf, n, "thread (%u,%u,%u) [warp %d lane %d]", B.idx[t].x, B.idx[t].y, B.idx[t].z, t >> 5, t & 31);
+    return buf;
+}
+
+const char* state_str(int t, char* buf, size_t n) {
+    const Thread& th = B.t[t];
+    switch (th.state) {
+        case AT_BARRIER: return "waits at __syncthreads";
+        case AT_WARP_OP: snprintf(buf, n, "waits at %s (mask 0x%08x)", op_name(th.op), th.mask); return buf;
+        case AT_ACTIVEMASK: return "waits at __activemask";
+        case EXITED: return "has exited";
+        case UNSTARTED: return "has not started";
+        default: return "is running";
+    }
+}
+
+// Ends the launch: records the message and returns to the launching context.
+[[noreturn]] __attribute__((format(printf, 1, 2))) void fail(const char* fmt, ...) {
+    int k = snprintf(g_error, sizeof g_error, "kernel '%s', block (%u,%u,%u): ", B.cfg->kernel,
+                     __emu_blockIdx.x, __emu_blockIdx.y, __emu_blockIdx.z);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g_error + k, sizeof g_error - k, fmt, ap);
+    va_end(ap);
+    g_failed = true;
+    Fiber* from = g_cur;
+    g_cur = &g_main;
+    fiber_switch(from, &g_main);
+    abort();  // an abandoned fiber is never resumed
+}
+
+void recycle() {
+    if (g_dying && g_dying != g_cur) {
+        fiber_free(g_dying);
+        g_dying = nullptr;
+    }
+}
+
+void push_ready(int t) {
+    B.t[t].state = READY;
+    B.ready[(B.ready_head + B.ready_len++) % EMU_MAX_THREADS] = t;
+}
+
+void enter(int t) {  // make t the current CUDA thread
+    B.t[t].state = RUNNING;
+    __emu_tid = t;
+    __emu_threadIdx = B.idx[t];
+}
+
+void switch_to(Fiber* to) {
+    Fiber* from = g_cur;
+    g_cur = to;
+    if (to != from) fiber_switch(from, to);
+    recycle();
+}
+
+void fiber_main();
+[[noreturn]] void deadlock();
+bool release_activemask();
+
+// The current fiber cannot go on (its thread waits, or it finished): run something
+// else. Returns when the current thread may continue.
+void schedule() {
+    for (;;) {
+        if (B.ready_len) {
+            int t = B.ready[B.ready_head];
+            B.ready_head = (B.ready_head + 1) % EMU_MAX_THREADS;
+            B.ready_len--;
+            enter(t);
+            switch_to(B.t[t].fiber);
+            return;
+        }
+        if (B.next < B.n) {
+            Fiber* f = fiber_alloc();
+            if (!f) fail("out of memory for fiber stacks (%d threads wait at once)", B.next);
+            fiber_prepare(f, fiber_main);
+            switch_to(f);
+            return;
+        }
+        if (B.exited == B.n) {  // block finished: back to the launch loop
+            switch_to(&g_main);
+            return;
+        }
+        if (release_activemask()) continue;
+        deadlock();
+    }
+}
+
+void release_barrier() {
+    B.bar_total = B.arrived;
+    B.bar_true = B.arrived_true;
+    for (int i = 0; i < B.arrived; ++i) {
+        int w = B.bar_waiters[i];
+        if (w == __emu_tid) B.t[w].state = RUNNING;  // the last to arrive goes straight on
+        else push_ready(w);
+    }
+    B.arrived = B.arrived_true = 0;
+}
+
+void thread_exited(int t) {
+    B.t[t].state = EXITED;
+    B.exited++;
+    int w = t >> 5;
+    unsigned int bit = 1u << (t & 31);
+    B.exited_lanes[w] |= bit;
+    // A lane that waits for this one in a collective would wait forever.
+    for (unsigned int m = B.waiting_lanes[w]; m; m &= m - 1) {
+        int l = (w << 5) + __builtin_ctz(m);
+        if (B.t[l].mask & bit) {
+            char a[96], b[96];
+            fail("%s exited while %s waits for it in %s (mask 0x%08x); every lane named in the mask must "
+                 "call the collective", thread_str(t, a, sizeof a), thread_str(l, b, sizeof b),
+                 op_name(B.t[l].op), B.t[l].mask);
+        }
+    }
+    // Exited threads count as arrived at __syncthreads (as on Volta and later GPUs).
+    if (B.arrived && B.arrived == B.n - B.exited) release_barrier();
+}
+
+// Every fiber runs this: start threads one after another until none is left.
+void fiber_main() {
+    recycle();
+    Fiber* self = g_cur;
+    while (B.next < B.n) {
+        int t = B.next++;
+        B.t[t].fiber = self;
+        enter(t);
+        B.body(B.ctx);
+        thread_exited(t);
+    }
+    g_dying = self;
+    schedule();
+    abort();  // a finished fiber is never resumed
+}
+
+// All lanes of `mask` arrived at the same collective: compute every lane's result.
+void complete_warp_op(int w, unsigned int mask, int op) {
+    Thread* lanes = &B.t[w << 5];
+    switch (op) {
+        case __EMU_SYNCWARP:
+            break;
+        case __EMU_SHFL_IDX: case __EMU_SHFL_UP: case __EMU_SHFL_DOWN: case __EMU_SHFL_XOR:
+            for (unsigned int m = mask; m; m &= m - 1) {
+                Thread& th = lanes[__builtin_ctz(m)];
+                // A source lane outside the mask is undefined on a GPU; give the lane its own value.
+                th.result = th.src >= 0 && (mask >> th.src & 1) ? lanes[th.src].value : th.value;
+            }
+            break;
+        case __EMU_MATCH_ANY:
+            for (unsigned int m = mask; m; m &= m - 1) {
+                Thread& th = lanes[__builtin_ctz(m)];
+                unsigned int same = 0;
+                for (unsigned int k = mask; k; k &= k - 1)
+                    if (lanes[__builtin_ctz(k)].value == th.value) same |= 1u << __builtin_ctz(k);
+                th.result = same;
+            }
+            break;
+        case __EMU_MATCH_ALL: {
+            bool equal = true;
+            for (unsigned int m = mask; m; m &= m - 1) equal = equal && lanes[__builtin_ctz(m)].value == lanes[__builtin_ctz(mask)].value;
+            for (unsigned int m = mask; m; m &= m - 1) lanes[__builtin_ctz(m)].result = equal ? mask : 0;
+            break;
+        }
+        default: {  // votes and reductions: one value for every lane
+            unsigned int votes = 0, acc = (unsigned int)lanes[__builtin_ctz(mask)].value;
+            for (unsigned int m = mask; m; m &= m - 1) {
+                int l = __builtin_ctz(m);
+                unsigned int v = (unsigned int)lanes[l].value;
+                if (lanes[l].value) votes |= 1u << l;
+                switch (op) {
+                    case __EMU_REDUCE_ADD: acc = m == mask ? v : acc + v; break;
+                    case __EMU_REDUCE_MIN: acc = (int)v < (int)acc ? v : acc; break;
+                    case __EMU_REDUCE_MAX: acc = (int)v > (int)acc ? v : acc; break;
+                    case __EMU_REDUCE_UMIN: acc = v < acc ? v : acc; break;
+                    case __EMU_REDUCE_UMAX: acc = v > acc ? v : acc; break;
+                    case __EMU_REDUCE_AND: acc &= v; break;
+                    case __EMU_REDUCE_OR: acc |= v; break;
+                    case __EMU_REDUCE_XOR: acc = m == mask ? v : acc ^ v; break;
+                }
+            }
+            unsigned long long r = op == __EMU_BALLOT ? votes : op == __EMU_ANY ? votes != 0
+                                 : op == __EMU_ALL ? votes == mask : acc;
+            for (unsigned int m = mask; m; m &= m - 1) lanes[__builtin_ctz(m)].result = r;
+        }
+    }
+    B.waiting_lanes[w] &= ~mask;
+    for (unsigned int m = mask; m; m &= m - 1) {
+        int t = (w << 5) + __builtin_ctz(m);
+        if (t == __emu_tid) B.t[t].state = RUNNING;
+        else push_ready(t);
+    }
+}
+
+// Only lanes waiting at __activemask are left: give each group that reached the same
+// call site its mask and let them go.
+bool release_activemask() {
+    if (!B.activemask_waiting) return false;
+    for (int t = 0; t < B.n; ++t) {
+        if (B.t[t].state != AT_ACTIVEMASK) continue;
+        int w = t >> 5;
+        unsigned int group = 0;
+        for (int l = 0; l < 32 && (w << 5) + l < B.n; ++l) {
+            const Thread& o = B.t[(w << 5) + l];
+            if (o.state == AT_ACTIVEMASK && o.site == B.t[t].site) group |= 1u << l;
+        }
+        for (unsigned int m = group; m; m &= m - 1) {
+            int u = (w << 5) + __builtin_ctz(m);
+            B.t[u].result = group;
+            push_ready(u);
+        }
+    }
+    B.activemask_waiting = 0;
+    return true;
+}
+
+void deadlock() {
+    int at_bar = 0, at_warp = 0, first = -1;
+    for (int t = 0; t < B.n; ++t) {
+        if (B.t[t].state == AT_BARRIER) at_bar++;
+        if (B.t[t].state == AT_WARP_OP) {
+            at_warp++;
+            if (first < 0) first = t;
+        }
+    }
+    char detail[1024] = "";
+    if (first >= 0) {
+        const Thread& th = B.t[first];
+        int w = first >> 5, missing = -1;
+        for (unsigned int m = th.mask; m; m &= m - 1) {
+            const Thread& o = B.t[(w << 5) + __builtin_ctz(m)];
+            if (o.state != AT_WARP_OP || o.op != th.op || o.mask != th.mask) {
+                missing = (w << 5) + __builtin_ctz(m);
+                break;
+            }
+        }
+        char a[96], b[96], c[128];
+        if (missing >= 0)
+            snprintf(detail, sizeof detail, "; %s waits in %s (mask 0x%08x) for %s, which %s",
+                     thread_str(first, a, sizeof a), op_name(th.op), th.mask, thread_str(missing, b, sizeof b),
+                     state_str(missing, c, sizeof c));
+    }
+    fail("deadlock: no thread can continue (%d wait at __syncthreads, %d at warp collectives, %d exited)%s",
+         at_bar, at_warp, B.exited, detail);
+}
+
+}  // namespace
+
+// ---- entry points called from kernels (declared in emu_sync.h) ---------------------
+
+int __emu_barrier(int kind, int pred) {
+    int t = __emu_tid;
+    B.t[t].state = AT_BARRIER;
+    B.bar_waiters[B.arrived++] = t;
+    B.arrived_true += pred != 0;
+    if (B.arrived == B.n - B.exited) release_barrier();
+    else schedule();
+    // The next barrier cannot complete before this thread arrives there, so the
+    // results of the last one are still in place.
+    switch (kind) {
+        case __EMU_BAR_COUNT: return B.bar_true;
+        case __EMU_BAR_AND: return B.bar_true == B.bar_total;
+        case __EMU_BAR_OR: return B.bar_true != 0;
+        default: return 0;
+    }
+}
+
+unsigned long long __emu_warp(int op, unsigned int mask, unsigned long long value, int src) {
+    int t = __emu_tid, w = t >> 5;
+    unsigned int bit = 1u << (t & 31), m = mask & B.exists[w];
+    char a[96];
+    if (!(m & bit))
+        fail("%s calls %s with mask 0x%08x, which does not name the calling lane", thread_str(t, a, sizeof a),
+             op_name(op), mask);
+    if (m & B.exited_lanes[w]) {
+        char b[96];
+        fail("%s calls %s with mask 0x%08x, but %s has already exited", thread_str(t, a, sizeof a), op_name(op),
+             mask, thread_str((w << 5) + __builtin_ctz(m & B.exited_lanes[w]), b, sizeof b));
+    }
+    Thread& th = B.t[t];
+    th.state = AT_WARP_OP;
+    th.op = (unsigned char)op;
+    th.mask = m;
+    th.value = value;
+    th.src = src;
+    B.waiting_lanes[w] |= bit;
+    bool complete = (B.waiting_lanes[w] & m) == m;
+    for (unsigned int k = m; complete && k; k &= k - 1) {
+        const Thread& o = B.t[(w << 5) + __builtin_ctz(k)];
+        complete = o.op == op && o.mask == m;
+    }
+    if (complete) complete_warp_op(w, m, op);
+    else schedule();
+    return th.result;
+}
+
+unsigned int __emu_activemask(int site) {
+    Thread& th = B.t[__emu_tid];
+    th.state = AT_ACTIVEMASK;
+    th.site = site;
+    B.activemask_waiting++;
+    schedule();
+    return (unsigned int)th.result;
+}
+
+void __emu_fail_bad_width(int width) {
+    char a[96];
+    fail("%s: shuffle width %d is not a power of two in 1..32", thread_str(__emu_tid, a, sizeof a), width);
+}
+
+void __trap(void) {
+    char a[96];
+    fail("%s called __trap()", thread_str(__emu_tid, a, sizeof a));
+}
+
+void __brkpt(void) {
+    char a[96];
+    fail("%s called __brkpt()", thread_str(__emu_tid, a, sizeof a));
+}
+
+// Device-side assert(): glibc's assert macro calls this; the kernel library binds to
+// this definition, so a failed assert fails the launch instead of aborting Python.
+extern "C" [[noreturn]] void __assert_fail(const char* expr, const char* file, unsigned int line,
+                                           const char* func) noexcept {
+    if (!g_in_launch) {
+        fprintf(stderr, "%s:%u: %s: Assertion `%s' failed.\n", file, line, func, expr);
+        abort();
+    }
+    char a[96];
+    fail("%s: assertion `%s' failed at %s:%u in %s", thread_str(__emu_tid, a, sizeof a), expr, file, line, func);
+}
+
+// ---- the launch loop ---------------------------------------------------------------
+
+int __emu_run_grid(const __emu_config* cfg, void (*body)(void*), void* ctx) {
+    if (g_in_launch) {  // another Python thread; kernels/emu serialises launches
+        snprintf(g_error, sizeof g_error, "kernel '%s': launched while another launch runs", cfg->kernel);
+        return -1;
+    }
+    B.cfg = cfg;
+    g_failed = false;
+    const unsigned int* bd = cfg->block;
+    unsigned long long n = (unsigned long long)bd[0] * bd[1] * bd[2];
+    if (n < 1 || n > EMU_MAX_THREADS || cfg->shared_bytes > EMU_MAX_DYNAMIC_SMEM) {
+        snprintf(g_error, sizeof g_error, "kernel '%s': invalid launch configuration", cfg->kernel);
+        return -1;
+    }
+    B.body = body;
+    B.ctx = ctx;
+    B.n = (int)n;
+    for (int t = 0; t < B.n; ++t) {
+        B.idx[t] = uint3{t % bd[0], (t / bd[0]) % bd[1], t / (bd[0] * bd[1])};
+        B.t[t].state = UNSTARTED;
+    }
+    for (int w = 0; w < kMaxWarps; ++w) {
+        int lanes = B.n - 32 * w;
+        B.exists[w] = lanes >= 32 ? 0xffffffffu : lanes > 0 ? (1u << lanes) - 1 : 0;
+    }
+    __emu_blockDim = dim3(bd[0], bd[1], bd[2]);
+    __emu_gridDim = dim3(cfg->grid[0], cfg->grid[1], cfg->grid[2]);
+    fiber_capture_fp_state();
+    g_in_launch = true;
+    for (unsigned int z = 0; z < cfg->grid[2] && !g_failed; ++z)
+        for (unsigned int y = 0; y < cfg->grid[1] && !g_failed; ++y)
+            for (unsigned int x = 0; x < cfg->grid[0] && !g_failed; ++x) {
+                __emu_blockIdx = uint3{x, y, z};
+                if (cfg->flags & EMU_POISON_SHARED) memset(__emu_dynamic_smem, 0xff, cfg->shared_bytes);
+                B.next = B.exited = B.arrived = B.arrived_true = 0;
+                B.ready_head = B.ready_len = B.activemask_waiting = 0;
+                memset(B.exited_lanes, 0, sizeof B.exited_lanes);
+                memset(B.waiting_lanes, 0, sizeof B.waiting_lanes);
+                Fiber* f = fiber_alloc();
+                if (!f) {
+                    snprintf(g_error, sizeof g_error, "kernel '%s': out of memory for fiber stacks", cfg->kernel);
+                    g_failed = true;
+                    break;
+                }
+                fiber_prepare(f, fiber_main);
+                g_cur = &g_main;
+                switch_to(f);
+                if (g_failed) break;
+            }
+    g_in_launch = false;
+    g_cur = nullptr;
+    g_dying = nullptr;
+    fflush(stdout);
+    if (g_failed) {
+        fiber_free_all();  // the fibers of waiting threads are abandoned
+        return -1;
+    }
+    return 0;
+}
+
+const char* emu_last_error(void) { return g_error; }
+
+// ---- fiber switch benchmark --------------------------------------------------------
+
+namespace {
+Fiber* g_bench[2];
+long g_bench_left;
+void bench_ping() {
+    while (g_bench_left-- > 0) fiber_switch(g_bench[0], g_bench[1]);
+    fiber_switch(g_bench[0], &g_main);
+}
+void bench_pong() {
+    for (;;) fiber_switch(g_bench[1], g_bench[0]);
+}
+double now_ns() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e9 + ts.tv_nsec;
+}
+}  // namespace
+
+double emu_fiber_switch_ns(int n) {
+    fiber_capture_fp_state();
+    g_bench[0] = fiber_alloc();
+    g_bench[1] = fiber_alloc();
+    if (!g_bench[0] || !g_bench[1]) return -1;
+    fiber_prepare(g_bench[0], bench_ping);
+    fiber_prepare(g_bench[1], bench_pong);
+    g_bench_left = n;
+    double t0 = now_ns();
+    fiber_switch(&g_main, g_bench[0]);
+    double t1 = now_ns();
+    fiber_free(g_bench[1]);
+    fiber_free(g_bench[0]);
+    return (t1 - t0) / (2.0 * n + 2);
+}
