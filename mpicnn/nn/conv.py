@@ -3,6 +3,7 @@ import math
 
 import numpy as np
 
+from ..backend import is_array
 from ..ops.conv import conv2d_backward, conv2d_forward, conv_output_size, pair
 from . import init
 from .module import Module, Parameter
@@ -66,7 +67,7 @@ class Conv2d(Module):
                     groups=self.groups)
 
     def _forward(self, x):
-        if not isinstance(x, np.ndarray) or x.ndim != 4:
+        if not is_array(x) or x.ndim != 4:
             raise ValueError(f"{self!r} expects a 4-D input, got shape {getattr(x, 'shape', x)!r}")
         if x.shape[3] != self.in_channels:
             raise ValueError(f"{self!r} expected {self.in_channels!r} input channels, got "

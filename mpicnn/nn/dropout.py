@@ -1,6 +1,5 @@
 """Dropout with a counter-based mask (see ``mpicnn.ops.dropout`` for the hash)."""
-import numpy as np
-
+from ..backend import is_array
 from ..ops.dropout import dropout_scale_mask
 from . import init
 from .module import Module
@@ -34,7 +33,7 @@ class Dropout(Module):
         if not self.training or self.p == 0.0:
             self._mask = False
             return x
-        if not isinstance(x, np.ndarray) or x.dtype.kind != "f" or x.ndim < 1:
+        if not is_array(x) or x.dtype.kind != "f" or x.ndim < 1:
             raise TypeError(f"{self!r} expects a floating-point array, got {getattr(x, 'dtype', type(x))!r}")
         ctx = self.context
         self._mask = dropout_scale_mask(self.seed, ctx.step, ctx.sample_offset, x.shape, self.p,

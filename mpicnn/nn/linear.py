@@ -3,6 +3,7 @@ import math
 
 import numpy as np
 
+from ..backend import array_module, is_array
 from . import init
 from .conv import _positive_int
 from .module import Module, Parameter
@@ -34,7 +35,7 @@ class Linear(Module):
         self._x = None
 
     def forward(self, x):
-        if not isinstance(x, np.ndarray) or x.ndim < 1 or x.shape[-1] != self.in_features:
+        if not is_array(x) or x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"{self!r} expected input with last axis {self.in_features!r}, "
                              f"got shape {getattr(x, 'shape', x)!r}")
         if x.dtype != self.weight.data.dtype:
@@ -57,7 +58,7 @@ class Linear(Module):
         if self.weight.requires_grad:
             self.weight.grad += dy2.T @ x.reshape(-1, self.in_features)
         if self.bias is not None and self.bias.requires_grad:
-            self.bias.grad += np.ones(dy2.shape[0], dy.dtype) @ dy2
+            self.bias.grad += array_module(dy).ones(dy2.shape[0], dy.dtype) @ dy2
         if not self.needs_input_grad:
             return None
         return (dy2 @ self.weight.data).reshape(x.shape)

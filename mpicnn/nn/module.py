@@ -12,7 +12,7 @@ methods and convert only where two neighbours disagree, so a model of NHWC layer
 converts once at the input. 2-D arrays (N, F) have no layout and pass unchanged.
 Users' own layers just override ``forward``/``backward`` in NCHW.
 """
-import numpy as np
+from ..backend import array_module
 
 LAYOUTS = ("NCHW", "NHWC")
 
@@ -26,7 +26,7 @@ def convert(x, src, dst):
     if x is None or x.ndim != 4 or src == dst:
         return x
     axes = (0, 2, 3, 1) if dst == "NHWC" else (0, 3, 1, 2)
-    return np.ascontiguousarray(x.transpose(axes))
+    return array_module(x).ascontiguousarray(x.transpose(axes))
 
 
 class Parameter:
@@ -36,7 +36,7 @@ class Parameter:
 
     def __init__(self, data):
         self.data = data
-        self.grad = np.zeros_like(data)
+        self.grad = array_module(data).zeros_like(data)
         self.requires_grad = True
 
     @property
@@ -159,7 +159,7 @@ class Module:
             target = own[name].data if name in own else buffers.get(name)
             if target is None:
                 continue
-            value = np.asarray(value)
+            value = array_module(target).asarray(value)
             if value.shape != target.shape:
                 raise ValueError(f"{name}: shape {value.shape} in state_dict, model has {target.shape}")
             target[...] = value

@@ -1,6 +1,7 @@
 """BatchNorm2d with statistics shared over ranks through ``context.allreduce_stats``."""
 import numpy as np
 
+from ..backend import is_array
 from ..ops.norm import batch_norm_backward, batch_norm_eval_forward, batch_norm_train_forward
 from . import init
 from .conv import _positive_int
@@ -50,7 +51,7 @@ class BatchNorm2d(Module):
         self._cache = None
 
     def _forward(self, x):
-        if not isinstance(x, np.ndarray) or x.ndim != 4:
+        if not is_array(x) or x.ndim != 4:
             raise ValueError(f"{self!r} expects a 4-D input, got shape {getattr(x, 'shape', x)!r}")
         if x.shape[3] != self.num_features:
             raise ValueError(f"{self!r} expected {self.num_features!r} channels, got {x.shape[3]!r} "

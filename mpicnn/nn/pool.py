@@ -1,6 +1,5 @@
 """Pooling layers (PyTorch semantics), computed in NHWC. Global pools return (N, C)."""
-import numpy as np
-
+from ..backend import is_array
 from ..ops import pool as P
 from ..ops.conv import pair
 from .module import Module
@@ -13,7 +12,7 @@ class _Pool(Module):
     layout = "NHWC"
 
     def _check_input(self, x):
-        if not isinstance(x, np.ndarray) or x.ndim != 4:
+        if not is_array(x) or x.ndim != 4:
             raise ValueError(f"{self!r} expects a 4-D input, got shape {getattr(x, 'shape', x)!r}")
 
     def _saved(self, value):

@@ -1,6 +1,5 @@
 """Flatten: (N, C, H, W) -> (N, C*H*W) in NCHW order, as ``torch.nn.Flatten()``."""
-import numpy as np
-
+from ..backend import array_module, is_array
 from .module import Module
 
 __all__ = ["Flatten"]
@@ -18,7 +17,7 @@ class Flatten(Module):
         self._nhwc = True
 
     def _flat(self, x):
-        if not isinstance(x, np.ndarray) or x.ndim < 1:
+        if not is_array(x) or x.ndim < 1:
             raise ValueError(f"{self!r} expects an array with a batch axis, got {x!r}")
         return x.reshape(x.shape[0], -1)
 
@@ -31,7 +30,7 @@ class Flatten(Module):
         shape = self._saved()
         if self._nhwc and len(shape) == 4:
             N, H, W, C = shape
-            return np.ascontiguousarray(dy.reshape(N, C, H, W).transpose(0, 2, 3, 1))
+            return array_module(dy).ascontiguousarray(dy.reshape(N, C, H, W).transpose(0, 2, 3, 1))
         return dy.reshape(shape)
 
     def forward(self, x):  # x NCHW when 4-D: a plain reshape

@@ -7,6 +7,8 @@ Outputs have the input's dtype; no Python or NumPy float64 scalar touches float3
 """
 import numpy as np
 
+from ..backend import kernel_version
+
 __all__ = ["relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward"]
 
 _ZERO_ROWS = {}
@@ -29,6 +31,7 @@ def _rows(x):
     return x.reshape(-1, x.shape[-1] if x.ndim else 1)
 
 
+@kernel_version("activation")
 def relu_forward(x, out=None):
     """y = max(x, 0), same shape and dtype as ``x``. NaN propagates, as in PyTorch."""
     x = np.ascontiguousarray(x)
@@ -40,6 +43,7 @@ def relu_forward(x, out=None):
     return out
 
 
+@kernel_version("activation")
 def relu_backward(dy, y, out=None):
     """dx = dy where y > 0, else 0 (``y`` is the forward output)."""
     if dy.shape != y.shape:
@@ -51,12 +55,14 @@ def relu_backward(dy, y, out=None):
     return out
 
 
+@kernel_version("activation")
 def leaky_relu_forward(x, negative_slope=0.01):
     """y = x for x > 0, negative_slope * x otherwise."""
     s = x.dtype.type(negative_slope)
     return np.where(x > 0, x, x * s)
 
 
+@kernel_version("activation")
 def leaky_relu_backward(dy, x, negative_slope=0.01):
     """dx = dy for x > 0, negative_slope * dy otherwise (``x`` is the forward input)."""
     if dy.shape != x.shape:

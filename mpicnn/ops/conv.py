@@ -36,6 +36,8 @@ How it is computed (what makes it fast in NumPy; FACTS.md):
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from ..backend import kernel_version
+
 __all__ = ["conv2d_forward", "conv2d_backward", "conv_output_size", "pair"]
 
 # Samples per im2col chunk: as many as keep the ``cols`` buffer near this size (measured
@@ -170,6 +172,7 @@ def _conv_nhwc(x, wmat, KH, KW, stride, padding, dilation, out, chunk):
     return out
 
 
+@kernel_version("conv")
 def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, chunk=None):
     """Convolution forward. x (N,H,W,C) NHWC, w (O,C/groups,KH,KW), b (O,)|None -> y (N,Ho,Wo,O).
 
@@ -190,6 +193,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, chun
     return y
 
 
+@kernel_version("conv")
 def conv2d_backward(x, w, dy, stride=1, padding=0, dilation=1, groups=1, need_dx=True,
                     need_dw=True, need_db=True, chunk=None):
     """Convolution backward: returns (dx, dw, db); each is None when not asked for.

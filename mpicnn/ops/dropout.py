@@ -25,6 +25,8 @@ A CUDA kernel reproduces it bit for bit with unsigned long long arithmetic.
 """
 import numpy as np
 
+from ..backend import kernel_version
+
 __all__ = ["GOLDEN", "mix64", "dropout_keep", "dropout_scale_mask", "dropout_threshold",
            "nchw_element_index"]
 
@@ -84,6 +86,7 @@ def nchw_element_index(shape_nhwc):
     return (c * np.uint64(H) + h) * np.uint64(W) + w
 
 
+@kernel_version("dropout")
 def dropout_scale_mask(seed, step, sample_offset, shape, p, dtype, layout="NHWC"):
     """keep / (1 - p) as an array of ``shape`` and ``dtype`` (multiply x and dy by it).
 

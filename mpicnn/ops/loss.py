@@ -10,6 +10,8 @@ The loss is accumulated in float64 and returned as a Python float.
 """
 import numpy as np
 
+from ..backend import kernel_version
+
 __all__ = ["cross_entropy_forward", "cross_entropy_backward", "check_labels"]
 
 
@@ -31,6 +33,7 @@ def check_labels(logits, labels):
     return labels.astype(np.int64, copy=False)
 
 
+@kernel_version("loss")
 def cross_entropy_forward(logits, labels, total=None):
     """Returns (loss: float, probs (N,K) softmax in logits' dtype, n_correct: int)."""
     labels = check_labels(logits, labels)
@@ -47,6 +50,7 @@ def cross_entropy_forward(logits, labels, total=None):
     return loss, probs, correct
 
 
+@kernel_version("loss")
 def cross_entropy_backward(probs, labels, total=None):
     """dlogits = (probs - onehot(labels)) / total, in probs' dtype."""
     N = probs.shape[0]

@@ -29,6 +29,8 @@ rounding. ``weight``/``bias`` may be None (affine=False: weight 1, bias 0).
 """
 import numpy as np
 
+from ..backend import kernel_version
+
 __all__ = ["batch_norm_train_forward", "batch_norm_eval_forward", "batch_norm_backward"]
 
 
@@ -44,6 +46,7 @@ def _channels(x, name):
     return x.reshape(-1, x.shape[-1])
 
 
+@kernel_version("norm")
 def batch_norm_train_forward(x, weight, bias, eps=1e-5, allreduce=None):
     """Returns (y, cache, mean, var, count): ``mean``/``var`` (biased) are float64 (C,)
     arrays of the global batch, ``count`` the global number of elements per channel,
@@ -71,6 +74,7 @@ def batch_norm_train_forward(x, weight, bias, eps=1e-5, allreduce=None):
     return y.reshape(x.shape), cache, mean, var, count
 
 
+@kernel_version("norm")
 def batch_norm_eval_forward(x, weight, bias, mean, var, eps=1e-5):
     """Returns (y, cache) normalising with the given (running) ``mean`` and ``var``."""
     x2 = _channels(x, "batch_norm")
@@ -87,6 +91,7 @@ def _affine(xhat, weight, bias):
     return y
 
 
+@kernel_version("norm")
 def batch_norm_backward(dy, cache, allreduce=None):
     """Returns (dx, dweight, dbias) in dy's dtype; dweight/dbias are this rank's sums."""
     allreduce = allreduce or _identity

@@ -20,6 +20,7 @@ geometries take the general path: one strided slice per window position.
 """
 import numpy as np
 
+from ..backend import kernel_version
 from .conv import pair
 
 __all__ = ["max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
@@ -77,6 +78,7 @@ def _check_float(x, name):
 
 # ---------------------------------------------------------------------------- max pool
 
+@kernel_version("pool")
 def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
     """x (N,H,W,C) -> y (N,Ho,Wo,C). Backward needs x and y."""
     _check_float(x, "max_pool2d")
@@ -116,6 +118,7 @@ def _first_only(masks):
             np.logical_or(taken, m, out=taken)
 
 
+@kernel_version("pool")
 def max_pool2d_backward(dy, x, y, kernel_size, stride=None, padding=0):
     """dy (N,Ho,Wo,C), x and y from forward -> dx (N,H,W,C)."""
     k, s, p, (Ho, Wo) = pool_geometry(x.shape, kernel_size, stride, padding)
@@ -145,6 +148,7 @@ def max_pool2d_backward(dy, x, y, kernel_size, stride=None, padding=0):
 
 # ---------------------------------------------------------------------------- average pool
 
+@kernel_version("pool")
 def avg_pool2d_forward(x, kernel_size, stride=None, padding=0):
     """x (N,H,W,C) -> y (N,Ho,Wo,C), zero padding counted in the divisor."""
     _check_float(x, "avg_pool2d")
@@ -171,6 +175,7 @@ def avg_pool2d_forward(x, kernel_size, stride=None, padding=0):
     return y
 
 
+@kernel_version("pool")
 def avg_pool2d_backward(dy, xshape, kernel_size, stride=None, padding=0):
     """dy (N,Ho,Wo,C) -> dx of shape ``xshape`` (N,H,W,C)."""
     k, s, p, (Ho, Wo) = pool_geometry(xshape, kernel_size, stride, padding)
@@ -196,6 +201,7 @@ def _check4(x, name):
         raise ValueError(f"{name} expects a 4-D NHWC array, got shape {x.shape!r}")
 
 
+@kernel_version("pool")
 def global_avg_pool_forward(x):
     """x (N,H,W,C) -> y (N,C) = mean over H, W (accumulated in float64, rounded once)."""
     _check4(x, "global_avg_pool")
@@ -204,6 +210,7 @@ def global_avg_pool_forward(x):
     return (s / (H * W)).astype(x.dtype)
 
 
+@kernel_version("pool")
 def global_avg_pool_backward(dy, xshape):
     """dy (N,C) -> dx (N,H,W,C) = dy / (H*W) broadcast."""
     N, H, W, C = xshape
@@ -214,6 +221,7 @@ def global_avg_pool_backward(dy, xshape):
     return dx
 
 
+@kernel_version("pool")
 def global_max_pool_forward(x):
     """x (N,H,W,C) -> (y (N,C), index (N,C) of the first maximum in h*W + w order)."""
     _check4(x, "global_max_pool")
@@ -224,6 +232,7 @@ def global_max_pool_forward(x):
     return y, index
 
 
+@kernel_version("pool")
 def global_max_pool_backward(dy, index, xshape):
     """dy (N,C), index from forward -> dx (N,H,W,C)."""
     N, H, W, C = xshape
@@ -234,6 +243,7 @@ def global_max_pool_backward(dy, index, xshape):
     return dx.reshape(xshape)
 
 
+@kernel_version("pool")
 def global_rms_pool_forward(x, eps=0.0):
     """x (N,H,W,C) -> y (N,C) = sqrt(mean over H, W of x^2 + eps)."""
     _check4(x, "global_rms_pool")
@@ -243,6 +253,7 @@ def global_rms_pool_forward(x, eps=0.0):
     return np.sqrt(ms + eps).astype(x.dtype)
 
 
+@kernel_version("pool")
 def global_rms_pool_backward(dy, x, y):
     """dy (N,C), x and y from forward -> dx = dy * x / (H*W*y), 0 where y == 0."""
     N, H, W, C = x.shape

@@ -16,11 +16,14 @@ import time
 import numpy as np
 from mpi4py import MPI
 
+from ..backend import array_module
+
 
 class Bucket:
     def __init__(self, entries, dtype):
         self.entries = entries  # (module, Parameter) pairs, backward order
-        self.flat = np.zeros(sum(p.data.size for _, p in entries), dtype=dtype)
+        xp = array_module(entries[0][1].data)  # numpy, or cupy for the GPU backend
+        self.flat = xp.zeros(sum(p.data.size for _, p in entries), dtype=dtype)
         self.pending = 0
         self.request = None
         offset = 0
