@@ -60,8 +60,9 @@ def build_parser():
     g.add_argument("--dataset", default="mnist5k",
                    help="mnist5k, shapes:SIZE[:NTRAIN] or an HDF5 file path (default mnist5k)")
     g.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    g.add_argument("--backend", default="auto", choices=["auto", "numpy"],
-                   help="auto picks the GPU backend when one is visible, else numpy")
+    g.add_argument("--backend", default="auto", choices=["auto", "numpy", "emu", "cupy"],
+                   help="numpy (CPU), cupy (CUDA kernels on the GPU), emu (the same CUDA kernels on "
+                        "the CPU emulator); auto picks cupy when a GPU is visible, else numpy")
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=_positive(int), default=30)
     g.add_argument("--steps", type=_positive(int), help="total optimizer steps (overrides --epochs)")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from mpi4py import MPI
 
-from . import data, models
+from . import backend, data, models
 from .config import parse_args
 from .errors import UserError
 from .faults import FaultPlan
@@ -25,6 +25,7 @@ from .nn.optim import OPTIMIZERS
 from .nn.schedule import make_schedule
 from .parallel.blocks import block_range
 from .parallel.data_parallel import DataParallelContext
+from .parallel.device_buffers import MPIBuffer
 from .parallel.failure import agree, install_abort_hook
 from .parallel.gradsync import GradientBuckets
 from .parallel.grid import ProcessGrid
@@ -50,22 +51,24 @@ class Trainer:
             self.faults = FaultPlan(self.rank)
         self.grid = ProcessGrid(comm, self.spec)
         self.context = DataParallelContext(self.grid.data, args.sync_bn)
+        node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+        self.node_rank = node.Get_rank()
+        node.Free()
         self._open_data()
         self._build_model()
         self.start_step = 0
         self.new_parameters = []
         self._restore()
+        backend.to_backend(self.model, self.optimizer)  # a no-op unless the arrays live on a GPU
         self.buckets = GradientBuckets(self.model, self.grid.replicas, int(args.bucket_mb * 2 ** 20))
         self.criterion = CrossEntropyLoss()
 
     # ---- setup -------------------------------------------------------------------
     def _open_data(self):
         args, comm = self.args, self.comm
-        node = comm.Split_type(MPI.COMM_TYPE_SHARED)
         with agree(comm):
-            if node.Get_rank() == 0:
+            if self.node_rank == 0:
                 data.prepare(args.dataset)  # built-ins are generated once per node
-        node.Free()
         with agree(comm):
             self.train_set = data.open_dataset(args.dataset, "train")
             self.test_set = data.open_dataset(args.dataset, "test") if data.has_split(args.dataset, "test") else None
@@ -173,7 +176,10 @@ class Trainer:
         evaluation and checkpoints see one model."""
         if self.spec.data > 1 and not self.args.sync_bn:
             for _, buf in self.model.named_buffers():
-                self.grid.data.Bcast(buf.reshape(-1) if buf.ndim else buf.reshape(1), root=0)
+                staged = MPIBuffer(buf.reshape(-1) if buf.ndim else buf.reshape(1))
+                staged.before()
+                self.grid.data.Bcast(staged.buf, root=0)
+                staged.after()
 
     def evaluate(self, dataset):
         """Test accuracy and mean loss; the test set is split over the data ranks."""
@@ -184,8 +190,9 @@ class Trainer:
         for s in range(lo, hi, self.args.eval_batch_size):
             idx = np.arange(s, min(s + self.args.eval_batch_size, hi))
             x, y = dataset.read(idx, dtype=self.dtype)
-            logits = self.model.forward(x)
-            totals += (self.criterion(logits, y) * len(idx), np.count_nonzero(logits.argmax(1) == y))
+            logits = self.model.forward(backend.asarray(x))
+            loss = self.criterion(logits, y)
+            totals += (loss * len(idx), np.count_nonzero(backend.to_host(logits).argmax(1) == y))
         self.grid.data.Allreduce(MPI.IN_PLACE, totals, op=MPI.SUM)
         self.model.train()
         return totals[1] / dataset.num_samples, totals[0] / dataset.num_samples
@@ -195,8 +202,12 @@ class Trainer:
         with agree(self.comm):
             if self.rank == 0:
                 try:
-                    save_checkpoint(path, {n: p.data for n, p in self.model.named_parameters()},
-                                    dict(self.model.named_buffers()), self.optimizer.state_dict(),
+                    host = backend.to_host
+                    optimizer = self.optimizer.state_dict()
+                    optimizer["params"] = {n: {k: host(v) for k, v in st.items()}
+                                           for n, st in optimizer["params"].items()}
+                    save_checkpoint(path, {n: host(p.data) for n, p in self.model.named_parameters()},
+                                    {n: host(b) for n, b in self.model.named_buffers()}, optimizer,
                                     step=step, epoch=step // self.steps_per_epoch, seed=self.args.seed,
                                     config=vars(self.args))
                 except OSError as e:
@@ -220,7 +231,8 @@ class Trainer:
         self.buckets.finish()
         t0 = time.perf_counter()
         finite = np.isfinite(loss) and self.buckets.all_finite()
-        stats = np.array([loss * len(y), np.count_nonzero(logits.argmax(1) == y), not finite,
+        correct = np.count_nonzero(backend.to_host(logits).argmax(1) == y)
+        stats = np.array([loss * len(y), correct, not finite,
                           self.stop.signal or 0], dtype=np.float64)
         self.grid.data.Allreduce(MPI.IN_PLACE, stats[:3], op=MPI.SUM)
         self.grid.world.Allreduce(MPI.IN_PLACE, stats[3:], op=MPI.MAX)
@@ -247,6 +259,7 @@ class Trainer:
             if epoch != order_epoch:
                 order, order_epoch = data.epoch_order(N, args.seed, epoch), epoch
             x, y = self.train_set.read(data.batch_indices(order, k, B)[lo:hi], dtype=dtype)
+            x = backend.asarray(x)
             t_data = time.perf_counter() - t0
             comm0 = self.buckets.comm_seconds
             stats, t_stats = self.train_step(step, x, y, weight)
@@ -357,6 +370,15 @@ def run(argv=None, comm=MPI.COMM_WORLD):
     """Train as the command line says, on ``comm``; return the model and the summary."""
     with agree(comm):
         args = parse_args(argv)
+    previous = backend.current()
+    with agree(comm):
+        node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+        local_rank = node.Get_rank()
+        node.Free()
+        try:
+            backend.use(args.backend, local_rank=local_rank)  # each rank takes GPU local_rank % count
+        except (RuntimeError, ValueError) as e:
+            raise UserError(f"--backend {args.backend}: {e}")
     stop = StopRequest().install()
     try:
         trainer = Trainer(args, comm, stop)
@@ -366,6 +388,7 @@ def run(argv=None, comm=MPI.COMM_WORLD):
             trainer.close()
     finally:
         stop.uninstall()
+        backend.use(previous)
     return RunResult(trainer.model, summary["steps"], summary)
 
 

@@ -59,14 +59,17 @@ def test_local_batchnorm_differs_from_serial():
     assert agreed_max(compare(argv, WORLD)) > 1e-6
 
 
-def test_gradient_buckets_sum_and_rerun():
+@pytest.mark.parametrize("staged", [False, True])
+def test_gradient_buckets_sum_and_rerun(staged):
     """Gradients set to the rank number sum to size*(size-1)/2, in every bucket, twice
-    (a second round catches state left over from the first)."""
+    (a second round catches state left over from the first). ``staged`` runs the path
+    GPU arrays take when MPI is not CUDA-aware (copy to a host mirror and back)."""
     from mpicnn import nn
     from mpicnn.parallel.gradsync import GradientBuckets
 
     model = nn.Sequential(nn.Linear(5, 7, dtype=np.float64), nn.ReLU(), nn.Linear(7, 3, dtype=np.float64))
-    buckets = GradientBuckets(model, WORLD, bucket_bytes=64)  # several buckets
+    buckets = GradientBuckets(model, WORLD, bucket_bytes=64, staged=staged)  # several buckets
+    assert all(b.mpi.staged == staged for b in buckets.buckets)
     assert len(buckets.buckets) > 2
     size, rank = WORLD.Get_size(), WORLD.Get_rank()
     worst = 0.0

@@ -17,10 +17,11 @@ import numpy as np
 from mpi4py import MPI
 
 from ..backend import array_module
+from .device_buffers import MPIBuffer
 
 
 class Bucket:
-    def __init__(self, entries, dtype):
+    def __init__(self, entries, dtype, staged):
         self.entries = entries  # (module, Parameter) pairs, backward order
         xp = array_module(entries[0][1].data)  # numpy, or cupy for the GPU backend
         self.flat = xp.zeros(sum(p.data.size for _, p in entries), dtype=dtype)
@@ -32,10 +33,17 @@ class Bucket:
             view[...] = p.grad
             p.grad = view
             offset += p.data.size
+        self.mpi = MPIBuffer(self.flat, staged)  # the flat buffer itself, or its host mirror
+
+    def launch(self, comm):
+        self.mpi.before()
+        self.request = comm.Iallreduce(MPI.IN_PLACE, self.mpi.buf, op=MPI.SUM)
 
 
 class GradientBuckets:
-    def __init__(self, model, comm, bucket_bytes=25 * 2 ** 20):
+    def __init__(self, model, comm, bucket_bytes=25 * 2 ** 20, staged=None):
+        """``staged``: force (True) or forbid (False) host staging of device buffers;
+        None decides by whether MPI is CUDA-aware."""
         self.comm = comm
         self.comm_seconds = 0.0
         owned = []  # (module, Parameter) in forward order
@@ -48,13 +56,13 @@ class GradientBuckets:
         for module, p in reversed(owned):
             nbytes = p.data.nbytes
             if current and (size + nbytes > bucket_bytes or p.data.dtype != dtype):
-                self.buckets.append(Bucket(current, dtype))
+                self.buckets.append(Bucket(current, dtype, staged))
                 current, size = [], 0
             current.append((module, p))
             size += nbytes
             dtype = p.data.dtype
         if current:
-            self.buckets.append(Bucket(current, dtype))
+            self.buckets.append(Bucket(current, dtype, staged))
         self.by_module = {}  # id(module) -> buckets holding its parameters, each once
         for b in self.buckets:
             for module, _ in b.entries:
@@ -81,7 +89,7 @@ class GradientBuckets:
 
     def all_finite(self):
         """True when no summed gradient is NaN or Inf (the same answer on every rank)."""
-        return all(np.isfinite(b.flat).all() for b in self.buckets)
+        return all(bool(array_module(b.flat).isfinite(b.flat).all()) for b in self.buckets)
 
     def begin(self):
         """Arm the buckets for one backward pass."""
@@ -97,7 +105,7 @@ class GradientBuckets:
                 raise RuntimeError(f"{type(module).__name__} ran backward twice in one step; a layer "
                                    "whose parameters are reduced must be used once per forward")
             if b.pending == 0:
-                b.request = self.comm.Iallreduce(MPI.IN_PLACE, b.flat, op=MPI.SUM)
+                b.launch(self.comm)
         # MPI moves nonblocking collectives only inside MPI calls: give it a turn.
         live = [b.request for b in self.buckets if b.request is not None]
         if live:
@@ -111,6 +119,8 @@ class GradientBuckets:
         t0 = time.perf_counter()
         for b in self.buckets:
             if b.request is None:
-                b.request = self.comm.Iallreduce(MPI.IN_PLACE, b.flat, op=MPI.SUM)
+                b.launch(self.comm)
         MPI.Request.Waitall([b.request for b in self.buckets])
+        for b in self.buckets:
+            b.mpi.after()
         self.comm_seconds += time.perf_counter() - t0
