@@ -26,8 +26,10 @@ from ..errors import CompileError
 from . import source
 
 EMU_DIR = Path(__file__).resolve().parent
+# -ffp-contract=off: no fused multiply-adds, so results match NumPy's (and a GPU built
+# with --fmad=false) on every host, not only on x86-64 without -mfma.
 _BASE_FLAGS = ["-x", "c++", "-std=c++17", "-O2", "-fPIC", "-fvisibility=hidden",
-               "-fno-gnu-unique", "-fno-strict-aliasing"]
+               "-fno-gnu-unique", "-fno-strict-aliasing", "-ffp-contract=off"]
 _RUNTIME_SOURCES = ("fiber.cpp", "runtime.cpp")
 
 stats = {"compiles": 0, "disk_hits": 0}  # read by tests: a cached load compiles nothing
