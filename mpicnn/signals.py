@@ -2,8 +2,10 @@
 
 The handler only sets a flag. The trainer sums the flag over all ranks in the small
 allreduce it does every step anyway, so every rank sees the request at the same step,
-checkpoints there and exits, even when the signal reached only some ranks. A second
-signal of the same kind restores the default action (a second Ctrl-C kills).
+checkpoints there and exits, even when the signal reached only some ranks. Repeated
+SIGTERM/SIGUSR1 are ignored: schedulers send TERM to every process of a job while the
+launcher forwards its own copy, and they send SIGKILL themselves if the job overstays.
+A second Ctrl-C (SIGINT) more than a second after the first kills at once.
 
 Slurm sends SIGTERM at the time limit (then SIGKILL after KillWait, 30 s by default);
 ``#SBATCH --signal=B:USR1@120`` gives an earlier warning. MPICH's mpiexec forwards all
@@ -11,6 +13,7 @@ three signals to every rank; Open MPI's kills the ranks shortly after forwarding
 SIGTERM, so use SIGUSR1 there.
 """
 import signal
+import time
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
@@ -18,6 +21,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 class StopRequest:
     def __init__(self):
         self.signal = None
+        self.since = None
         self._previous = {}
 
     def install(self):
@@ -26,14 +30,16 @@ class StopRequest:
         return self
 
     def _handle(self, signum, frame):
-        if self.signal == signum:  # asked twice: stop trying to be graceful
-            signal.signal(signum, signal.SIG_DFL)
-            signal.raise_signal(signum)
-        self.signal = signum
+        if self.signal is not None:
+            if signum == signal.SIGINT and time.monotonic() - self.since > 1.0:
+                signal.signal(signum, signal.SIG_DFL)  # Ctrl-C again: the user means it
+                signal.raise_signal(signum)
+            return
+        self.signal, self.since = signum, time.monotonic()
 
     def request(self, signum=signal.SIGTERM):
         """Ask for a stop as if ``signum`` had arrived (fault injection, tests)."""
-        self.signal = signum
+        self.signal, self.since = signum, time.monotonic()
 
     @property
     def requested(self):
