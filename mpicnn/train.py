@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from mpi4py import MPI
 
-from . import backend, data, models
+from . import backend, blas, data, models
 from .config import parse_args
 from .errors import UserError
 from .faults import FaultPlan
@@ -24,7 +24,7 @@ from .nn import CrossEntropyLoss, init
 from .nn.optim import OPTIMIZERS
 from .nn.schedule import make_schedule
 from .parallel.blocks import block_range
-from .parallel.data_parallel import DataParallelContext
+from .parallel.spatial import make_context
 from .parallel.device_buffers import MPIBuffer
 from .parallel.failure import agree, install_abort_hook
 from .parallel.gradsync import GradientBuckets
@@ -50,7 +50,7 @@ class Trainer:
             self.spec = parse_parallel(args.parallel, comm.Get_size())
             self.faults = FaultPlan(self.rank)
         self.grid = ProcessGrid(comm, self.spec)
-        self.context = DataParallelContext(self.grid.data, args.sync_bn)
+        self.context = make_context(self.grid, args.sync_bn)
         node = comm.Split_type(MPI.COMM_TYPE_SHARED)
         self.node_rank = node.Get_rank()
         node.Free()
@@ -78,8 +78,22 @@ class Trainer:
                                 f"use a batch of at least {d}")
             if b > n:
                 raise UserError(f"--batch-size {b} is larger than the {n} training samples of {args.dataset}")
+            self.block = self._spatial_block(self.train_set.shape[1:])
         self.steps_per_epoch = data.steps_per_epoch(self.train_set.num_samples, args.batch_size)
         self.total_steps = args.steps or args.epochs * self.steps_per_epoch
+
+    def _spatial_block(self, image_hw):
+        """Rows and columns of every image this rank reads: all of them unless the grid
+        splits height/width (then its balanced block; DESIGN.md, data locality)."""
+        P, Q = self.spec.spatial
+        if (P, Q) == (1, 1):
+            return {}
+        H, W = image_hw
+        if H < P or W < Q:
+            raise UserError(f"--parallel spatial={P}x{Q} cuts {H}x{W} images into empty blocks; "
+                            f"use at most {H}x{W} blocks")
+        r, c = self.grid.spatial_coords
+        return {"rows": block_range(H, P, r), "cols": block_range(W, Q, c)}
 
     def _build_model(self):
         args, ds = self.args, self.train_set
@@ -95,6 +109,14 @@ class Trainer:
         if hasattr(first, "needs_input_grad"):
             first.needs_input_grad = False  # nobody uses the gradient of the images
         self.model.set_context(self.context)
+        if self.context.spatial:
+            self.context.name_layers(self.model)
+            with agree(self.comm):
+                flat = [m for m in self.model.modules() if type(m).__name__ == "Flatten"]
+                if flat:
+                    raise UserError(f"--model {args.model} flattens its feature maps (Flatten), which "
+                                    f"--parallel spatial=... does not support; use a model with global "
+                                    f"pooling (convnet, resnet8, resnet20, vgg11) or --parallel data=N")
 
     def _restore(self):
         args = self.args
@@ -189,7 +211,7 @@ class Trainer:
         totals = np.zeros(2)
         for s in range(lo, hi, self.args.eval_batch_size):
             idx = np.arange(s, min(s + self.args.eval_batch_size, hi))
-            x, y = dataset.read(idx, dtype=self.dtype)
+            x, y = dataset.read(idx, dtype=self.dtype, **self.block)
             logits = self.model.forward(backend.asarray(x))
             loss = self.criterion(logits, y)
             totals += (loss * len(idx), np.count_nonzero(backend.to_host(logits).argmax(1) == y))
@@ -242,7 +264,9 @@ class Trainer:
         args, dtype = self.args, self.dtype
         B, N = args.batch_size, self.train_set.num_samples
         lo, hi = self.context.local_block(B)
-        weight = dtype.type((hi - lo) / B)  # local mean -> this rank's share of the global mean
+        # Local mean -> this rank's share of the global mean; under a spatial split each of
+        # the S blocks back-propagates 1/S of it (SpatialContext: the replicated head).
+        weight = dtype.type((hi - lo) / B / getattr(self.context, "grad_seam", 1))
         schedule = make_schedule(args.schedule, args.lr, self.total_steps, args.warmup, args.step_size, args.gamma)
         metrics = MetricsLog(args.metrics if self.rank == 0 else None, append=self.start_step > 0)
         progress = self._progress()
@@ -258,7 +282,7 @@ class Trainer:
             epoch, k = divmod(step, self.steps_per_epoch)
             if epoch != order_epoch:
                 order, order_epoch = data.epoch_order(N, args.seed, epoch), epoch
-            x, y = self.train_set.read(data.batch_indices(order, k, B)[lo:hi], dtype=dtype)
+            x, y = self.train_set.read(data.batch_indices(order, k, B)[lo:hi], dtype=dtype, **self.block)
             x = backend.asarray(x)
             t_data = time.perf_counter() - t0
             comm0 = self.buckets.comm_seconds
@@ -373,8 +397,11 @@ def run(argv=None, comm=MPI.COMM_WORLD):
     previous = backend.current()
     with agree(comm):
         node = comm.Split_type(MPI.COMM_TYPE_SHARED)
-        local_rank = node.Get_rank()
+        local_rank, ranks_on_node = node.Get_rank(), node.Get_size()
         node.Free()
+        threads = blas.threads_per_rank(ranks_on_node)
+        if threads:
+            blas.set_threads(threads)  # ranks sharing cores must not each spin a thread per core
         try:
             backend.use(args.backend, local_rank=local_rank)  # each rank takes GPU local_rank % count
         except (RuntimeError, ValueError) as e:

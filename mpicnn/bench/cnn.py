@@ -10,54 +10,16 @@ when asked and importable, PyTorch's step on the same model (same weights and da
 INTERLEAVED in the same process, so both see the same machine state; it reports
 medians. PyTorch is imported only inside ``bench_cnn(compare_torch=True)``.
 """
-import contextlib
-import ctypes
-import glob
-import os
 import time
 
 import numpy as np
 
+from ..blas import blas_threads
 from ..nn import (Conv2d, CrossEntropyLoss, GlobalAvgPool2d, Linear, MaxPool2d, ReLU,
                   Sequential, swap_relu_maxpool)
 from ..ops.conv import conv2d_backward, conv2d_forward, conv_output_size
 
-__all__ = ["bench_cnn", "bench_conv_layers", "gemm_gflops", "build_benchmark_cnn", "blas_threads"]
-
-
-# ---------------------------------------------------------------------------- BLAS threads
-
-def _openblas():
-    """ctypes handle and (set, get) names of NumPy's OpenBLAS, or None."""
-    base = os.path.dirname(np.__file__)
-    candidates = glob.glob(os.path.join(base, "..", "numpy.libs", "*openblas*"))
-    candidates += glob.glob(os.path.join(base, ".libs", "*openblas*"))
-    for path in candidates:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for suffix in ("scipy_openblas_{}_num_threads64_", "scipy_openblas_{}_num_threads",
-                       "openblas_{}_num_threads64_", "openblas_{}_num_threads"):
-            if hasattr(lib, suffix.format("set")) and hasattr(lib, suffix.format("get")):
-                return lib, suffix.format("set"), suffix.format("get")
-    return None
-
-
-@contextlib.contextmanager
-def blas_threads(n):
-    """Run the block with NumPy's OpenBLAS on ``n`` threads; yields True if it could be set."""
-    found = _openblas()
-    if found is None or n is None:
-        yield False
-        return
-    lib, set_name, get_name = found
-    old = getattr(lib, get_name)()
-    getattr(lib, set_name)(int(n))
-    try:
-        yield True
-    finally:
-        getattr(lib, set_name)(int(old))
+__all__ = ["bench_cnn", "bench_conv_layers", "gemm_gflops", "build_benchmark_cnn"]
 
 
 # ---------------------------------------------------------------------------- benchmark CNN
