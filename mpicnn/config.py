@@ -17,7 +17,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3}
+DEFAULT_LR = {"sgd": 0.05, "adam": 3e-3, "adamw": 3e-3}
 
 
 class Parser(argparse.ArgumentParser):
@@ -68,7 +68,7 @@ def build_parser():
     g.add_argument("--steps", type=_positive(int), help="total optimizer steps (overrides --epochs)")
     g.add_argument("--batch-size", type=_positive(int), default=64, help="global batch size")
     g.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS))
-    g.add_argument("--lr", type=_nonneg(float), help="base learning rate (default: sgd 0.05, adam/adamw 1e-3)")
+    g.add_argument("--lr", type=_nonneg(float), help="base learning rate (default: sgd 0.05, adam/adamw 3e-3)")
     g.add_argument("--momentum", type=_nonneg(float), default=0.9, help="SGD momentum")
     g.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
     g.add_argument("--weight-decay", type=_nonneg(float), default=0.0)
