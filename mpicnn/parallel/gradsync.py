@@ -13,7 +13,6 @@ Layers must accumulate into ``Parameter.grad`` in place (``+=``), never rebind i
 """
 import time
 
-import numpy as np
 from mpi4py import MPI
 
 from ..backend import array_module

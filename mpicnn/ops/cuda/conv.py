@@ -14,56 +14,13 @@ Samples are processed in chunks whose ``cols`` buffer stays under ``COLS_BYTES``
 A 1x1, stride-1, unpadded, ungrouped convolution needs no im2col: x is its own cols.
 """
 from ...backend import array_module, is_array
-from ..conv import conv_output_size, pair
+from ..conv import _check, _weight_from_matrix, _weight_matrix, pair
 from ._launch import Family, float_array, i64, launch1d
 from .bias import bias_add, bias_grad
 
 K = Family("conv")
 
 COLS_BYTES = 64 * 2 ** 20  # largest im2col buffer per chunk
-
-
-def _check(x, w, b, stride, padding, dilation, groups):
-    if not is_array(x) or x.ndim != 4:
-        raise ValueError(f"conv2d expects a 4-D NHWC array, got shape {getattr(x, 'shape', x)!r}")
-    if not is_array(w) or w.ndim != 4:
-        raise ValueError(f"conv2d weight must be 4-D (O, C/groups, KH, KW), got shape "
-                         f"{getattr(w, 'shape', w)!r}")
-    if x.dtype != w.dtype:
-        raise TypeError(f"conv2d input dtype {x.dtype!r} differs from weight dtype {w.dtype!r}")
-    O, Cg, KH, KW = w.shape
-    N, H, W, C = x.shape
-    if not isinstance(groups, int) or groups < 1 or C % groups or O % groups:
-        raise ValueError(f"groups={groups!r} must be a positive int dividing in_channels {C} "
-                         f"and out_channels {O}")
-    if C != Cg * groups:
-        raise ValueError(f"conv2d expected {Cg * groups} input channels, got {C} "
-                         f"(input shape NHWC {x.shape!r})")
-    if b is not None and tuple(b.shape) != (O,):
-        raise ValueError(f"conv2d bias must have shape {(O,)!r}, got {b.shape!r}")
-    for name, v, lo in (("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1)):
-        if min(v) < lo:
-            raise ValueError(f"conv2d {name} must be >= {lo}, got {v!r}")
-    Ho = conv_output_size(H, KH, stride[0], padding[0], dilation[0])
-    Wo = conv_output_size(W, KW, stride[1], padding[1], dilation[1])
-    if Ho < 1 or Wo < 1:
-        raise ValueError(f"conv2d input of spatial size {(H, W)!r} is too small for kernel "
-                         f"{(KH, KW)!r} with padding {padding!r} and dilation {dilation!r}")
-    return Ho, Wo
-
-
-def _weight_matrix(w, groups):
-    """(O, Cg, KH, KW) -> (G, KH*KW*Cg, Og), rows in (ki, kj, c) order like cols."""
-    O, Cg, KH, KW = w.shape
-    wm = w.reshape(groups, O // groups, Cg, KH, KW).transpose(0, 3, 4, 2, 1)
-    return array_module(w).ascontiguousarray(wm).reshape(groups, KH * KW * Cg, O // groups)
-
-
-def _weight_from_matrix(wmat, shape):
-    O, Cg, KH, KW = shape
-    G = wmat.shape[0]
-    w = wmat.reshape(G, KH, KW, Cg, O // G).transpose(0, 4, 3, 1, 2)
-    return array_module(wmat).ascontiguousarray(w).reshape(shape)
 
 
 class _Geometry:
