@@ -328,6 +328,8 @@ class Trainer:
             if args.checkpoint_dir and args.checkpoint_every and done % args.checkpoint_every == 0:
                 self._checkpoint(done)
         progress.close()
+        peak_kb = _peak_rss_kb()  # before evaluation, whose batches may be larger
+        halo = {k: dict(v) for k, v in getattr(self.context, "stats", {}).items()}  # training steps only
         if stopped:
             return self._stop(step, stopped, metrics)
         if args.checkpoint_dir and (not args.checkpoint_every or step % args.checkpoint_every):
@@ -338,6 +340,10 @@ class Trainer:
             test_acc, test_loss = self.evaluate(self.test_set)
         summary = self._summary(step, timed, test_acc, test_loss)
         summary["skipped_steps"] = skipped
+        # Peak resident memory of the training loop, the largest over ranks (MiB).
+        summary["peak_rss_mb"] = self.comm.allreduce(peak_kb, op=MPI.MAX) / 1024
+        if halo:
+            summary["halo"] = halo  # this rank's halo bytes and waiting seconds per layer
         metrics.write(step=step, final=True, **summary)
         metrics.close()
         return summary
@@ -388,6 +394,11 @@ class Trainer:
             if ds is not None:
                 ds.close()
         self.grid.free()
+
+
+def _peak_rss_kb():
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
 
 
 def run(argv=None, comm=MPI.COMM_WORLD):

@@ -25,6 +25,9 @@ def test_parse_defaults_and_forms():
     assert parse_parallel(None, 4) == ParallelSpec(data=4)
     assert parse_parallel("data=2", 2).dims == (2, 1, 1, 1)
     assert parse_parallel("data=1,spatial=1x1,channel=1", 1).size == 1
+    assert parse_parallel("spatial=2x1", 2).dims == (1, 2, 1, 1)
+    assert parse_parallel("data=2,spatial=1x2", 4).dims == (2, 1, 2, 1)
+    assert parse_parallel("spatial=2x2", 8).dims == (2, 2, 2, 1)  # data takes the rest
 
 
 @pytest.mark.parametrize("spec, world, words", [
@@ -34,7 +37,8 @@ def test_parse_defaults_and_forms():
     ("data", 2, ["axis=value"]),
     ("data=1,data=2", 2, ["twice"]),
     ("spatial=2", 2, ["PxQ"]),
-    ("spatial=2x1", 2, ["not available"]),
+    ("channel=2", 2, ["not available"]),
+    ("spatial=2x2", 2, ["4 ranks", "job has 2"]),
     ("pipeline=2", 2, ["not available"]),
 ])
 def test_bad_specs_say_what_and_how(spec, world, words):

@@ -4,6 +4,8 @@ conv       forward/backward GFLOP/s per conv layer shape, against the measured G
 cnn        fwd+bwd step time of the benchmark CNN (``--compare torch``: PyTorch side by side)
 scaling    data-parallel images/s for 1 -> N ranks (the real trainer under mpiexec)
 allreduce  bucketed gradient allreduce against one plain Allreduce of the same bytes
+spatial    spatial-parallel convnet on 256^2 and 512^2 images against 1 rank: speedup, peak
+           memory per rank, halo bytes, waiting and the fraction hidden by overlap per layer
 """
 import argparse
 import json
@@ -32,17 +34,22 @@ def _fmt(v):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m mpicnn.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", nargs="?", default="all", choices=["all", "conv", "cnn", "scaling", "allreduce"])
+    p.add_argument("what", nargs="?", default="all", choices=["all", "conv", "cnn", "scaling", "allreduce", "spatial"])
     p.add_argument("--compare", choices=["torch"], help="also time PyTorch's CPU build (if installed)")
     p.add_argument("--ranks", default="1,2", help="rank counts for the scaling bench (default 1,2)")
     p.add_argument("--steps", type=int, default=60, help="training steps per scaling run")
     p.add_argument("--repeats", type=int, default=20, help="timed repeats of the cnn bench")
+    p.add_argument("--grids", default="2x1", help="spatial grids for the spatial bench (default 2x1)")
+    p.add_argument("--sizes", default="256,512", help="image sizes for the spatial bench (default 256,512)")
+    p.add_argument("--spatial-steps", type=int, default=8, help="training steps per spatial run")
+    p.add_argument("--spatial-repeats", type=int, default=3, help="interleaved repeats per spatial run")
     p.add_argument("--json", default="bench-results/bench.json", help="where to write the results")
     args = p.parse_args(argv)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")  # before NumPy loads BLAS: one thread, as the figures assume
     from .cnn import bench_cnn, bench_conv_layers, gemm_gflops
     from .scaling import bench_allreduce_under_mpi, bench_scaling
+    from .spatial import bench_spatial
 
     results = {}
     if args.what in ("all", "conv"):
@@ -60,6 +67,13 @@ def main(argv=None):
     if args.what in ("all", "allreduce"):
         results["allreduce"] = bench_allreduce_under_mpi(2)
         table("gradient allreduce on 2 ranks: bucketed vs plain Allreduce", results["allreduce"])
+    if args.what == "spatial":  # minutes at 512^2: not part of "all"
+        sizes = tuple(int(s) for s in args.sizes.split(","))
+        grids = tuple(g.strip() for g in args.grids.split(","))
+        rows, layers = bench_spatial(sizes, grids, steps=args.spatial_steps, repeats=args.spatial_repeats)
+        results["spatial"], results["spatial_layers"] = rows, layers
+        table("spatial convnet, global batch 16, float32, one BLAS thread per rank (medians)", rows)
+        table("halo per layer (rank 0): bytes and forward waiting with/without overlap", layers)
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump(results, f, indent=1)

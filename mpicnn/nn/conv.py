@@ -56,6 +56,7 @@ class Conv2d(Module):
             self.bias = None
         self.needs_input_grad = True
         self._x = None
+        self._halo = None
 
     def output_shape(self, h, w):
         """Spatial output size for an (h, w) input."""
@@ -63,7 +64,9 @@ class Conv2d(Module):
                 conv_output_size(w, self.kernel_size[1], self.stride[1], self.padding[1], self.dilation[1]))
 
     def _geometry(self):
-        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
+        # Under a spatial split the input arrives with its halo and padding included.
+        padding = (0, 0) if self._halo is not None else self.padding
+        return dict(stride=self.stride, padding=padding, dilation=self.dilation,
                     groups=self.groups)
 
     def _forward(self, x):
@@ -74,8 +77,17 @@ class Conv2d(Module):
                              f"{x.shape[3]!r} (NHWC input shape {x.shape!r})")
         if x.dtype != self.weight.data.dtype:
             raise TypeError(f"{self!r} has dtype {self.weight.data.dtype!r}, got input of dtype {x.dtype!r}")
-        self._x = x
         b = self.bias.data if self.bias is not None else None
+        self._halo = None
+        if self.context.spatial:
+            # Split map: the context brings the halo (padding included) and runs the conv
+            # with padding 0, the interior while the halo travels.
+            geometry = dict(self._geometry(), padding=(0, 0))
+            y, self._x, self._halo = self.context.window_apply(
+                self, x, self.kernel_size, self.stride, self.padding, self.dilation, 0.0,
+                lambda slab: conv2d_forward(slab, self.weight.data, b, **geometry))
+            return y
+        self._x = x
         return conv2d_forward(x, self.weight.data, b, **self._geometry())
 
     def _backward(self, dy):
@@ -90,6 +102,8 @@ class Conv2d(Module):
             self.weight.grad += dw
         if db is not None:
             bias.grad += db
+        if dx is not None and self._halo is not None:
+            dx = self.context.window_input_grad(self._halo, dx)
         return dx
 
     def extra_repr(self):

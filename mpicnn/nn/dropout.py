@@ -1,6 +1,8 @@
 """Dropout with a counter-based mask (see ``mpicnn.ops.dropout`` for the hash)."""
-from ..backend import is_array
-from ..ops.dropout import dropout_scale_mask
+import numpy as np
+
+from ..backend import asarray, is_array
+from ..ops.dropout import dropout_keep, dropout_scale_mask
 from . import init
 from .module import Module
 
@@ -36,9 +38,32 @@ class Dropout(Module):
         if not is_array(x) or x.dtype.kind != "f" or x.ndim < 1:
             raise TypeError(f"{self!r} expects a floating-point array, got {getattr(x, 'dtype', type(x))!r}")
         ctx = self.context
-        self._mask = dropout_scale_mask(self.seed, ctx.step, ctx.sample_offset, x.shape, self.p,
-                                        x.dtype, layout)
+        if ctx.spatial and x.ndim == 4:
+            self._mask = self._spatial_mask(x, layout)
+        else:
+            self._mask = dropout_scale_mask(self.seed, ctx.step, ctx.sample_offset, x.shape, self.p,
+                                            x.dtype, layout)
         return x * self._mask
+
+    def _spatial_mask(self, x, layout):
+        """The mask of this rank's block of a split map: the serial run's hash keyed on the
+        GLOBAL element index (c*H + h)*W + w, so every block drops what the 1-rank run
+        drops. Built with the NumPy hash on the host (the kernel indexes local maps)."""
+        ctx = self.context
+        hw = x.shape[1:3] if layout == "NHWC" else x.shape[2:4]
+        (h0, H), (w0, W) = ctx.origin(self, hw)
+        h = np.arange(h0, h0 + hw[0], dtype=np.uint64)[:, None, None]
+        w = np.arange(w0, w0 + hw[1], dtype=np.uint64)[None, :, None]
+        C = x.shape[3] if layout == "NHWC" else x.shape[1]
+        c = np.arange(C, dtype=np.uint64)[None, None, :]
+        index = (c * np.uint64(H) + h) * np.uint64(W) + w  # (h, w, C)
+        if layout != "NHWC":
+            index = np.ascontiguousarray(index.transpose(2, 0, 1))
+        keep = dropout_keep(self.seed, ctx.step, ctx.sample_offset, x.shape[0], index, self.p)
+        scale = x.dtype.type(0.0 if self.p >= 1.0 else 1.0 / (1.0 - self.p))
+        mask = keep.astype(x.dtype)
+        mask *= scale
+        return asarray(mask)
 
     def _unapply(self, dy):
         if self._mask is None:

@@ -57,6 +57,9 @@ class Context:
 
     sample_offset = 0  # global index of this rank's first sample in the current batch
     step = 0  # optimizer step counter, keys the dropout hash
+    # True when feature maps are split over height/width (mpicnn.parallel.spatial): window
+    # layers then read their input through the context's halo methods instead.
+    spatial = False
 
     def allreduce_stats(self, array):
         """Sum ``array`` over the ranks that share a BatchNorm (in place); serial: no-op."""

@@ -1,5 +1,7 @@
 """Pooling layers (PyTorch semantics), computed in NHWC. Global pools return (N, C)."""
-from ..backend import is_array
+import numpy as np
+
+from ..backend import array_module, is_array
 from ..ops import pool as P
 from ..ops.conv import pair
 from .module import Module
@@ -34,9 +36,23 @@ class _WindowPool(_Pool):
             raise ValueError(f"{type(self).__name__} padding {padding!r} must be at most half "
                              f"of kernel_size {kernel_size!r}")
         self._x = None
+        self._halo = None
 
     def _geometry(self):
-        return self.kernel_size, self.stride, self.padding
+        # Under a spatial split the input arrives with its halo and padding included.
+        return self.kernel_size, self.stride, (0, 0) if self._halo is not None else self.padding
+
+    def _window_input(self, x, fill):
+        """x itself, or under a spatial split x with halos and ``fill`` padding."""
+        self._check_input(x)
+        self._halo = None
+        if self.context.spatial:
+            x, self._halo = self.context.window_input(self, x, self.kernel_size, self.stride,
+                                                      self.padding, (1, 1), fill=fill)
+        return x
+
+    def _input_grad(self, dx):
+        return dx if self._halo is None else self.context.window_input_grad(self._halo, dx)
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
@@ -47,26 +63,26 @@ class MaxPool2d(_WindowPool):
     each window goes to its first maximum (window order), as PyTorch's CPU kernel."""
 
     def _forward(self, x):
-        self._check_input(x)
+        x = self._window_input(x, -np.inf)
         y = P.max_pool2d_forward(x, *self._geometry())
         self._x, self._y = x, y
         return y
 
     def _backward(self, dy):
         x = self._saved(self._x)
-        return P.max_pool2d_backward(dy, x, self._y, *self._geometry())
+        return self._input_grad(P.max_pool2d_backward(dy, x, self._y, *self._geometry()))
 
 
 class AvgPool2d(_WindowPool):
     """``AvgPool2d(kernel_size, stride=None, padding=0)``, count_include_pad=True."""
 
     def _forward(self, x):
-        self._check_input(x)
+        x = self._window_input(x, 0.0)
         self._x = x.shape
         return P.avg_pool2d_forward(x, *self._geometry())
 
     def _backward(self, dy):
-        return P.avg_pool2d_backward(dy, self._saved(self._x), *self._geometry())
+        return self._input_grad(P.avg_pool2d_backward(dy, self._saved(self._x), *self._geometry()))
 
 
 class GlobalAvgPool2d(_Pool):
@@ -79,10 +95,25 @@ class GlobalAvgPool2d(_Pool):
     def _forward(self, x):
         self._check_input(x)
         self._xshape = x.shape
-        return P.global_avg_pool_forward(x)
+        if not self.context.spatial:
+            return P.global_avg_pool_forward(x)
+        # Split map: sum the local block, add the sums of all blocks, divide by global H*W.
+        H, W = self.context.global_hw(self, x.shape[1:3])
+        N, h, w, C = x.shape
+        s = array_module(x).sum(x.reshape(N, h * w, C), axis=1, dtype=np.float64)
+        self.context.spatial_reduce(s, "sum")
+        self._area = H * W
+        return (s / self._area).astype(x.dtype)
 
     def _backward(self, dy):
-        return P.global_avg_pool_backward(dy, self._saved(self._xshape))
+        shape = self._saved(self._xshape)
+        if not self.context.spatial:
+            return P.global_avg_pool_backward(dy, shape)
+        # grad_seam: see mpicnn.parallel.spatial (the replicated head ran on 1/S of the loss).
+        g = dy * dy.dtype.type(self.context.grad_seam / self._area)
+        dx = array_module(dy).empty(shape, dy.dtype)
+        dx[...] = g[:, None, None, :]
+        return dx
 
 
 class GlobalMaxPool2d(_Pool):
@@ -94,12 +125,36 @@ class GlobalMaxPool2d(_Pool):
 
     def _forward(self, x):
         self._check_input(x)
-        y, self._index = P.global_max_pool_forward(x)
         self._xshape = x.shape
+        if not self.context.spatial:
+            y, self._index = P.global_max_pool_forward(x)
+            return y
+        # Split map: the maximum over all blocks; the gradient goes to the first maximum
+        # in global (h, w) order, i.e. to the block whose candidate has the lowest index.
+        ctx, xp = self.context, array_module(x)
+        N, h, w, C = x.shape
+        x3 = x.reshape(N, h * w, C)
+        index = xp.argmax(x3, axis=1)
+        local = xp.take_along_axis(x3, index[:, None, :], axis=1)[:, 0]
+        y = ctx.spatial_reduce(local.copy(), "max")
+        (h0, H), (w0, W) = ctx.origin(self, (h, w))
+        flat = (h0 + index // w) * W + (w0 + index % w)
+        candidate = xp.where(local == y, flat, H * W).astype(np.int64)
+        first = ctx.spatial_reduce(candidate.copy(), "min")
+        self._index = index
+        self._mine = (candidate == first).astype(x.dtype)
         return y
 
     def _backward(self, dy):
-        return P.global_max_pool_backward(dy, self._index, self._saved(self._xshape))
+        shape = self._saved(self._xshape)
+        if not self.context.spatial:
+            return P.global_max_pool_backward(dy, self._index, shape)
+        xp = array_module(dy)
+        N, h, w, C = shape
+        dx = xp.zeros((N, h * w, C), dy.dtype)
+        g = dy * self._mine * dy.dtype.type(self.context.grad_seam)
+        xp.put_along_axis(dx, self._index[:, None, :], g[:, None, :], axis=1)
+        return dx.reshape(shape)
 
 
 class GlobalRMSPool2d(_Pool):
@@ -114,12 +169,28 @@ class GlobalRMSPool2d(_Pool):
 
     def _forward(self, x):
         self._check_input(x)
-        y = P.global_rms_pool_forward(x, self.eps)
+        if not self.context.spatial:
+            y = P.global_rms_pool_forward(x, self.eps)
+        else:
+            # Split map: sums of squares of all blocks, over the global H*W.
+            H, W = self.context.global_hw(self, x.shape[1:3])
+            N, h, w, C = x.shape
+            x3 = x.reshape(N, h * w, C).astype(np.float64)
+            ms = self.context.spatial_reduce((x3 * x3).sum(axis=1), "sum") / (H * W)
+            y = array_module(x).sqrt(ms + self.eps).astype(x.dtype)
+            self._area = H * W
         self._x, self._y = x, y
         return y
 
     def _backward(self, dy):
-        return P.global_rms_pool_backward(dy, self._saved(self._x), self._y)
+        x = self._saved(self._x)
+        if not self.context.spatial:
+            return P.global_rms_pool_backward(dy, x, self._y)
+        xp = array_module(dy)
+        denom = self._y * self._y.dtype.type(self._area)
+        safe = xp.where(denom != 0, denom, 1)
+        g = xp.where(denom != 0, dy * dy.dtype.type(self.context.grad_seam) / safe, 0).astype(dy.dtype)
+        return x * g[:, None, None, :]
 
     def extra_repr(self):
         return f"eps={self.eps}"

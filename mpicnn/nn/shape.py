@@ -1,5 +1,6 @@
 """Flatten: (N, C, H, W) -> (N, C*H*W) in NCHW order, as ``torch.nn.Flatten()``."""
 from ..backend import array_module, is_array
+from ..errors import UserError
 from .module import Module
 
 __all__ = ["Flatten"]
@@ -21,7 +22,15 @@ class Flatten(Module):
             raise ValueError(f"{self!r} expects an array with a batch axis, got {x!r}")
         return x.reshape(x.shape[0], -1)
 
+    def _refuse_split(self, x):
+        if self.context.spatial and x.ndim == 4:
+            raise UserError(f"{self!r}: flattening a feature map split over --parallel spatial=... "
+                            "is not supported (its features would be spread over ranks); use a model "
+                            "with global pooling before the head (convnet, resnet8, resnet20, vgg11) "
+                            "or --parallel data=N")
+
     def _forward(self, x):  # x NHWC when 4-D
+        self._refuse_split(x)
         y = self._flat(x.transpose(0, 3, 1, 2) if x.ndim == 4 else x)
         self._shape, self._nhwc = x.shape, True
         return y
@@ -34,6 +43,7 @@ class Flatten(Module):
         return dy.reshape(shape)
 
     def forward(self, x):  # x NCHW when 4-D: a plain reshape
+        self._refuse_split(x)
         y = self._flat(x)
         self._shape, self._nhwc = x.shape, False
         return y

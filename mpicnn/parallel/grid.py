@@ -11,6 +11,10 @@ class ProcessGrid:
     ``data``: ranks holding the same model shard and different samples (gradients and
     sync-BN statistics are summed over it). ``replicas``: every rank holding a copy of
     a replicated parameter (sample x spatial), where weight gradients are reduced.
+    ``height``: ranks of one column block (varying row block; rank = row coordinate),
+    where row halos travel; ``width``: ranks of one row block (rank = column
+    coordinate), where column halos travel; ``spatial``: all blocks of one sample set
+    (height x width), where global pooling and BatchNorm statistics are reduced.
     """
 
     def __init__(self, comm, spec: ParallelSpec):
@@ -20,6 +24,9 @@ class ProcessGrid:
         self.coords = tuple(self.cart.Get_coords(self.cart.Get_rank()))
         self.data = self.cart.Sub([True, False, False, False])
         self.replicas = self.cart.Sub([True, True, True, False])
+        self.height = self.cart.Sub([False, True, False, False])
+        self.width = self.cart.Sub([False, False, True, False])
+        self.spatial = self.cart.Sub([False, True, True, False])
 
     @property
     def rank(self):
@@ -29,7 +36,12 @@ class ProcessGrid:
     def data_rank(self):
         return self.coords[0]
 
+    @property
+    def spatial_coords(self):
+        """(row block, column block) of this rank."""
+        return self.coords[1], self.coords[2]
+
     def free(self):
-        for c in (self.replicas, self.data, self.cart):
+        for c in (self.spatial, self.width, self.height, self.replicas, self.data, self.cart):
             if c != MPI.COMM_NULL:
                 c.Free()

@@ -1,0 +1,172 @@
+"""Spatial parallelism: the layers' view of feature maps split over height and width.
+
+Each rank of a P x Q spatial grid holds, for every 4-D feature map, the balanced
+block ``block_range(H, P, row) x block_range(W, Q, col)`` of its samples. Layers ask
+this context (they never see MPI):
+
+- ``window_input`` / ``window_input_grad``: halo exchange around a conv or pool and its
+  adjoint (``halo.py``, geometry in ``halo_geometry.py``). The op then runs with
+  padding 0 on the returned buffer and produces exactly this rank's output block.
+- ``global_hw``: the global (H, W) of a layer's input. Derived once per layer from the
+  local sizes (one 2-int Allreduce over the spatial communicator) and cached per layer
+  and local shape. Image sizes are fixed per run, so every rank takes the cached path
+  at the same calls; the local block is checked against the balanced layout.
+- ``spatial_reduce``: sums/max/min over the spatial blocks (global pooling).
+- ``allreduce_stats``: BatchNorm statistics over the spatial blocks ALWAYS (one
+  sample's pixels are spread over them), and over the data ranks too with --sync-bn.
+
+Replicated tail: past a global pool every spatial rank holds the same (N, C) values
+and computes the same head. Weight gradients are summed over sample x spatial (the
+trainer's buckets), which would count the head's gradients S = P*Q times. So the
+trainer back-propagates 1/S of the loss gradient on each rank, and the global pool,
+the seam back into split maps, multiplies its incoming gradient by ``grad_seam = S``:
+replicated parameters sum to one copy, split ones get the full gradient.
+"""
+import os
+
+import numpy as np
+from mpi4py import MPI
+
+from .. import backend
+
+from ..errors import UserError
+from .blocks import block_range
+from .data_parallel import DataParallelContext
+from .device_buffers import MPIBuffer
+from .halo import Halo, gather_and_apply, gather_halo, scatter_halo_grad
+from .halo_geometry import plan_2d, smallest_grid_note
+
+_OPS = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
+OVERLAP_ENV = "MPICNN_HALO_OVERLAP"
+
+
+class SpatialContext(DataParallelContext):
+    spatial = True
+
+    def __init__(self, grid, sync_bn=False):
+        super().__init__(grid.data, sync_bn)
+        self.grid = grid
+        self.shape = grid.spec.spatial  # (P, Q)
+        self.coords = grid.spatial_coords
+        self.grad_seam = self.shape[0] * self.shape[1]
+        # BatchNorm: the spatial blocks always; the samples of other data ranks with --sync-bn.
+        self.bn_comm = grid.replicas if self.sync_bn else grid.spatial
+        self._sizes = {}   # (id(layer), h, w) -> (H, W)
+        self._plans = {}   # (id(layer), h, w) -> Halo
+        self.names = {}    # id(layer) -> dotted name, for errors and the bench
+        self.stats = {}    # name -> {"bytes", "forward_wait_s", "backward_wait_s", "calls"}
+        # Conv forward computes the interior while halos travel (OVERLAP_ENV=0: exchange first).
+        self.overlap = os.environ.get(OVERLAP_ENV, "1").strip() != "0"
+
+    def name_layers(self, model):
+        def walk(module, prefix):
+            for name, child in module.named_children():
+                self.names[id(child)] = prefix + name
+                walk(child, prefix + name + ".")
+        walk(model, "")
+
+    def _name(self, layer):
+        return f"layer {self.names.get(id(layer), '?')} ({layer!r})"
+
+    # ---- reductions ------------------------------------------------------------
+    def allreduce_stats(self, array):
+        self.bn_comm.Allreduce(MPI.IN_PLACE, array, op=MPI.SUM)
+        return array
+
+    def spatial_reduce(self, array, op="sum"):
+        """Reduce ``array`` (host or device) in place over the spatial blocks."""
+        staged = MPIBuffer(array)
+        staged.before()
+        self.grid.spatial.Allreduce(MPI.IN_PLACE, staged.buf, op=_OPS[op])
+        staged.after()
+        return array
+
+    # ---- sizes -----------------------------------------------------------------
+    def global_hw(self, layer, local_hw):
+        """Global (H, W) of the map whose local block ``layer`` sees."""
+        key = (id(layer), int(local_hw[0]), int(local_hw[1]))
+        hw = self._sizes.get(key)
+        if hw is None:
+            (r, c) = self.coords
+            mine = np.array([local_hw[0] if c == 0 else 0, local_hw[1] if r == 0 else 0], np.int64)
+            self.grid.spatial.Allreduce(MPI.IN_PLACE, mine, op=MPI.SUM)
+            hw = (int(mine[0]), int(mine[1]))
+            expect = (block_range(hw[0], self.shape[0], r), block_range(hw[1], self.shape[1], c))
+            sizes = tuple(b - a for a, b in expect)
+            bad = np.array([sizes != tuple(local_hw)], np.int64)
+            self.grid.spatial.Allreduce(MPI.IN_PLACE, bad, op=MPI.MAX)
+            if bad[0]:
+                raise UserError(f"{self._name(layer)}: the input blocks do not form a balanced "
+                                f"{self.shape[0]}x{self.shape[1]} split of a {hw[0]}x{hw[1]} map "
+                                f"(this rank has {tuple(local_hw)}, expected {sizes}); every layer "
+                                "must keep each rank's block of the output rows and columns")
+            self._sizes[key] = hw
+        return hw
+
+    def origin(self, layer, local_hw):
+        """((h0, H), (w0, W)): global offset of this rank's block and the global size."""
+        H, W = self.global_hw(layer, local_hw)
+        r, c = self.coords
+        return (block_range(H, self.shape[0], r)[0], H), (block_range(W, self.shape[1], c)[0], W)
+
+    # ---- halo exchange -----------------------------------------------------------
+    def _halo(self, layer, local_hw, kernel, stride, padding, dilation):
+        key = (id(layer), int(local_hw[0]), int(local_hw[1]))
+        halo = self._plans.get(key)
+        if halo is None:
+            hw = self.global_hw(layer, local_hw)
+            try:
+                halo = Halo(*plan_2d(hw, kernel, stride, padding, dilation, self.shape, self.coords))
+            except ValueError as e:
+                # Pure geometry of global sizes: every rank raises the same error here.
+                error = UserError(f"{self._name(layer)} under --parallel spatial="
+                                  f"{self.shape[0]}x{self.shape[1]}: {e}; "
+                                  f"{smallest_grid_note(hw, kernel, stride, padding, dilation, self.shape)}")
+                error.agreed = True  # a pure function of global sizes: every rank raises it
+                raise error
+            self._plans[key] = halo
+        return halo
+
+    def _count(self, layer, nbytes, waited, direction):
+        st = self.stats.setdefault(self.names.get(id(layer), repr(layer)),
+                                   {"bytes": 0, "forward_wait_s": 0.0, "backward_wait_s": 0.0, "calls": 0})
+        st["bytes"] += nbytes
+        st[direction + "_wait_s"] += waited
+        st["calls"] += direction == "forward"
+
+    def window_input(self, layer, x, kernel, stride, padding, dilation=(1, 1), fill=0.0):
+        """Input of a window op over this rank's output block: ``x`` (N, h, w, C) with its
+        halos and padding (``fill``); run the op on it with padding 0. Returns
+        (buffer, handle for ``window_input_grad``)."""
+        halo = self._halo(layer, x.shape[1:3], kernel, stride, padding, dilation)
+        buf, (nbytes, waited) = gather_halo(halo, x, fill, self.grid.height, self.grid.width)
+        self._count(layer, nbytes, waited, "forward")
+        return buf, (layer, halo)
+
+    def window_apply(self, layer, x, kernel, stride, padding, dilation, fill, op):
+        """``op`` (the layer's window op with padding 0, a function of its input slab)
+        over this rank's output block, overlapping the halo exchange with the interior
+        (``halo.gather_and_apply``); without ``overlap`` the same as ``op(window_input)``.
+        Returns (output, the op's input for backward, handle for ``window_input_grad``)."""
+        if not self.overlap:
+            buf, handle = self.window_input(layer, x, kernel, stride, padding, dilation, fill)
+            return op(buf), buf, handle
+        halo = self._halo(layer, x.shape[1:3], kernel, stride, padding, dilation)
+        y, buf, (nbytes, waited) = gather_and_apply(halo, x, fill, self.grid.height, self.grid.width, op,
+                                                    contiguous=backend.runs_kernels())
+        self._count(layer, nbytes, waited, "forward")
+        return y, buf, (layer, halo)
+
+    def window_input_grad(self, handle, dbuf):
+        """Adjoint of ``window_input``: gradient of the buffer -> gradient of this rank's x."""
+        layer, halo = handle
+        dx, (nbytes, waited) = scatter_halo_grad(halo, dbuf, self.grid.height, self.grid.width)
+        self._count(layer, nbytes, waited, "backward")
+        return dx
+
+
+def make_context(grid, sync_bn):
+    """The context of a run: spatial when the grid splits height or width."""
+    if grid.spec.spatial == (1, 1):
+        return DataParallelContext(grid.data, sync_bn)
+    return SpatialContext(grid, sync_bn)

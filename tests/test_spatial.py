@@ -1,0 +1,224 @@
+"""Spatial parallelism against the 1-rank run: the halo exchange (adjoint identity), every
+layer kind on split maps, and whole training runs (float64, relative 1e-9).
+Run under mpiexec -n 2 and -n 4; every assertion is on a value agreed over ranks."""
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from mpicnn import nn, train
+from mpicnn.errors import UserError
+from mpicnn.parallel.blocks import block_range
+from mpicnn.parallel.grid import ProcessGrid
+from mpicnn.parallel.spatial import SpatialContext
+from mpicnn.parallel.spec import ParallelSpec
+
+pytestmark = pytest.mark.mpi(min_size=2)
+WORLD = MPI.COMM_WORLD
+BASE = ["--dtype", "float64", "--no-progress", "--eval-batch-size", "1000"]
+
+
+def agreed_max(value):
+    return WORLD.allreduce(value, op=MPI.MAX)
+
+
+def grids(size):
+    """Every P x Q grid of ``size`` ranks."""
+    return [(p, size // p) for p in range(1, size + 1) if size % p == 0]
+
+
+def spatial_context(comm, grid):
+    g = ProcessGrid(comm, ParallelSpec(data=1, spatial=grid))
+    return g, SpatialContext(g)
+
+
+def block(x, ctx):
+    """This rank's block of a global NHWC array."""
+    (P, Q), (r, c) = ctx.shape, ctx.coords
+    rows, cols = block_range(x.shape[1], P, r), block_range(x.shape[2], Q, c)
+    return np.ascontiguousarray(x[:, slice(*rows), slice(*cols)])
+
+
+def rel(a, b):
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+@pytest.mark.parametrize("geometry", [(3, 1, 1, 1), (5, 2, 2, 1), (3, 1, 2, 2), (1, 2, 0, 1), (7, 1, 3, 1)])
+def test_halo_exchange_adjoint_identity(geometry):
+    """<F x, y> = <x, F* y> summed over ranks, F = gather_halo (as a linear map of x)."""
+    k, s, p, d = geometry
+    worst = 0.0
+    for grid in grids(WORLD.Get_size()):
+        g, ctx = spatial_context(WORLD, grid)
+        layer = object()
+        rng = np.random.default_rng(1 + WORLD.Get_rank())
+        H, W = 19, 11
+        x = block(np.zeros((2, H, W, 3)), ctx)
+        x[...] = rng.standard_normal(x.shape)
+        # A nonzero fill would make F affine, not linear: the identity needs 0 padding.
+        fx, handle = ctx.window_input(layer, x, (k, k), (s, s), (p, p), (d, d), fill=0.0)
+        y = rng.standard_normal(fx.shape)
+        fty = ctx.window_input_grad(handle, y.copy())
+        sums = np.array([np.vdot(fx, y), np.vdot(x, fty)])
+        WORLD.Allreduce(MPI.IN_PLACE, sums)
+        worst = max(worst, abs(sums[0] - sums[1]) / abs(sums[0]))
+        assert fty.shape == x.shape
+        g.free()
+    assert agreed_max(worst) < 1e-12
+
+
+def model_for(head, dtype=np.float64):
+    nn.init.manual_seed(3)
+    pool = {"avg": nn.GlobalAvgPool2d, "max": nn.GlobalMaxPool2d, "rms": nn.GlobalRMSPool2d}[head]()
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1, dtype=dtype), nn.ReLU(),
+        nn.Conv2d(4, 5, 5, stride=2, padding=2, dtype=dtype),
+        # bias=False: a bias before BatchNorm has a zero gradient (only rounding noise to compare)
+        nn.Conv2d(5, 5, 3, padding=2, dilation=2, bias=False, dtype=dtype), nn.BatchNorm2d(5, dtype=dtype),
+        nn.MaxPool2d(3, stride=2, padding=1), nn.AvgPool2d(3, stride=1, padding=1),
+        nn.Residual(nn.Sequential(nn.Conv2d(5, 6, 3, stride=2, padding=1, bias=False, dtype=dtype)),
+                    nn.Conv2d(5, 6, 1, stride=2, dtype=dtype)),
+        nn.Dropout(0.3), nn.LeakyReLU(0.1), pool, nn.Linear(6, 3, dtype=dtype))
+
+
+@pytest.mark.parametrize("head", ["avg", "max", "rms"])
+def test_layers_on_split_maps_equal_serial(head):
+    """Forward output, input gradient (this rank's block) and parameter gradients (summed
+    over the blocks) equal the serial model's, for every grid of the world."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 29, 37, 3))
+    dy = rng.standard_normal((3, 3))
+    serial = model_for(head)
+    y0 = serial._forward(x)
+    dx0 = serial._backward(dy)
+    grads0 = [p.grad.copy() for p in serial.parameters()]
+    worst = 0.0
+    for grid in grids(WORLD.Get_size()):
+        g, ctx = spatial_context(WORLD, grid)
+        model = model_for(head).set_context(ctx)
+        ctx.name_layers(model)
+        y = model._forward(block(x, ctx))
+        # The trainer's rule: the replicated head back-propagates 1/S of the loss gradient.
+        dx = model._backward(dy / ctx.grad_seam)
+        worst = max(worst, rel(y, y0), rel(dx, block(dx0, ctx)))
+        for p, ref in zip(model.parameters(), grads0):
+            g.spatial.Allreduce(MPI.IN_PLACE, p.grad)
+            worst = max(worst, rel(p.grad, ref))
+        g.free()
+    assert agreed_max(worst) < 1e-11
+
+
+def params_of(result):
+    return {n: p.data.copy() for n, p in result.model.named_parameters()}
+
+
+def max_rel_diff(a, b):
+    return max(float(np.max(np.abs(a[n] - b[n])) / max(np.max(np.abs(b[n])), 1e-300)) for n in b)
+
+
+CONVNET = ["--model", "convnet", "--dataset", "shapes:60", "--steps", "4", "--batch-size", "8",
+           "--optimizer", "sgd", "--momentum", "0.9", "--lr", "0.05"]
+
+
+_SERIAL = {}  # argv -> parameters of the 1-rank run (the same on every rank; computed once)
+
+
+def compare(argv, layout, comm):
+    key = tuple(argv)
+    if key not in _SERIAL:
+        _SERIAL[key] = params_of(train.run(BASE + argv, MPI.COMM_SELF))
+    serial = _SERIAL[key]
+    parallel = params_of(train.run(BASE + argv + ["--parallel", layout], comm))
+    return max_rel_diff(parallel, serial)
+
+
+def on_ranks(n, argv, layout):
+    """Run ``layout`` on groups of n ranks of the world (comm.Split) and compare each
+    with the serial run; ranks left over sit out."""
+    size = WORLD.Get_size()
+    color = WORLD.Get_rank() // n if WORLD.Get_rank() < size - size % n else MPI.UNDEFINED
+    comm = WORLD.Split(color)
+    diff = compare(argv, layout, comm) if comm != MPI.COMM_NULL else 0.0
+    if comm != MPI.COMM_NULL:
+        comm.Free()
+    return diff
+
+
+@pytest.mark.parametrize("layout", ["spatial=2x1", "spatial=1x2"])
+def test_convnet_spatial_two_ranks_equals_serial(layout):
+    assert agreed_max(on_ranks(2, CONVNET, layout)) < 1e-9
+
+
+@pytest.mark.mpi(min_size=4)
+@pytest.mark.parametrize("layout, extra", [("spatial=2x2", []), ("spatial=4x1", []),
+                                           ("data=2,spatial=2x1", ["--sync-bn"])])
+def test_convnet_spatial_four_ranks_equals_serial(layout, extra):
+    if WORLD.Get_size() < 4:
+        pytest.skip("needs 4 ranks")
+    assert agreed_max(on_ranks(4, CONVNET + extra, layout)) < 1e-9
+
+
+def test_resnet8_spatial_equals_serial():
+    """Residual blocks with stride-2 1x1 shortcuts, thin blocks deep in the net."""
+    argv = ["--model", "resnet8", "--width", "4", "--dataset", "shapes:20:64", "--steps", "2", "--batch-size", "6"]
+    assert agreed_max(on_ranks(2, argv, "spatial=2x1")) < 1e-9
+
+
+def test_flatten_models_are_refused_with_the_fix():
+    comm = WORLD.Split(WORLD.Get_rank() // 2)
+    message = ""
+    if comm.Get_size() == 2:
+        try:
+            train.run(BASE + ["--model", "lenet5", "--steps", "1", "--parallel", "spatial=2x1"], comm)
+        except UserError as e:
+            message = str(e)
+    comm.Free()
+    ok = "Flatten" in message and "global" in message and "data=N" in message
+    assert WORLD.allreduce(int(ok), op=MPI.MIN) == 1, message
+
+
+def test_too_many_blocks_error_names_layer_and_grid():
+    """16 px through 3 stride-2 stages leaves 2x2 maps: a 1x4 grid has empty blocks there."""
+    message = ""
+    comm = WORLD.Split(WORLD.Get_rank() // 4) if WORLD.Get_size() >= 4 else None
+    if comm is not None and comm.Get_size() == 4:
+        try:
+            train.run(BASE + ["--model", "convnet", "--width", "2", "--dataset", "shapes:16:40", "--steps", "1",
+                              "--batch-size", "8",
+                              "--parallel", "spatial=1x4"], comm)
+        except UserError as e:
+            message = str(e)
+    elif comm is None:
+        message = "layer spatial=PxQ skipped"
+    if comm is not None:
+        comm.Free()
+    ok = "layer" in message and "spatial=PxQ" in message
+    assert WORLD.allreduce(int(ok), op=MPI.MIN) == 1, message
+
+
+@pytest.mark.parametrize("first, second", [("data=2", "spatial=2x1"), ("spatial=2x1", "data=2")])
+def test_checkpoint_resumes_across_layouts(first, second):
+    """Checkpoints are global: saved at step 2 under one layout, resumed to step 4 under
+    the other, the parameters equal the uninterrupted run (Adam state carried over)."""
+    import os
+    import shutil
+    import tempfile
+
+    from mpicnn.io.checkpoint import checkpoint_path
+
+    comm = WORLD.Split(WORLD.Get_rank() // 2)
+    diff = 0.0
+    if comm.Get_size() == 2:
+        tmp = comm.bcast(tempfile.mkdtemp() if comm.Get_rank() == 0 else None)
+        argv = BASE + ["--model", "convnet", "--width", "4", "--dataset", "shapes:20:64", "--steps", "4",
+                       "--batch-size", "8", "--sync-bn", "--checkpoint-dir", tmp, "--checkpoint-every", "2",
+                       "--keep-checkpoints", "5"]
+        straight = params_of(train.run(argv + ["--parallel", first], comm))
+        resumed = params_of(train.run(argv + ["--parallel", second, "--resume",
+                                              checkpoint_path(tmp, 2)], comm))
+        diff = max_rel_diff(resumed, straight)
+        comm.Barrier()
+        if comm.Get_rank() == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        assert os.path.basename(checkpoint_path(tmp, 2)).startswith("ckpt-")
+    comm.Free()
+    assert agreed_max(diff) < 1e-9
