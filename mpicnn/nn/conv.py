@@ -83,9 +83,10 @@ class Conv2d(Module):
             # Split map: the context brings the halo (padding included) and runs the conv
             # with padding 0, the interior while the halo travels.
             geometry = dict(self._geometry(), padding=(0, 0))
-            y, self._x, self._halo = self.context.window_apply(
+            y, self._halo = self.context.window_apply(
                 self, x, self.kernel_size, self.stride, self.padding, self.dilation, 0.0,
                 lambda slab: conv2d_forward(slab, self.weight.data, b, **geometry))
+            self._x = x  # backward rebuilds the halo buffer from x and the saved halo bands
             return y
         self._x = x
         return conv2d_forward(x, self.weight.data, b, **self._geometry())
@@ -94,8 +95,9 @@ class Conv2d(Module):
         if self._x is None:
             raise RuntimeError(f"{self!r}: backward() called before forward()")
         bias = self.bias
+        x = self._x if self._halo is None else self.context.window_saved_input(self._halo, self._x)
         dx, dw, db = conv2d_backward(
-            self._x, self.weight.data, dy, **self._geometry(),
+            x, self.weight.data, dy, **self._geometry(),
             need_dx=self.needs_input_grad, need_dw=self.weight.requires_grad,
             need_db=bias is not None and bias.requires_grad)
         if dw is not None:

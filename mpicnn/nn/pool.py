@@ -42,14 +42,16 @@ class _WindowPool(_Pool):
         # Under a spatial split the input arrives with its halo and padding included.
         return self.kernel_size, self.stride, (0, 0) if self._halo is not None else self.padding
 
-    def _window_input(self, x, fill):
-        """x itself, or under a spatial split x with halos and ``fill`` padding."""
+    def _apply(self, x, fill, op):
+        """``op(input, padding)`` over x, or under a spatial split over this rank's output
+        block, with halos and ``fill`` padding brought by the context (padding 0 then)."""
         self._check_input(x)
         self._halo = None
-        if self.context.spatial:
-            x, self._halo = self.context.window_input(self, x, self.kernel_size, self.stride,
-                                                      self.padding, (1, 1), fill=fill)
-        return x
+        if not self.context.spatial:
+            return op(x, self.padding)
+        y, self._halo = self.context.window_apply(self, x, self.kernel_size, self.stride, self.padding,
+                                                  (1, 1), fill, lambda v: op(v, (0, 0)))
+        return y
 
     def _input_grad(self, dx):
         return dx if self._halo is None else self.context.window_input_grad(self._halo, dx)
@@ -63,13 +65,15 @@ class MaxPool2d(_WindowPool):
     each window goes to its first maximum (window order), as PyTorch's CPU kernel."""
 
     def _forward(self, x):
-        x = self._window_input(x, -np.inf)
-        y = P.max_pool2d_forward(x, *self._geometry())
+        k, s = self.kernel_size, self.stride
+        y = self._apply(x, -np.inf, lambda v, pad: P.max_pool2d_forward(v, k, s, pad))
         self._x, self._y = x, y
         return y
 
     def _backward(self, dy):
         x = self._saved(self._x)
+        if self._halo is not None:
+            x = self.context.window_saved_input(self._halo, x)
         return self._input_grad(P.max_pool2d_backward(dy, x, self._y, *self._geometry()))
 
 
@@ -77,9 +81,10 @@ class AvgPool2d(_WindowPool):
     """``AvgPool2d(kernel_size, stride=None, padding=0)``, count_include_pad=True."""
 
     def _forward(self, x):
-        x = self._window_input(x, 0.0)
-        self._x = x.shape
-        return P.avg_pool2d_forward(x, *self._geometry())
+        k, s = self.kernel_size, self.stride
+        y = self._apply(x, 0.0, lambda v, pad: P.avg_pool2d_forward(v, k, s, pad))
+        self._x = x.shape if self._halo is None else self.context.window_input_shape(self._halo, x.shape)
+        return y
 
     def _backward(self, dy):
         return self._input_grad(P.avg_pool2d_backward(dy, self._saved(self._x), *self._geometry()))

@@ -29,6 +29,11 @@ from ..backend import array_module
 from ..ops.halo import halo_pack, halo_unpack
 from .device_buffers import MPIBuffer
 
+# Overlapped forward: the interior is computed in up to INTERIOR_CHUNKS row chunks of at
+# least MIN_CHUNK_ROWS rows, with an MPI progress call between chunks.
+INTERIOR_CHUNKS = 4
+MIN_CHUNK_ROWS = 8
+
 
 def exchange(comm, buf, recvs, sends, add):
     """Move slabs of ``buf`` (N, H, W, C) between ranks of ``comm``, in place.
@@ -99,8 +104,6 @@ class Halo:
         # may still need rows from it, so the exchanges run regardless.
         self.span_is_own = rows.span == rows.own and cols.span == cols.own
         self.need_is_span = self.need == ((0, self.shape_hw[0]), (0, self.shape_hw[1]))
-        self.padded = (rows.span[0] < 0 or rows.span[1] > rows.size or cols.span[0] < 0
-                       or cols.span[1] > cols.size)
 
 
 def _slices(region):
@@ -108,27 +111,64 @@ def _slices(region):
     return slice(None), slice(a, b), slice(c, d)
 
 
-def gather_halo(halo, x, fill, height_comm, width_comm):
-    """The op's input: ``x`` (this rank's block, NHWC) with halos and padding around it,
-    restricted to the rows and columns the op reads. Returns (array, (bytes received,
-    seconds blocked waiting))."""
-    xp = array_module(x)
-    N, C = x.shape[0], x.shape[3]
+def _bands(halo):
+    """Index tuples of the four bands of the span buffer around the own block (top and
+    bottom over all columns, left and right beside the own rows), the empty ones left out."""
+    (a, b), (c, d) = halo.own
+    Hs, Ws = halo.shape_hw
+    bands = [(slice(0, a), slice(None)), (slice(b, Hs), slice(None)), (slice(a, b), slice(0, c)),
+             (slice(a, b), slice(d, Ws))]
+    return [(slice(None), r, c) for r, c in bands if r.stop > r.start and (c.stop is None or c.stop > c.start)]
+
+
+def _new_buffer(halo, x, fill):
+    """The span buffer: ``x`` in the own block, ``fill`` around it (halos overwrite it)."""
     if halo.span_is_own:
-        buf = x  # read-only below: only sends read from it
-    else:
-        buf = xp.full((N,) + halo.shape_hw + (C,), fill, x.dtype)
-        buf[_slices(halo.own)] = x
+        return x  # read-only below: only sends read from it
+    buf = array_module(x).empty((x.shape[0],) + halo.shape_hw + (x.shape[3],), x.dtype)
+    for index in _bands(halo):
+        buf[index] = fill
+    buf[_slices(halo.own)] = x
+    return buf
+
+
+def need_view(halo, buf):
+    """The part of the span buffer the op reads (contiguous)."""
+    return buf if halo.need_is_span else array_module(buf).ascontiguousarray(buf[_slices(halo.need)])
+
+
+def save_bands(halo, buf):
+    """Copies of what the buffer holds besides x (halos and padding): with x, enough to
+    rebuild the op's input for backward without keeping the whole buffer (memory) or
+    exchanging again (time)."""
+    if halo.span_is_own:
+        return ()
+    return tuple(buf[index].copy() for index in _bands(halo))
+
+
+def rebuild(halo, x, bands):
+    """The span buffer again, from ``x`` and ``save_bands``."""
+    if halo.span_is_own:
+        return x
+    buf = array_module(x).empty((x.shape[0],) + halo.shape_hw + (x.shape[3],), x.dtype)
+    for index, band in zip(_bands(halo), bands):
+        buf[index] = band
+    buf[_slices(halo.own)] = x
+    return buf
+
+
+def gather_halo(halo, x, fill, height_comm, width_comm):
+    """The span buffer: ``x`` (this rank's block, NHWC) with halos and ``fill`` padding
+    around it. Returns (buffer, (bytes received, seconds blocked waiting))."""
+    buf = _new_buffer(halo, x, fill)
     b1, w1 = exchange(height_comm, buf, halo.row_recvs, halo.row_sends, add=False)
     b2, w2 = exchange(width_comm, buf, halo.col_recvs, halo.col_sends, add=False)
-    if not halo.need_is_span:
-        buf = xp.ascontiguousarray(buf[_slices(halo.need)])
     return buf, (b1 + b2, w1 + w2)
 
 
 def scatter_halo_grad(halo, dbuf, height_comm, width_comm):
-    """Adjoint of ``gather_halo``: the gradient of the op's input -> gradient of ``x``.
-    Returns (gradient, (bytes received, seconds blocked waiting))."""
+    """Adjoint of ``need_view(gather_halo(...))``: the gradient of the op's input ->
+    gradient of ``x``. Returns (gradient, (bytes received, seconds blocked waiting))."""
     xp = array_module(dbuf)
     N, C = dbuf.shape[0], dbuf.shape[3]
     if not halo.need_is_span:
@@ -141,6 +181,7 @@ def scatter_halo_grad(halo, dbuf, height_comm, width_comm):
     dx = dbuf if halo.span_is_own else xp.ascontiguousarray(dbuf[_slices(halo.own)])
     return dx, (b1 + b2, w1 + w2)
 
+
 def _input_slab(axis, span0, a, b):
     """Buffer slice of the input rows read by output rows [a, b) along one axis."""
     lo, hi = axis.reads(a, b)
@@ -152,43 +193,49 @@ def gather_and_apply(halo, x, fill, height_comm, width_comm, op, contiguous):
     output rows and columns that read no halo while the halos travel.
 
     Order: post the first phase (rows; columns when the grid has one row of blocks),
-    run ``op`` on the interior, finish that phase, run the second phase (columns, over
-    the new row halos) blocking, then run ``op`` on the border strips. Returns
-    (output, the op's full input for backward, (bytes, exchange seconds, wait seconds)).
+    run ``op`` on the interior in a few row chunks, giving MPI a turn (``Testall``)
+    after each so that large messages progress meanwhile (FACTS.md: MPI moves data only
+    inside MPI calls), finish that phase, run the second phase (columns, over the new
+    row halos) blocking, then run ``op`` on the border strips. Each piece is written
+    into the output block as it is computed. Returns (output, the span buffer, (bytes
+    received, seconds blocked waiting)).
     """
     xp = array_module(x)
-    N, C = x.shape[0], x.shape[3]
+    N = x.shape[0]
     rows, cols = halo.rows, halo.cols
-    if halo.span_is_own:
-        buf = x
-    else:
-        buf = xp.full((N,) + halo.shape_hw + (C,), fill, x.dtype)
-        buf[_slices(halo.own)] = x
-    row_split = bool(halo.row_recvs or halo.row_sends or rows.parts > 1)
+    buf = _new_buffer(halo, x, fill)
+    row_split = rows.parts > 1
     first = (height_comm, halo.row_recvs, halo.row_sends) if row_split else (width_comm, halo.col_recvs,
                                                                              halo.col_sends)
     pending = start_exchange(first[0], buf, first[1], first[2])
     (i0, i1), (j0, j1) = rows.interior(), cols.interior()
     (o0, o1), (q0, q1) = rows.out, cols.out  # this rank's output block
     r0, c0 = rows.span[0], cols.span[0]
+    out = []  # [y], allocated when the first piece tells the channel count
 
     def run(a, b, c, d):
+        if a >= b or c >= d:
+            return
         slab = buf[:, _input_slab(rows, r0, a, b), _input_slab(cols, c0, c, d)]
-        return op(xp.ascontiguousarray(slab) if contiguous else slab)
+        piece = op(xp.ascontiguousarray(slab) if contiguous else slab)
+        if not out:
+            out.append(xp.empty((N, o1 - o0, q1 - q0, piece.shape[3]), piece.dtype))
+        out[0][:, a - o0:b - o0, c - q0:d - q0] = piece
 
-    inner = run(i0, i1, j0, j1) if i0 < i1 and j0 < j1 else None
+    if i0 < i1 and j0 < j1:
+        chunks = max(1, min(INTERIOR_CHUNKS, (i1 - i0) // MIN_CHUNK_ROWS))
+        edges = [i0 + (i1 - i0) * k // chunks for k in range(chunks + 1)]
+        for a, b in zip(edges, edges[1:]):
+            run(a, b, j0, j1)
+            if pending is not None:
+                MPI.Request.Testall(pending[3])
     nbytes, waited = finish_exchange(pending, add=False)
     if row_split:
         more, waited2 = exchange(width_comm, buf, halo.col_recvs, halo.col_sends, add=False)
         nbytes, waited = nbytes + more, waited + waited2
-    if inner is None:
-        y = run(o0, o1, q0, q1)
-    else:
-        y = xp.empty((N, o1 - o0, q1 - q0, inner.shape[3]), inner.dtype)
-        y[:, i0 - o0:i1 - o0, j0 - q0:j1 - q0] = inner
+    if i0 < i1 and j0 < j1:
         for a, b, c, d in ((o0, i0, q0, q1), (i1, o1, q0, q1), (i0, i1, q0, j0), (i0, i1, j1, q1)):
-            if a < b and c < d:
-                y[:, a - o0:b - o0, c - q0:d - q0] = run(a, b, c, d)
-    if not halo.need_is_span:
-        buf = xp.ascontiguousarray(buf[_slices(halo.need)])
-    return y, buf, (nbytes, waited)
+            run(a, b, c, d)
+    else:
+        run(o0, o1, q0, q1)
+    return out[0], buf, (nbytes, waited)

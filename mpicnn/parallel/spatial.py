@@ -4,9 +4,11 @@ Each rank of a P x Q spatial grid holds, for every 4-D feature map, the balanced
 block ``block_range(H, P, row) x block_range(W, Q, col)`` of its samples. Layers ask
 this context (they never see MPI):
 
-- ``window_input`` / ``window_input_grad``: halo exchange around a conv or pool and its
-  adjoint (``halo.py``, geometry in ``halo_geometry.py``). The op then runs with
-  padding 0 on the returned buffer and produces exactly this rank's output block.
+- ``window_apply`` (or ``window_input``) / ``window_saved_input`` / ``window_input_grad``:
+  halo exchange around a conv or pool, the op's input again for backward (rebuilt from
+  the layer's x and the saved halo bands), and the adjoint exchange (``halo.py``,
+  geometry in ``halo_geometry.py``). The op runs with padding 0 on the halo buffer and
+  produces exactly this rank's output block.
 - ``global_hw``: the global (H, W) of a layer's input. Derived once per layer from the
   local sizes (one 2-int Allreduce over the spatial communicator) and cached per layer
   and local shape. Image sizes are fixed per run, so every rank takes the cached path
@@ -28,12 +30,11 @@ import numpy as np
 from mpi4py import MPI
 
 from .. import backend
-
 from ..errors import UserError
 from .blocks import block_range
 from .data_parallel import DataParallelContext
 from .device_buffers import MPIBuffer
-from .halo import Halo, gather_and_apply, gather_halo, scatter_halo_grad
+from .halo import Halo, gather_and_apply, gather_halo, need_view, rebuild, save_bands, scatter_halo_grad
 from .halo_geometry import plan_2d, smallest_grid_note
 
 _OPS = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
@@ -55,8 +56,29 @@ class SpatialContext(DataParallelContext):
         self._plans = {}   # (id(layer), h, w) -> Halo
         self.names = {}    # id(layer) -> dotted name, for errors and the bench
         self.stats = {}    # name -> {"bytes", "forward_wait_s", "backward_wait_s", "calls"}
-        # Conv forward computes the interior while halos travel (OVERLAP_ENV=0: exchange first).
-        self.overlap = os.environ.get(OVERLAP_ENV, "1").strip() != "0"
+        self.overlap = self._overlap_default(grid.spatial)
+
+    @staticmethod
+    def _overlap_default(comm):
+        """Whether window ops compute their interior while halos travel.
+
+        ``MPICNN_HALO_OVERLAP=1|0`` decides; by default only when the spatial blocks
+        span several nodes. Within a node MPI moves data only inside MPI calls (FACTS.md),
+        so overlap needs chunked compute with progress calls, and on the 2-core test
+        machine that cost more than the ~2% of the step spent waiting for halos
+        (convnet 256^2, 2x1: 18.3 images/s with overlap, 20.1 without; python -m
+        mpicnn.bench spatial). Across nodes the network moves the data meanwhile.
+        """
+        value = os.environ.get(OVERLAP_ENV, "").strip()
+        if value in ("0", "1"):
+            return value == "1"
+        if value:
+            raise UserError(f"{OVERLAP_ENV}={value!r}: use 1 (compute the interior while halos travel) "
+                            "or 0 (exchange first)")
+        node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+        spans_nodes = node.Get_size() < comm.Get_size()
+        node.Free()
+        return comm.allreduce(int(spans_nodes), op=MPI.MAX) == 1
 
     def name_layers(self, model):
         def walk(module, prefix):
@@ -137,29 +159,45 @@ class SpatialContext(DataParallelContext):
     def window_input(self, layer, x, kernel, stride, padding, dilation=(1, 1), fill=0.0):
         """Input of a window op over this rank's output block: ``x`` (N, h, w, C) with its
         halos and padding (``fill``); run the op on it with padding 0. Returns
-        (buffer, handle for ``window_input_grad``)."""
+        (input, handle for ``window_saved_input`` and ``window_input_grad``)."""
         halo = self._halo(layer, x.shape[1:3], kernel, stride, padding, dilation)
         buf, (nbytes, waited) = gather_halo(halo, x, fill, self.grid.height, self.grid.width)
         self._count(layer, nbytes, waited, "forward")
-        return buf, (layer, halo)
+        return need_view(halo, buf), (layer, halo, save_bands(halo, buf))
 
     def window_apply(self, layer, x, kernel, stride, padding, dilation, fill, op):
-        """``op`` (the layer's window op with padding 0, a function of its input slab)
-        over this rank's output block, overlapping the halo exchange with the interior
-        (``halo.gather_and_apply``); without ``overlap`` the same as ``op(window_input)``.
-        Returns (output, the op's input for backward, handle for ``window_input_grad``)."""
+        """``op`` (the layer's window op with padding 0, a function of its input) over
+        this rank's output block, the interior computed while the halos travel
+        (``halo.gather_and_apply``; ``MPICNN_HALO_OVERLAP=0``: exchange first).
+        Returns (output, handle for ``window_saved_input`` and ``window_input_grad``).
+
+        The layer keeps its own ``x`` for backward, not the halo buffer: the handle
+        holds only the halo bands, so saved activations stay ~1/(P*Q) of the serial run's.
+        """
         if not self.overlap:
-            buf, handle = self.window_input(layer, x, kernel, stride, padding, dilation, fill)
-            return op(buf), buf, handle
+            xin, handle = self.window_input(layer, x, kernel, stride, padding, dilation, fill)
+            return op(xin), handle
         halo = self._halo(layer, x.shape[1:3], kernel, stride, padding, dilation)
         y, buf, (nbytes, waited) = gather_and_apply(halo, x, fill, self.grid.height, self.grid.width, op,
                                                     contiguous=backend.runs_kernels())
         self._count(layer, nbytes, waited, "forward")
-        return y, buf, (layer, halo)
+        return y, (layer, halo, save_bands(halo, buf))
+
+    def window_saved_input(self, handle, x):
+        """The op's input of the forward pass again, from the layer's ``x`` and the halo
+        bands in ``handle`` (no communication)."""
+        _, halo, bands = handle
+        return need_view(halo, rebuild(halo, x, bands))
+
+    def window_input_shape(self, handle, xshape):
+        """Shape of the op's input for a layer whose local input has shape ``xshape``."""
+        _, halo, _ = handle
+        (a, b), (c, d) = halo.need
+        return (xshape[0], b - a, d - c, xshape[3])
 
     def window_input_grad(self, handle, dbuf):
-        """Adjoint of ``window_input``: gradient of the buffer -> gradient of this rank's x."""
-        layer, halo = handle
+        """Adjoint of ``window_input``: gradient of the op's input -> gradient of this rank's x."""
+        layer, halo, _ = handle
         dx, (nbytes, waited) = scatter_halo_grad(halo, dbuf, self.grid.height, self.grid.width)
         self._count(layer, nbytes, waited, "backward")
         return dx
