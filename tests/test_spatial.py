@@ -80,8 +80,9 @@ def model_for(head, dtype=np.float64):
         nn.Dropout(0.3), nn.LeakyReLU(0.1), pool, nn.Linear(6, 3, dtype=dtype))
 
 
+@pytest.mark.parametrize("overlap", [True, False])
 @pytest.mark.parametrize("head", ["avg", "max", "rms"])
-def test_layers_on_split_maps_equal_serial(head):
+def test_layers_on_split_maps_equal_serial(head, overlap):
     """Forward output, input gradient (this rank's block) and parameter gradients (summed
     over the blocks) equal the serial model's, for every grid of the world."""
     rng = np.random.default_rng(0)
@@ -94,6 +95,7 @@ def test_layers_on_split_maps_equal_serial(head):
     worst = 0.0
     for grid in grids(WORLD.Get_size()):
         g, ctx = spatial_context(WORLD, grid)
+        ctx.overlap = overlap  # interior computed while halos travel, or exchange first
         model = model_for(head).set_context(ctx)
         ctx.name_layers(model)
         y = model._forward(block(x, ctx))
@@ -143,17 +145,20 @@ def on_ranks(n, argv, layout):
     return diff
 
 
-@pytest.mark.parametrize("layout", ["spatial=2x1", "spatial=1x2"])
-def test_convnet_spatial_two_ranks_equals_serial(layout):
+@pytest.mark.parametrize("layout, overlap", [("spatial=2x1", "0"), ("spatial=1x2", "0"), ("spatial=2x1", "1")])
+def test_convnet_spatial_two_ranks_equals_serial(layout, overlap, monkeypatch):
+    monkeypatch.setenv("MPICNN_HALO_OVERLAP", overlap)
     assert agreed_max(on_ranks(2, CONVNET, layout)) < 1e-9
 
 
 @pytest.mark.mpi(min_size=4)
-@pytest.mark.parametrize("layout, extra", [("spatial=2x2", []), ("spatial=4x1", []),
-                                           ("data=2,spatial=2x1", ["--sync-bn"])])
-def test_convnet_spatial_four_ranks_equals_serial(layout, extra):
+@pytest.mark.parametrize("layout, extra, overlap", [("spatial=2x2", [], "0"), ("spatial=4x1", [], "0"),
+                                                    ("data=2,spatial=2x1", ["--sync-bn"], "0"),
+                                                    ("spatial=2x2", [], "1")])
+def test_convnet_spatial_four_ranks_equals_serial(layout, extra, overlap, monkeypatch):
     if WORLD.Get_size() < 4:
         pytest.skip("needs 4 ranks")
+    monkeypatch.setenv("MPICNN_HALO_OVERLAP", overlap)
     assert agreed_max(on_ranks(4, CONVNET + extra, layout)) < 1e-9
 
 
@@ -176,22 +181,21 @@ def test_flatten_models_are_refused_with_the_fix():
     assert WORLD.allreduce(int(ok), op=MPI.MIN) == 1, message
 
 
+@pytest.mark.mpi(min_size=4)
 def test_too_many_blocks_error_names_layer_and_grid():
     """16 px through 3 stride-2 stages leaves 2x2 maps: a 1x4 grid has empty blocks there."""
+    if WORLD.Get_size() < 4:
+        pytest.skip("needs 4 ranks")
     message = ""
-    comm = WORLD.Split(WORLD.Get_rank() // 4) if WORLD.Get_size() >= 4 else None
-    if comm is not None and comm.Get_size() == 4:
+    comm = WORLD.Split(WORLD.Get_rank() // 4)
+    if comm.Get_size() == 4:
         try:
             train.run(BASE + ["--model", "convnet", "--width", "2", "--dataset", "shapes:16:40", "--steps", "1",
-                              "--batch-size", "8",
-                              "--parallel", "spatial=1x4"], comm)
+                              "--batch-size", "8", "--parallel", "spatial=1x4"], comm)
         except UserError as e:
             message = str(e)
-    elif comm is None:
-        message = "layer spatial=PxQ skipped"
-    if comm is not None:
-        comm.Free()
-    ok = "layer" in message and "spatial=PxQ" in message
+    comm.Free()
+    ok = "layer" in message and "spatial=PxQ" in message and "Q <= 2" in message
     assert WORLD.allreduce(int(ok), op=MPI.MIN) == 1, message
 
 
