@@ -158,7 +158,8 @@ class GlobalMaxPool2d(_Pool):
         N, h, w, C = shape
         dx = xp.zeros((N, h * w, C), dy.dtype)
         g = dy * self._mine * dy.dtype.type(self.context.grad_seam)
-        xp.put_along_axis(dx, self._index[:, None, :], g[:, None, :], axis=1)
+        # dx[n, index[n, c], c] = g[n, c] (fancy indexing: the same code for NumPy and CuPy)
+        dx[xp.arange(N)[:, None], self._index, xp.arange(C)[None, :]] = g
         return dx.reshape(shape)
 
 
