@@ -109,6 +109,34 @@ def test_layers_on_split_maps_equal_serial(head, overlap):
     assert agreed_max(worst) < 1e-11
 
 
+@pytest.mark.parametrize("overlap", [True, False])
+def test_thin_blocks_read_halos_from_far_owners(overlap):
+    """9x7 maps, 7x7 and dilated 5x5 kernels: halos of 3 and 8 rows reach past the next
+    block (on 4 ranks 2-row blocks take rows from up to four owners per side)."""
+    def build():
+        nn.init.manual_seed(5)
+        return nn.Sequential(nn.Conv2d(2, 3, 7, padding=3, dtype=np.float64),
+                             nn.Conv2d(3, 2, 5, padding=4, dilation=2, dtype=np.float64),
+                             nn.GlobalAvgPool2d())
+    rng = np.random.default_rng(2)
+    x, dy = rng.standard_normal((2, 9, 7, 2)), rng.standard_normal((2, 2))
+    serial = build()
+    y0, dx0 = serial._forward(x), serial._backward(dy)
+    worst = 0.0
+    for grid in grids(WORLD.Get_size()):
+        g, ctx = spatial_context(WORLD, grid)
+        ctx.overlap = overlap
+        model = build().set_context(ctx)
+        y = model._forward(block(x, ctx))
+        dx = model._backward(dy / ctx.grad_seam)
+        worst = max(worst, rel(y, y0), rel(dx, block(dx0, ctx)))
+        for p, ref in zip(model.parameters(), serial.parameters()):
+            g.spatial.Allreduce(MPI.IN_PLACE, p.grad)
+            worst = max(worst, rel(p.grad, ref.grad))
+        g.free()
+    assert agreed_max(worst) < 1e-12
+
+
 def params_of(result):
     return {n: p.data.copy() for n, p in result.model.named_parameters()}
 
