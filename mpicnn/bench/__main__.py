@@ -39,6 +39,7 @@ def main(argv=None):
     p.add_argument("--ranks", default="1,2", help="rank counts for the scaling bench (default 1,2)")
     p.add_argument("--steps", type=int, default=60, help="training steps per scaling run")
     p.add_argument("--repeats", type=int, default=20, help="timed repeats of the cnn bench")
+    p.add_argument("--scaling-repeats", type=int, default=3, help="interleaved runs per rank count (medians)")
     p.add_argument("--grids", default="2x1", help="spatial grids for the spatial bench (default 2x1)")
     p.add_argument("--sizes", default="256,512", help="image sizes for the spatial bench (default 256,512)")
     p.add_argument("--spatial-steps", type=int, default=8, help="training steps per spatial run")
@@ -62,7 +63,7 @@ def main(argv=None):
         table("benchmark CNN, batch 64x3x32x32 float32, forward+backward, 1 thread", [results["cnn"]])
     if args.what in ("all", "scaling"):
         ranks = tuple(int(r) for r in args.ranks.split(","))
-        results["scaling"] = bench_scaling(ranks, steps=args.steps)
+        results["scaling"] = bench_scaling(ranks, steps=args.steps, repeats=args.scaling_repeats)
         table("data-parallel lenet5, global batch 128, one BLAS thread per rank", results["scaling"])
     if args.what in ("all", "allreduce"):
         results["allreduce"] = bench_allreduce_under_mpi(2)
