@@ -266,7 +266,7 @@ class Trainer:
         lo, hi = self.context.local_block(B)
         # Local mean -> this rank's share of the global mean; under a spatial split each of
         # the S blocks back-propagates 1/S of it (SpatialContext: the replicated head).
-        weight = dtype.type((hi - lo) / B / getattr(self.context, "grad_seam", 1))
+        weight = dtype.type((hi - lo) / B / self.context.grad_seam)
         schedule = make_schedule(args.schedule, args.lr, self.total_steps, args.warmup, args.step_size, args.gamma)
         metrics = MetricsLog(args.metrics if self.rank == 0 else None, append=self.start_step > 0)
         progress = self._progress()

@@ -60,6 +60,9 @@ class Context:
     # True when feature maps are split over height/width (mpicnn.parallel.spatial): window
     # layers then read their input through the context's halo methods instead.
     spatial = False
+    # Ranks that each back-propagate a replicated head (the spatial blocks of one sample):
+    # each sends 1/grad_seam of the loss gradient, and global pools scale it back up.
+    grad_seam = 1
 
     def allreduce_stats(self, array):
         """Sum ``array`` over the ranks that share a BatchNorm (in place); serial: no-op."""
