@@ -7,10 +7,16 @@ import numpy as np
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def readme_example():
+def readme_example(heading="## Kernels: write your own layer"):
     text = README.read_text()
-    section = text[text.index("## Kernels: write your own layer"):]
+    section = text[text.index(heading):]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_python_api_example_from_readme():
+    scope = {}
+    exec(compile(readme_example("## Python API"), "README.md", "exec"), scope)
+    assert np.isfinite(scope["loss"]) and scope["logits"].shape == (8, 10)
 
 
 def test_custom_kernel_layer_from_readme():

@@ -1,5 +1,5 @@
 """Layers (NCHW publicly, NHWC inside where faster), containers, loss and init."""
-from . import init
+from . import init, optim, schedule
 from .activation import LeakyReLU, ReLU
 from .container import Residual, Sequential
 from .conv import Conv2d
@@ -16,5 +16,5 @@ __all__ = [
     "Module", "Parameter", "Context", "Sequential", "Residual",
     "Conv2d", "Linear", "ReLU", "LeakyReLU",
     "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "GlobalMaxPool2d", "GlobalRMSPool2d",
-    "BatchNorm2d", "Dropout", "Flatten", "CrossEntropyLoss", "init", "swap_relu_maxpool",
+    "BatchNorm2d", "Dropout", "Flatten", "CrossEntropyLoss", "init", "optim", "schedule", "swap_relu_maxpool",
 ]
