@@ -10,21 +10,9 @@ from mpicnn import nn
 from mpicnn.nn import init
 from mpicnn.nn.module import Context
 
+from gradcheck import numeric_grad
+
 rng = np.random.default_rng(99)
-
-
-def numeric_grad(f, a, eps=1e-6):
-    g = np.zeros_like(a)
-    flat, gflat = a.reshape(-1), g.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + eps
-        fp = f()
-        flat[i] = old - eps
-        fm = f()
-        flat[i] = old
-        gflat[i] = (fp - fm) / (2 * eps)
-    return g
 
 
 def check_grads(layer, x, rtol=1e-6, atol=1e-8):

@@ -7,6 +7,8 @@ from mpicnn.ops import conv as conv_ops
 from mpicnn.ops import dropout as D
 from mpicnn.ops import pool as P
 
+from gradcheck import numeric_grad
+
 
 def nhwc(a):
     return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
@@ -83,21 +85,6 @@ def ref_pool_backward(dy, x, k, s, p, kind):
                             dy[n, c, i, j] / (k[0] * k[1])
     H, W = x.shape[2:]
     return dxp[:, :, p[0]:p[0] + H, p[1]:p[1] + W]
-
-
-def numeric_grad(f, a, eps=1e-6):
-    """Central differences of the scalar f() with respect to every entry of ``a`` (in place)."""
-    g = np.zeros_like(a)
-    flat, gflat = a.reshape(-1), g.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + eps
-        fp = f()
-        flat[i] = old - eps
-        fm = f()
-        flat[i] = old
-        gflat[i] = (fp - fm) / (2 * eps)
-    return g
 
 
 rng = np.random.default_rng(1234)
