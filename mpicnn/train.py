@@ -30,7 +30,7 @@ from .parallel.failure import agree, install_abort_hook
 from .parallel.gradsync import GradientBuckets
 from .parallel.grid import ProcessGrid
 from .parallel.spec import parse_parallel
-from .signals import StopRequest
+from .signals import STOP_SIGNALS, StopRequest
 
 
 @dataclass
@@ -237,9 +237,10 @@ class Trainer:
 
     # ---- the loop ----------------------------------------------------------------
     def train_step(self, step, x, y, weight):
-        """Forward, backward, gradient sum, then one allreduce of the step's figures:
-        [loss sum, correct, non-finite flag, stop signal]. Every rank acts on the same
-        reduced figures, so stops and skips happen at the same step everywhere."""
+        """Forward, backward, gradient sum, then ONE allreduce over all ranks of the step's
+        figures: loss sum, correct, non-finite flags, and a count per stop signal. Every rank
+        acts on the same reduced figures, so stops and skips happen at the same step
+        everywhere. Returns [loss sum, correct, non-finite, stop signal number or 0]."""
         faults = self.faults.fire(step)
         if "nan" in faults:
             x[...] = np.nan
@@ -254,11 +255,13 @@ class Trainer:
         t0 = time.perf_counter()
         finite = np.isfinite(loss) and self.buckets.all_finite()
         correct = np.count_nonzero(backend.to_host(logits).argmax(1) == y)
-        stats = np.array([loss * len(y), correct, not finite,
-                          self.stop.signal or 0], dtype=np.float64)
-        self.grid.data.Allreduce(MPI.IN_PLACE, stats[:3], op=MPI.SUM)
-        self.grid.world.Allreduce(MPI.IN_PLACE, stats[3:], op=MPI.MAX)
-        return stats, time.perf_counter() - t0
+        figures = np.array([loss * len(y), correct, not finite]
+                           + [self.stop.signal == sig for sig in STOP_SIGNALS], dtype=np.float64)
+        self.grid.world.Allreduce(MPI.IN_PLACE, figures, op=MPI.SUM)  # one sync point per step
+        # Ranks that split one sample's maps (spatial blocks) all hold its loss: count it once.
+        figures[:2] /= self.comm.Get_size() // self.spec.data
+        signum = next((sig for sig, n in zip(STOP_SIGNALS, figures[3:]) if n), 0)
+        return np.array([figures[0], figures[1], figures[2], signum]), time.perf_counter() - t0
 
     def fit(self):
         args, dtype = self.args, self.dtype
