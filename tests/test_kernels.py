@@ -8,6 +8,8 @@ references are the NumPy ops themselves (``op.numpy``), whatever the backend.
 """
 import os
 
+import zlib
+
 import numpy as np
 import pytest
 
@@ -102,7 +104,7 @@ def rand(rng, shape, dtype, lo=-1.0, hi=1.0):
 
 @pytest.fixture
 def rng(request):
-    return np.random.default_rng(abs(hash(request.node.name)) % 2 ** 32)
+    return np.random.default_rng(zlib.crc32(request.node.name.encode()))  # same inputs every run
 
 
 # ---------------------------------------------------------------------------- activation
@@ -303,7 +305,10 @@ def test_batch_norm(dev, rng, dtype, shape, affine):
             close(a, e)
         assert len(got_calls) == len(ref_calls)
         for a, e in zip(got_calls, ref_calls):
-            np.testing.assert_allclose(a, e, rtol=1e-12 if dtype == np.float64 else 1e-6)
+            # Per-channel sums in another order: a sum that nearly cancels keeps an absolute
+            # error of the order of its terms' rounding, so bound it by the array's scale.
+            tol = 1e-12 if dtype == np.float64 else 1e-6
+            np.testing.assert_allclose(a, e, rtol=tol, atol=tol * float(np.max(np.abs(e))))
     rm, rv = rand(rng, (Cc,), dtype), rand(rng, (Cc,), dtype, 0.5, 2.0)
     y, cache = NM.batch_norm_eval_forward.numpy(x, w, b, rm, rv)
     Y, CACHE = knorm.batch_norm_eval_forward(dev.asarray(x), W_, B_, dev.asarray(rm), dev.asarray(rv))
