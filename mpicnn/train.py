@@ -5,6 +5,7 @@ tests can run the same code on COMM_SELF and on COMM_WORLD and compare parameter
 ``main`` adds the process-level rules: one error line and exit status 2 on bad input,
 an aborted job (never a hang) on an unexpected exception.
 """
+import gc
 import signal
 import sys
 import time
@@ -280,6 +281,10 @@ class Trainer:
         skipped = 0
         step = self.start_step
         self.model.train()
+        # Objects made during setup live for the whole run: keep the collector from
+        # rescanning them every few steps, a pause that lands on one rank at a time.
+        gc.collect()
+        gc.freeze()
         for step in range(self.start_step, self.total_steps):
             t0 = time.perf_counter()
             epoch, k = divmod(step, self.steps_per_epoch)
@@ -430,6 +435,7 @@ def run(argv=None, comm=MPI.COMM_WORLD):
     finally:
         stop.uninstall()
         backend.use(previous)
+        gc.unfreeze()  # fit() froze setup objects; a long-lived process may collect this run
     return RunResult(trainer.model, summary["steps"], summary)
 
 
