@@ -232,9 +232,15 @@ class Trainer:
                     save_checkpoint(path, {n: host(p.data) for n, p in self.model.named_parameters()},
                                     {n: host(b) for n, b in self.model.named_buffers()}, optimizer,
                                     step=step, epoch=step // self.steps_per_epoch, seed=self.args.seed,
-                                    config=vars(self.args))
+                                    rng_state=self._rng_state(step), config=vars(self.args))
                 except OSError as e:
                     raise UserError(f"cannot write checkpoint {path!r}: {e}")
+
+    def _rng_state(self, step):
+        """Every random stream is counter-based, so (seed, step) is the whole state."""
+        return {"seed": self.args.seed, "step": step,
+                "data_order": "numpy default_rng([seed, epoch]).permutation(N)",
+                "dropout": "splitmix64 hash of (layer seed, step, global sample, element)"}
 
     # ---- the loop ----------------------------------------------------------------
     def train_step(self, step, x, y, weight):

@@ -9,6 +9,7 @@ from mpi4py import MPI
 from launch import run_mpi
 from mpicnn import train
 from mpicnn.errors import UserError
+from mpicnn.io.checkpoint import load_checkpoint
 
 QUICK = ["--no-progress", "--batch-size", "32", "--eval-batch-size", "1000"]
 
@@ -31,7 +32,9 @@ def test_two_ranks_train_report_and_checkpoint(tmp_path):
     assert records[-1]["final"] and 0.5 < records[-1]["test_accuracy"] <= 1  # 40 steps: far above chance
     assert records[-1]["images_per_sec"] > 0
     assert sorted(os.listdir(ckpts)) == ["ckpt-00000020.h5", "ckpt-00000040.h5"]
-    assert (tmp_path / "final.h5").exists()
+    final = load_checkpoint(str(tmp_path / "final.h5"))
+    assert final.step == 40 and final.config["model"] == "lenet5"
+    assert json.loads(final.attrs["rng_state"])["step"] == 40 and final.attrs["seed"] == 0
 
 
 @pytest.mark.parametrize("args, words", [
