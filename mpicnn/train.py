@@ -25,6 +25,7 @@ from .nn import CrossEntropyLoss, init
 from .nn.optim import OPTIMIZERS
 from .nn.schedule import make_schedule
 from .parallel.blocks import block_range
+from .parallel.channel import ChannelComm, gather_full, local_block, shard_model
 from .parallel.spatial import make_context
 from .parallel.device_buffers import MPIBuffer
 from .parallel.failure import agree, install_abort_hook
@@ -39,6 +40,7 @@ class RunResult:
     model: object
     step: int
     summary: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)  # name -> global-layout parameter (channel shards gathered)
 
 
 class Trainer:
@@ -59,6 +61,7 @@ class Trainer:
         self._build_model()
         self.start_step = 0
         self.new_parameters = []
+        self.shards = {}  # parameter name -> channel block sizes (axis 0), when channel > 1
         self._restore()
         backend.to_backend(self.model, self.optimizer)  # a no-op unless the arrays live on a GPU
         self.buckets = GradientBuckets(self.model, self.grid.replicas, int(args.bucket_mb * 2 ** 20))
@@ -135,11 +138,43 @@ class Trainer:
                 self._init_from(fresh)
             if args.freeze:
                 self._freeze(args.freeze)
+            self._shard()
         self.optimizer = self._make_optimizer()
         if ckpt is not None:
-            self.optimizer.load_state_dict(ckpt.optimizer)
+            self.optimizer.load_state_dict(self._local_optimizer_state(ckpt.optimizer))
             self.start_step = ckpt.step
             self.print0(f"mpicnn: resumed from {path} at step {ckpt.step}")
+
+    def _shard(self):
+        """Under channel=C, cut the full (initialised or loaded) model into this rank's
+        filter and feature blocks. Every rank holds the same full model first, so a
+        checkpoint written on any grid loads here by slicing."""
+        if self.spec.channel == 1:
+            return
+        self.channel = ChannelComm(self.grid.channel)
+        try:
+            self.shards = shard_model(self.model, self.channel)
+        except ValueError as e:
+            raise UserError(f"--model {self.args.model} under --parallel {self.args.parallel}: {e}")
+        if self.context.spatial:
+            self.context.name_layers(self.model)  # the sharded layers are new objects
+
+    def _local_optimizer_state(self, saved):
+        """A global optimizer state from a checkpoint -> this rank's blocks of it."""
+        if not self.shards:
+            return saved
+        rank = self.grid.channel.Get_rank()
+        params = {}
+        for name, arrays in saved["params"].items():
+            sizes = self.shards.get(name)
+            params[name] = {s: (local_block(v, sizes, rank) if sizes else v) for s, v in arrays.items()}
+        return {**saved, "params": params}
+
+    def _global(self, name, array):
+        """``array`` (a parameter or its optimizer state) in the global layout, on host."""
+        host = backend.to_host(array)
+        sizes = self.shards.get(name)
+        return gather_full(self.channel, host, sizes) if sizes else host
 
     def _load_state(self, ckpt):
         state = {**ckpt.params, **ckpt.buffers}
@@ -220,16 +255,23 @@ class Trainer:
         self.model.train()
         return totals[1] / dataset.num_samples, totals[0] / dataset.num_samples
 
+    def global_parameters(self):
+        """name -> parameter in the global layout (host NumPy), on every rank: channel
+        shards are gathered (a collective over the channel ranks when channel > 1)."""
+        return {n: self._global(n, p.data) for n, p in self.model.named_parameters()}
+
     def save(self, path, step):
         self.sync_buffers()
+        host = backend.to_host
+        # Gather channel shards first: every rank takes part, only rank 0 writes.
+        params = self.global_parameters()
+        optimizer = dict(self.optimizer.state_dict())
+        optimizer["params"] = {n: {k: self._global(n, v) for k, v in st.items()}
+                               for n, st in optimizer["params"].items()}
         with agree(self.comm):
             if self.rank == 0:
                 try:
-                    host = backend.to_host
-                    optimizer = self.optimizer.state_dict()
-                    optimizer["params"] = {n: {k: host(v) for k, v in st.items()}
-                                           for n, st in optimizer["params"].items()}
-                    save_checkpoint(path, {n: host(p.data) for n, p in self.model.named_parameters()},
+                    save_checkpoint(path, params,
                                     {n: host(b) for n, b in self.model.named_buffers()}, optimizer,
                                     step=step, epoch=step // self.steps_per_epoch, seed=self.args.seed,
                                     rng_state=self._rng_state(step), config=vars(self.args))
@@ -436,13 +478,14 @@ def run(argv=None, comm=MPI.COMM_WORLD):
         trainer = Trainer(args, comm, stop)
         try:
             summary = trainer.fit()
+            params = trainer.global_parameters()
         finally:
             trainer.close()
     finally:
         stop.uninstall()
         backend.use(previous)
         gc.unfreeze()  # fit() froze setup objects; a long-lived process may collect this run
-    return RunResult(trainer.model, summary["steps"], summary)
+    return RunResult(trainer.model, summary["steps"], summary, params)
 
 
 def main(argv=None):

@@ -28,6 +28,7 @@ def test_parse_defaults_and_forms():
     assert parse_parallel("spatial=2x1", 2).dims == (1, 2, 1, 1)
     assert parse_parallel("data=2,spatial=1x2", 4).dims == (2, 1, 2, 1)
     assert parse_parallel("spatial=2x2", 8).dims == (2, 2, 2, 1)  # data takes the rest
+    assert parse_parallel("channel=2", 4).dims == (2, 1, 1, 2)
 
 
 @pytest.mark.parametrize("spec, world, words", [
@@ -37,7 +38,7 @@ def test_parse_defaults_and_forms():
     ("data", 2, ["axis=value"]),
     ("data=1,data=2", 2, ["twice"]),
     ("spatial=2", 2, ["PxQ"]),
-    ("channel=2", 2, ["not available"]),
+    ("channel=3", 2, ["multiple of 3 ranks", "job has 2"]),
     ("spatial=2x2", 2, ["4 ranks", "job has 2"]),
     ("pipeline=2", 2, ["not available"]),
 ])

@@ -13,7 +13,9 @@ class ProcessGrid:
     a replicated parameter (sample x spatial), where weight gradients are reduced.
     ``height``: ranks of one column block (varying row block; rank = row coordinate),
     where row halos travel; ``width``: ranks of one row block (rank = column
-    coordinate), where column halos travel; ``spatial``: all blocks of one sample set
+    coordinate), where column halos travel; ``channel``: the ranks that split one
+    layer's filters or features (activations are gathered and input gradients summed
+    over it; never gradients); ``spatial``: all blocks of one sample set
     (height x width), where global pooling and BatchNorm statistics are reduced.
     """
 
@@ -27,6 +29,7 @@ class ProcessGrid:
         self.height = self.cart.Sub([False, True, False, False])
         self.width = self.cart.Sub([False, False, True, False])
         self.spatial = self.cart.Sub([False, True, True, False])
+        self.channel = self.cart.Sub([False, False, False, True])
 
     @property
     def rank(self):
@@ -42,6 +45,6 @@ class ProcessGrid:
         return self.coords[1], self.coords[2]
 
     def free(self):
-        for c in (self.spatial, self.width, self.height, self.replicas, self.data, self.cart):
+        for c in (self.channel, self.spatial, self.width, self.height, self.replicas, self.data, self.cart):
             if c != MPI.COMM_NULL:
                 c.Free()

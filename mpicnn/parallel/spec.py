@@ -10,8 +10,7 @@ from ..errors import UserError
 
 AXES = ("data", "spatial", "channel")
 # Axes whose strategies ship in later releases; parsed so the error can say so.
-NOT_YET = {"channel": "channel/filter parallelism", "pipeline": "pipeline parallelism",
-           "ps": "the parameter server"}
+NOT_YET = {"pipeline": "pipeline parallelism", "ps": "the parameter server"}
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ def parse_parallel(spec, world_size):
     for key, what in NOT_YET.items():
         if key in fields and fields[key] not in ("1", "1x1"):
             raise UserError(f"--parallel {spec!r}: {what} is not available in this version; "
-                            f"use data=N and/or spatial=PxQ for now")
+                            f"use data=N, spatial=PxQ and/or channel=C for now")
     others = spatial[0] * spatial[1] * channel
     if "data" in fields:
         data = _positive_int(fields["data"], "data", spec)
