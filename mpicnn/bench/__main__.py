@@ -6,6 +6,8 @@ scaling    data-parallel images/s for 1 -> N ranks (the real trainer under mpiex
 allreduce  bucketed gradient allreduce against one plain Allreduce of the same bytes
 spatial    spatial-parallel convnet on 256^2 and 512^2 images against 1 rank: speedup, peak
            memory per rank, halo bytes, waiting and the fraction hidden by overlap per layer
+channel    channel=C convnet against 1 rank: parameter bytes per rank, and per split layer
+           the allgather and input-gradient reduction bytes and seconds per step
 """
 import argparse
 import json
@@ -34,7 +36,8 @@ def _fmt(v):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m mpicnn.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", nargs="?", default="all", choices=["all", "conv", "cnn", "scaling", "allreduce", "spatial"])
+    p.add_argument("what", nargs="?", default="all", choices=["all", "conv", "cnn", "scaling", "allreduce", "spatial",
+                                                            "channel"])
     p.add_argument("--compare", choices=["torch"], help="also time PyTorch's CPU build (if installed)")
     p.add_argument("--ranks", default="1,2", help="rank counts for the scaling bench (default 1,2)")
     p.add_argument("--steps", type=int, default=60, help="training steps per scaling run")
@@ -44,12 +47,14 @@ def main(argv=None):
     p.add_argument("--sizes", default="256,512", help="image sizes for the spatial bench (default 256,512)")
     p.add_argument("--spatial-steps", type=int, default=8, help="training steps per spatial run")
     p.add_argument("--spatial-repeats", type=int, default=3, help="interleaved repeats per spatial run")
+    p.add_argument("--channels", default="1,2", help="channel counts for the channel bench (default 1,2)")
     p.add_argument("--json", default="bench-results/bench.json", help="where to write the results")
     args = p.parse_args(argv)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")  # before NumPy loads BLAS: one thread, as the figures assume
     from .cnn import bench_cnn, bench_conv_layers, gemm_gflops
     from .scaling import bench_allreduce_under_mpi, bench_scaling
+    from .channel import bench_channel
     from .spatial import bench_spatial
 
     results = {}
@@ -75,6 +80,11 @@ def main(argv=None):
         results["spatial"], results["spatial_layers"] = rows, layers
         table("spatial convnet, global batch 16, float32, one BLAS thread per rank (medians)", rows)
         table("halo per layer (rank 0): bytes and forward waiting with/without overlap", layers)
+    if args.what == "channel":
+        rows, layers = bench_channel(tuple(int(c) for c in args.channels.split(",")))
+        results["channel"], results["channel_layers"] = rows, layers
+        table("channel-parallel convnet on shapes:32, global batch 16, float32: parameters per rank", rows)
+        table("channel communication per split layer (rank 0, training steps)", layers)
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump(results, f, indent=1)

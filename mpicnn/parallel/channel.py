@@ -21,6 +21,8 @@ keeping activations channel-split through BatchNorm, and a per-layer choice by v
 Layers do not see MPI: this module builds the sharded layers and gives them a
 ``ChannelComm`` that does the two collectives.
 """
+import time
+
 import numpy as np
 from mpi4py import MPI
 
@@ -33,12 +35,11 @@ from .device_buffers import MPIBuffer
 
 
 class ChannelComm:
-    """Allgather along the last axis and sum over the channel ranks; counts bytes."""
+    """Allgather along the last axis and sum over the channel ranks."""
 
     def __init__(self, comm):
         self.comm = comm
         self.size, self.rank = comm.Get_size(), comm.Get_rank()
-        self.bytes = {"gather": 0, "sum": 0}
 
     def gather_last(self, y, sizes):
         """Concatenate every rank's ``y`` (..., sizes[rank]) along the last axis."""
@@ -50,7 +51,6 @@ class ChannelComm:
         send.before()
         self.comm.Allgatherv(send.buf.reshape(-1), [recv.buf, [m * s for s in sizes]])
         recv.after()
-        self.bytes["gather"] += recv.array.nbytes
         blocks, offset = [], 0
         for s in sizes:
             blocks.append(recv.array[offset:offset + m * s].reshape(lead + (s,)))
@@ -63,7 +63,6 @@ class ChannelComm:
         staged.before()
         self.comm.Allreduce(MPI.IN_PLACE, staged.buf, op=MPI.SUM)
         staged.after()
-        self.bytes["sum"] += x.nbytes
         return x
 
 
@@ -75,26 +74,47 @@ def _shard(p, lo, hi):
 
 
 class _Sharded:
-    """Mixin: output block [lo, hi) of ``total`` outputs on this channel rank."""
+    """Mixin: output block [lo, hi) of ``total`` outputs on this channel rank.
+
+    ``comm_stats``: bytes this rank received (allgather) or reduced (input gradient)
+    and seconds in those calls, for ``python -m mpicnn.bench channel``."""
 
     def _take_shard(self, channel, total):
         self.channel = channel
+        self.comm_stats = {"gather_bytes": 0, "sum_bytes": 0, "gather_s": 0.0, "sum_s": 0.0}
         self.shard_sizes = block_sizes(total, channel.size)
         self.shard_lo, self.shard_hi = block_range(total, channel.size, channel.rank)
         self.weight = _shard(self.weight, self.shard_lo, self.shard_hi)
         if self.bias is not None:
             self.bias = _shard(self.bias, self.shard_lo, self.shard_hi)
 
+    def _gather(self, y):
+        t0 = time.perf_counter()
+        y = self.channel.gather_last(y, self.shard_sizes)
+        if self.training:  # training steps only: evaluation batches would skew the per-step figures
+            self.comm_stats["gather_s"] += time.perf_counter() - t0
+            self.comm_stats["gather_bytes"] += y.nbytes
+        return y
+
+    def _sum(self, dx):
+        if dx is None:
+            return None
+        t0 = time.perf_counter()
+        dx = self.channel.sum(dx)
+        self.comm_stats["sum_s"] += time.perf_counter() - t0
+        self.comm_stats["sum_bytes"] += dx.nbytes
+        return dx
+
 
 class FilterParallelConv2d(_Sharded, Conv2d):
     """Conv2d holding its block of filters; input and output are whole maps (see module doc)."""
 
     def _forward(self, x):
-        return self.channel.gather_last(super()._forward(x), self.shard_sizes)
+        return self._gather(super()._forward(x))
 
     def _backward(self, dy):
         dx = super()._backward(array_module(dy).ascontiguousarray(dy[..., self.shard_lo:self.shard_hi]))
-        return None if dx is None else self.channel.sum(dx)
+        return self._sum(dx)
 
 
 class NeuronParallelLinear(_Sharded, Linear):
@@ -106,7 +126,7 @@ class NeuronParallelLinear(_Sharded, Linear):
             y = super().forward(x)
         finally:
             self.out_features = out
-        return self.channel.gather_last(y, self.shard_sizes)
+        return self._gather(y)
 
     def backward(self, dy):
         out, self.out_features = self.out_features, self.shard_hi - self.shard_lo
@@ -114,7 +134,7 @@ class NeuronParallelLinear(_Sharded, Linear):
             dx = super().backward(array_module(dy).ascontiguousarray(dy[..., self.shard_lo:self.shard_hi]))
         finally:
             self.out_features = out
-        return None if dx is None else self.channel.sum(dx)
+        return self._sum(dx)
 
 
 def _sharded_copy(layer, cls, channel, total):
