@@ -10,27 +10,10 @@ channel    channel=C convnet against 1 rank: parameter bytes per rank, and per s
            the allgather and input-gradient reduction bytes and seconds per step
 """
 import argparse
-import json
 import os
 import sys
 
-
-def table(title, rows):
-    if not rows:
-        return
-    keys = [k for k, v in rows[0].items() if not isinstance(v, (list, dict))]  # raw samples: JSON only
-    cells = [[_fmt(r.get(k)) for k in keys] for r in rows]
-    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
-    print(f"\n{title}")
-    print("  ".join(k.rjust(w) for k, w in zip(keys, widths)))
-    for c in cells:
-        print("  ".join(v.rjust(w) for v, w in zip(c, widths)))
-
-
-def _fmt(v):
-    if isinstance(v, float):
-        return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
-    return str(v)
+from .report import table, write_json
 
 
 def main(argv=None):
@@ -85,10 +68,7 @@ def main(argv=None):
         results["channel"], results["channel_layers"] = rows, layers
         table("channel-parallel convnet on shapes:32, global batch 16, float32: parameters per rank", rows)
         table("channel communication per split layer (rank 0, training steps)", layers)
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(results, f, indent=1)
-    print(f"\nwrote {args.json}")
+    write_json(args.json, results)
     return 0
 
 

@@ -15,8 +15,6 @@ GPU times come from CUDA events around each call (median of ``--repeats`` after
 warm-up); emulator times from ``time.perf_counter`` (a smoke test, not a benchmark).
 """
 import argparse
-import json
-import os
 import statistics
 import sys
 import time
@@ -28,6 +26,7 @@ from ..nn.module import Parameter
 from ..nn.optim import SGD, Adam
 from ..ops.conv import conv_output_size
 from ..ops.cuda import activation, bias, conv, dropout, norm, pool
+from .report import table, write_json
 
 # (name, N, C, H=W, O, k, stride, padding): ResNet-ish layers at batch 64, float32.
 CONV_SHAPES = [
@@ -205,11 +204,6 @@ def device_info():
             "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion()}
 
 
-def table(title, rows):
-    from .__main__ import table as print_table
-    print_table(title, rows)
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m mpicnn.bench.kernels", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -231,10 +225,7 @@ def main(argv=None):
     table(f"memory-bound kernels, {dtype.name}, {n} elements ({results['info']['device']})", results["memory"])
     results["conv"] = bench_conv(SMALL_CONV_SHAPES if small else CONV_SHAPES, timer, dtype)
     table("convolutions: im2col + GEMM (+ cuDNN when PyTorch has CUDA)", results["conv"])
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(results, f, indent=1)
-    print(f"\nwrote {args.json}")
+    write_json(args.json, results)
     return 0
 
 

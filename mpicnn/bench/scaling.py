@@ -16,7 +16,7 @@ def run_trainer(n, args, env):
         cmd = mpi_command(n, "-m", "mpicnn.train", *args, "--no-progress", "--metrics", metrics)
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode:
-            raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr}")
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
         return [json.loads(line) for line in open(metrics)][-1]
 
 

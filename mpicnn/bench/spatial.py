@@ -10,23 +10,10 @@ Each grid runs twice, with the forward overlap of conv halos on and off
 median is reported (FACTS.md: differences under ~20% are noise on a 2-core machine).
 """
 import json
-import os
-import statistics
-import subprocess
 import sys
-import tempfile
 
-from ..parallel.launcher import mpi_command, mpi_env
-
-
-def _train(ranks, argv, env):
-    with tempfile.TemporaryDirectory() as tmp:
-        metrics = os.path.join(tmp, "m.jsonl")
-        cmd = mpi_command(ranks, "-m", "mpicnn.train", *argv, "--metrics", metrics)
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if proc.returncode:
-            raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-        return [json.loads(line) for line in open(metrics)][-1]
+from ..parallel.launcher import mpi_env
+from .scaling import run_trainer
 
 
 def _median_run(runs):
@@ -53,7 +40,7 @@ def bench_spatial(sizes=(256, 512), grids=("2x1",), batch_size=16, steps=8, repe
                 grid, n, overlap = key
                 run_env = dict(env, MPICNN_HALO_OVERLAP=overlap or "1")
                 extra_argv = [] if grid == "1x1" else ["--parallel", f"spatial={grid}"]
-                runs[key].append(_train(n, argv + extra_argv, run_env))
+                runs[key].append(run_trainer(n, argv + extra_argv, run_env))
         base = _median_run(runs[layouts[0]])
         for key in layouts:
             grid, n, overlap = key

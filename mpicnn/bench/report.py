@@ -1,0 +1,30 @@
+"""Output of every bench: aligned tables on stdout, results as JSON on disk."""
+import json
+import os
+
+
+def table(title, rows):
+    """Print ``rows`` (dicts with the same keys) under ``title``; list/dict values
+    (raw samples) go to the JSON only."""
+    if not rows:
+        return
+    keys = [k for k, v in rows[0].items() if not isinstance(v, (list, dict))]
+    cells = [[_fmt(r.get(k)) for k in keys] for r in rows]
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+    print(f"\n{title}")
+    print("  ".join(k.rjust(w) for k, w in zip(keys, widths)))
+    for c in cells:
+        print("  ".join(v.rjust(w) for v, w in zip(c, widths)))
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+    return str(v)
+
+
+def write_json(path, results):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"\nwrote {path}")
