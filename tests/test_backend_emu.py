@@ -5,7 +5,6 @@ gives the parameters of the NumPy run up to float rounding (relative 1e-4 in
 float32, 1e-9 in float64). These tests train a few steps through the real layers,
 losses and optimizers on each backend and compare every parameter.
 """
-import os
 
 import numpy as np
 import pytest
@@ -16,19 +15,7 @@ from mpicnn.nn.module import Context
 from mpicnn.nn.optim import SGD, Adam
 
 
-def _emulator_ready():
-    try:
-        import kernels
-        return hasattr(kernels, "RawModule")
-    except ImportError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _emulator_ready(), reason="the kernels package (loader, emulator) is missing")
-
-GPU = backend.gpu_count() > 0
-REQUIRE_GPU = os.environ.get("MPICNN_REQUIRE_GPU") == "1"  # jobs/gpu_check.sh: never skip
-KERNEL_BACKENDS = ["emu", pytest.param("cupy", marks=pytest.mark.skipif(not (GPU or REQUIRE_GPU), reason="no GPU"))]
+from kernel_backends import KERNEL_BACKENDS
 
 
 def train(name, build, batches, steps, optimizer):
@@ -130,16 +117,6 @@ def test_resnet8_global_pools_float64(name):
     compare(ref, train(name, build, batches, 2, make), rtol=1e-9)
 
 
-def _cli_has_backend(name):
-    from mpicnn.config import build_parser
-    for action in build_parser()._actions:
-        if action.dest == "backend":
-            return name in (action.choices or ())
-    return False
-
-
-@pytest.mark.skipif(not _emulator_ready() or not _cli_has_backend("emu"),
-                    reason="the trainer CLI has no --backend emu yet")
 def test_trainer_cli_emu_equals_numpy(tmp_path):
     from mpi4py import MPI
 

@@ -6,7 +6,6 @@ arrays of odd sizes; every array the launchers allocate is POISONED (NaN, or a
 sentinel for integers) so an element a kernel forgets to write shows up. The
 references are the NumPy ops themselves (``op.numpy``), whatever the backend.
 """
-import os
 
 import zlib
 
@@ -34,18 +33,7 @@ from mpicnn.ops.cuda import norm as knorm
 from mpicnn.ops.cuda import pool as kpool
 
 
-def _emulator_ready():
-    try:
-        import kernels
-        return hasattr(kernels, "RawModule")
-    except ImportError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _emulator_ready(), reason="the kernels package (loader, emulator) is missing")
-
-GPU = backend.gpu_count() > 0
-REQUIRE_GPU = os.environ.get("MPICNN_REQUIRE_GPU") == "1"  # jobs/gpu_check.sh: never skip them
+from kernel_backends import GPU, KERNEL_BACKENDS
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-11, atol=1e-13)}
 DTYPES = [np.float32, np.float64]
 
@@ -65,8 +53,7 @@ def _poisoned(module, monkeypatch):
     monkeypatch.setattr(module, "empty_like", lambda *a, **k: fill(empty_like(*a, **k)))
 
 
-@pytest.fixture(params=["emu", pytest.param("cupy", marks=pytest.mark.skipif(not (GPU or REQUIRE_GPU),
-                                                                           reason="no GPU"))])
+@pytest.fixture(params=KERNEL_BACKENDS)
 def dev(request, monkeypatch):
     """The array module the kernels run on: numpy (emulator) or cupy (GPU), poisoned."""
     if request.param == "cupy":
@@ -509,7 +496,7 @@ def _nvrtc():
     return kernels.nvrtc_available()
 
 
-@pytest.mark.skipif(not _emulator_ready() or not _nvrtc(), reason="NVRTC (nvidia-cuda-nvrtc-cu12) missing")
+@pytest.mark.skipif(not _nvrtc(), reason="NVRTC (nvidia-cuda-nvrtc-cu12) missing")
 @pytest.mark.parametrize("family", FAMILIES)
 def test_kernel_files_compile_with_nvrtc(family):
     """What the GPU will compile: every declared instantiation, with the launchers' options."""

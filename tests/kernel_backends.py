@@ -1,0 +1,12 @@
+"""Which kernel backends the kernel tests run on: the emulator always, CuPy when a GPU
+is visible or MPICNN_REQUIRE_GPU=1 (jobs/gpu_check.sh: a GPU node must not skip them)."""
+import os
+
+import pytest
+
+from mpicnn import backend
+
+GPU = backend.gpu_count() > 0
+REQUIRE_GPU = os.environ.get("MPICNN_REQUIRE_GPU") == "1"
+CUPY = pytest.param("cupy", marks=pytest.mark.skipif(not (GPU or REQUIRE_GPU), reason="no GPU"))
+KERNEL_BACKENDS = ["emu", CUPY]
