@@ -79,6 +79,10 @@ def build_parser():
     g.add_argument("--seed", type=_nonneg(int), default=0)
     g = p.add_argument_group("parallelism")
     g.add_argument("--parallel", help="process grid, e.g. data=2 (default: data parallel over all ranks)")
+    g.add_argument("--channel-split", default="auto", choices=["auto", "filter", "channel"],
+                   help="under channel=C: split convs by output channels (filter), by input channels "
+                        "(channel, partial sums reduce-scattered) or choose per layer by "
+                        "communication volume (auto, default)")
     g.add_argument("--bucket-mb", type=_positive(float), default=25.0,
                    help="size of fused gradient allreduce buckets in MiB (default 25)")
     g.add_argument("--skip-nonfinite", action="store_true",

@@ -153,7 +153,7 @@ class Trainer:
             return
         self.channel = ChannelComm(self.grid.channel)
         try:
-            self.shards = shard_model(self.model, self.channel)
+            self.shards = shard_model(self.model, self.channel, split=self.args.channel_split)
         except ValueError as e:
             raise UserError(f"--model {self.args.model} under --parallel {self.args.parallel}: {e}")
         if self.context.spatial:

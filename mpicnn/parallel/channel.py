@@ -144,7 +144,7 @@ def _sharded_copy(layer, cls, channel, total):
     return new
 
 
-def shard_model(model, channel):
+def shard_model(model, channel, split="filter"):
     """Replace, in place, every Conv2d and Linear of ``model`` by its sharded copy.
 
     Call on the full, identically initialised (or loaded) model on every rank; the
