@@ -79,6 +79,20 @@ def build_parser():
     g.add_argument("--seed", type=_nonneg(int), default=0)
     g = p.add_argument_group("parallelism")
     g.add_argument("--parallel", help="process grid, e.g. data=2 (default: data parallel over all ranks)")
+    g.add_argument("--micro-batches", type=_positive(int), default=1,
+                   help="cut each global batch into M micro-batches whose gradients accumulate before "
+                        "one optimizer step (gradient accumulation; the pipeline's unit of work)")
+    g.add_argument("--pipeline-schedule", default="1f1b", choices=["gpipe", "1f1b"],
+                   help="under pipeline=S: gpipe (all forwards, then all backwards) or 1f1b (one "
+                        "forward, one backward; at most S micro-batches in flight; default)")
+    g.add_argument("--staleness", type=_nonneg(int), default=0,
+                   help="under ps=K: how many steps a worker may run ahead of the slowest "
+                        "(0: synchronous SGD)")
+    g.add_argument("--balance", default="static", choices=["static", "dynamic"],
+                   help="data parallel: split each batch evenly (static) or in proportion to each "
+                        "rank's measured throughput (dynamic)")
+    g.add_argument("--balance-every", type=_positive(int), default=10,
+                   help="steps between throughput measurements under --balance dynamic (default 10)")
     g.add_argument("--channel-split", default="auto", choices=["auto", "filter", "channel"],
                    help="under channel=C: split convs by output channels (filter), by input channels "
                         "(channel, partial sums reduce-scattered) or choose per layer by "

@@ -18,12 +18,15 @@ from . import backend, blas, data, models
 from .config import parse_args
 from .errors import UserError
 from .faults import FaultPlan
+from .straggler import Straggler
 from .io.checkpoint import (checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints,
                             save_checkpoint)
 from .io.metrics import MetricsLog
 from .nn import CrossEntropyLoss, init
 from .nn.optim import OPTIMIZERS
 from .nn.schedule import make_schedule
+from .parallel import batch_plan
+from .parallel.balance import Balancer
 from .parallel.blocks import block_range
 from .parallel.channel import ChannelComm, gather_full, local_block, shard_model
 from .parallel.spatial import make_context
@@ -52,7 +55,14 @@ class Trainer:
         with agree(comm):
             self.spec = parse_parallel(args.parallel, comm.Get_size())
             self.faults = FaultPlan(self.rank)
+            self.straggler = Straggler(self.rank)
         self.grid = ProcessGrid(comm, self.spec)
+        # Ranks holding each sample's loss: the spatial and channel blocks of one sample
+        # (pipeline stages other than the last report none).
+        self.loss_copies = comm.Get_size() // (self.spec.data * self.spec.pipeline)
+        self.balancer = None
+        if args.balance == "dynamic":
+            self.balancer = Balancer(comm, self.grid.data_rank, self.spec.data, args.balance_every)
         self.context = make_context(self.grid, args.sync_bn)
         node = comm.Split_type(MPI.COMM_TYPE_SHARED)
         self.node_rank = node.Get_rank()
@@ -76,10 +86,11 @@ class Trainer:
         with agree(comm):
             self.train_set = data.open_dataset(args.dataset, "train")
             self.test_set = data.open_dataset(args.dataset, "test") if data.has_split(args.dataset, "test") else None
-            n, b, d = self.train_set.num_samples, args.batch_size, self.spec.data
-            if b < d:
-                raise UserError(f"--batch-size {b} is smaller than the {d} data-parallel ranks; "
-                                f"use a batch of at least {d}")
+            n, b, d, m = self.train_set.num_samples, args.batch_size, self.spec.data, args.micro_batches
+            if b < d * m:
+                per = f" times {m} micro-batches" if m > 1 else ""
+                raise UserError(f"--batch-size {b} is smaller than the {d} data-parallel ranks{per}; "
+                                f"use a batch of at least {d * m}")
             if b > n:
                 raise UserError(f"--batch-size {b} is larger than the {n} training samples of {args.dataset}")
             self.block = self._spatial_block(self.train_set.shape[1:])
@@ -285,40 +296,71 @@ class Trainer:
                 "dropout": "splitmix64 hash of (layer seed, step, global sample, element)"}
 
     # ---- the loop ----------------------------------------------------------------
-    def train_step(self, step, x, y, weight):
-        """Forward, backward, gradient sum, then ONE allreduce over all ranks of the step's
-        figures: loss sum, correct, non-finite flags, and a count per stop signal. Every rank
+    def pieces(self):
+        """This rank's (lo, hi) of the global batch per micro-batch (batch_plan)."""
+        shares = self.balancer.shares if self.balancer else None
+        return batch_plan.pieces(self.args.batch_size, self.args.micro_batches, self.spec.data,
+                                 self.grid.data_rank, shares)
+
+    def compute(self, step, x, y, pieces):
+        """Forward and backward of this rank's piece of every micro-batch; parameter
+        gradients accumulate, and only the last micro-batch launches their reduction.
+        Each piece's loss gradient is weighted by its share of the global batch (and
+        1/S for the S spatial blocks that each hold the replicated head).
+        Returns (loss sum, correct, seconds of compute excluding communication waits)."""
+        B, seam = self.args.batch_size, self.context.grad_seam
+        t0, comm0 = time.perf_counter(), self.buckets.comm_seconds
+        loss_sum = correct = 0.0
+        offset = 0
+        for m, (lo, hi) in enumerate(pieces):
+            n = hi - lo
+            xs, ys = x[offset:offset + n], y[offset:offset + n]
+            offset += n
+            self.buckets.begin(reduce=m == len(pieces) - 1)
+            if n == 0:
+                continue
+            self.context.sample_offset = lo
+            logits = self.model.forward(xs)
+            loss = self.criterion(logits, ys)
+            self.model.backward(self.criterion.backward() * self.dtype.type(n / B / seam))
+            loss_sum += loss * n
+            correct += np.count_nonzero(backend.to_host(logits).argmax(1) == ys)
+        seconds = time.perf_counter() - t0 - (self.buckets.comm_seconds - comm0)
+        seconds += self.straggler.after(seconds)
+        return loss_sum, correct, seconds
+
+    def train_step(self, step, x, y, pieces):
+        """Compute, gradient sum, then ONE allreduce over all ranks of the step's figures:
+        loss sum, correct, non-finite flags, and a count per stop signal. Every rank
         acts on the same reduced figures, so stops and skips happen at the same step
-        everywhere. Returns [loss sum, correct, non-finite, stop signal number or 0]."""
+        everywhere. Returns ([loss sum, correct, non-finite, stop signal or 0],
+        seconds of the figures' allreduce, seconds of compute)."""
         faults = self.faults.fire(step)
         if "nan" in faults:
             x[...] = np.nan
         if "term" in faults:
             self.stop.request()
-        self.context.step, self.context.sample_offset = step, self.context.local_block(self.args.batch_size)[0]
-        self.buckets.begin()
-        logits = self.model.forward(x)
-        loss = self.criterion(logits, y)
-        self.model.backward(self.criterion.backward() * weight)
+        self.context.step = step
+        loss_sum, correct, seconds = self.compute(step, x, y, pieces)
         self.buckets.finish()
         t0 = time.perf_counter()
-        finite = np.isfinite(loss) and self.buckets.all_finite()
-        correct = np.count_nonzero(backend.to_host(logits).argmax(1) == y)
-        figures = np.array([loss * len(y), correct, not finite]
+        finite = np.isfinite(loss_sum) and self.buckets.all_finite()
+        figures = np.array([loss_sum, correct, not finite]
                            + [self.stop.signal == sig for sig in STOP_SIGNALS], dtype=np.float64)
         self.grid.world.Allreduce(MPI.IN_PLACE, figures, op=MPI.SUM)  # one sync point per step
-        # Ranks that split one sample's maps (spatial blocks) all hold its loss: count it once.
-        figures[:2] /= self.comm.Get_size() // self.spec.data
+        # Ranks that split one sample's maps (spatial or channel blocks) all hold its loss:
+        # count it once.
+        figures[:2] /= self.loss_copies
         signum = next((sig for sig, n in zip(STOP_SIGNALS, figures[3:]) if n), 0)
-        return np.array([figures[0], figures[1], figures[2], signum]), time.perf_counter() - t0
+        return np.array([figures[0], figures[1], figures[2], signum]), time.perf_counter() - t0, seconds
+
+    def apply_update(self, lr):
+        self.optimizer.lr = lr
+        self.optimizer.step()
 
     def fit(self):
         args, dtype = self.args, self.dtype
         B, N = args.batch_size, self.train_set.num_samples
-        lo, hi = self.context.local_block(B)
-        # Local mean -> this rank's share of the global mean; under a spatial split each of
-        # the S blocks back-propagates 1/S of it (SpatialContext: the replicated head).
-        weight = dtype.type((hi - lo) / B / self.context.grad_seam)
         schedule = make_schedule(args.schedule, args.lr, self.total_steps, args.warmup, args.step_size, args.gamma)
         metrics = MetricsLog(args.metrics if self.rank == 0 else None, append=self.start_step > 0)
         progress = self._progress()
@@ -338,11 +380,17 @@ class Trainer:
             epoch, k = divmod(step, self.steps_per_epoch)
             if epoch != order_epoch:
                 order, order_epoch = data.epoch_order(N, args.seed, epoch), epoch
-            x, y = self.train_set.read(data.batch_indices(order, k, B)[lo:hi], dtype=dtype, **self.block)
+            pieces = self.pieces()
+            batch = data.batch_indices(order, k, B)
+            x, y = self.train_set.read(np.concatenate([batch[lo:hi] for lo, hi in pieces]),
+                                       dtype=dtype, **self.block)
             x = backend.asarray(x)
             t_data = time.perf_counter() - t0
             comm0 = self.buckets.comm_seconds
-            stats, t_stats = self.train_step(step, x, y, weight)
+            stats, t_stats, t_compute = self.train_step(step, x, y, pieces)
+            if self.balancer:
+                self.balancer.record(sum(hi - lo for lo, hi in pieces), t_compute)
+                self.balancer.update(step)
             lr = schedule(step)
             if stats[2]:
                 if not args.skip_nonfinite:
@@ -354,8 +402,7 @@ class Trainer:
                 self.print0(f"mpicnn: step {step}: non-finite loss or gradients, step skipped")
                 metrics.write(step=step + 1, epoch=epoch, skipped=True)
             else:
-                self.optimizer.lr = lr
-                self.optimizer.step()
+                self.apply_update(lr)
             self.optimizer.zero_grad()
             elapsed = time.perf_counter() - t0
             if step - self.start_step >= warmup:
@@ -399,7 +446,11 @@ class Trainer:
         # Peak resident memory of the training loop, the largest over ranks (MiB).
         summary["peak_rss_mb"] = self.comm.allreduce(peak_kb, op=MPI.MAX) / 1024
         if halo:
-            summary["halo"] = halo  # this rank's halo bytes and waiting seconds per layer
+            summary["halo"] = halo
+        if self.balancer and self.balancer.history:
+            summary["balance"] = self.balancer.history[-1][1]  # each data rank's share of a batch
+            self.print0("mpicnn: dynamic balance: data ranks take " + ", ".join(
+                f"{100 * s:.0f}%" for s in summary["balance"]) + " of each batch")  # this rank's halo bytes and waiting seconds per layer
         metrics.write(step=step, final=True, **summary)
         metrics.close()
         return summary

@@ -23,12 +23,16 @@ def test_block_index_checked():
 
 def test_parse_defaults_and_forms():
     assert parse_parallel(None, 4) == ParallelSpec(data=4)
-    assert parse_parallel("data=2", 2).dims == (2, 1, 1, 1)
+    assert parse_parallel("data=2", 2).dims == (2, 1, 1, 1, 1)
     assert parse_parallel("data=1,spatial=1x1,channel=1", 1).size == 1
-    assert parse_parallel("spatial=2x1", 2).dims == (1, 2, 1, 1)
-    assert parse_parallel("data=2,spatial=1x2", 4).dims == (2, 1, 2, 1)
-    assert parse_parallel("spatial=2x2", 8).dims == (2, 2, 2, 1)  # data takes the rest
-    assert parse_parallel("channel=2", 4).dims == (2, 1, 1, 2)
+    assert parse_parallel("spatial=2x1", 2).dims == (1, 2, 1, 1, 1)
+    assert parse_parallel("data=2,spatial=1x2", 4).dims == (2, 1, 2, 1, 1)
+    assert parse_parallel("spatial=2x2", 8).dims == (2, 2, 2, 1, 1)  # data takes the rest
+    assert parse_parallel("channel=2", 4).dims == (2, 1, 1, 2, 1)
+    assert parse_parallel("pipeline=2", 4).dims == (2, 1, 1, 1, 2)
+    assert parse_parallel("data=2,pipeline=2", 4).size == 4
+    ps = parse_parallel("ps=1", 3)  # the servers sit outside the grid; the rest are workers
+    assert (ps.data, ps.ps, ps.size, ps.dims) == (2, 1, 3, (2, 1, 1, 1, 1))
 
 
 @pytest.mark.parametrize("spec, world, words", [
@@ -40,7 +44,11 @@ def test_parse_defaults_and_forms():
     ("spatial=2", 2, ["PxQ"]),
     ("channel=3", 2, ["multiple of 3 ranks", "job has 2"]),
     ("spatial=2x2", 2, ["4 ranks", "job has 2"]),
-    ("pipeline=2", 2, ["not available"]),
+    ("pipeline=3", 2, ["multiple of 3 ranks", "job has 2"]),
+    ("pipeline=2,channel=2", 4, ["pipeline", "data=N only"]),
+    ("ps=1,spatial=2x1", 3, ["ps=K with data=N"]),
+    ("ps=2", 2, ["leave no worker"]),
+    ("ps=1,data=2", 4, ["3 ranks", "job has 4"]),
 ])
 def test_bad_specs_say_what_and_how(spec, world, words):
     with pytest.raises(UserError) as e:

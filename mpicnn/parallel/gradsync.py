@@ -45,6 +45,7 @@ class GradientBuckets:
         None decides by whether MPI is CUDA-aware."""
         self.comm = comm
         self.comm_seconds = 0.0
+        self.armed = True
         owned = []  # (module, Parameter) in forward order
         for module in model.modules():
             for value in vars(module).values():
@@ -90,13 +91,17 @@ class GradientBuckets:
         """True when no summed gradient is NaN or Inf (the same answer on every rank)."""
         return all(bool(array_module(b.flat).isfinite(b.flat).all()) for b in self.buckets)
 
-    def begin(self):
-        """Arm the buckets for one backward pass."""
+    def begin(self, reduce=True):
+        """Arm the buckets for one backward pass. ``reduce=False``: a backward whose
+        gradients only accumulate (an earlier micro-batch); nothing is launched."""
+        self.armed = reduce
         for b in self.buckets:
             b.pending = len(b.entries)
             b.request = None
 
     def _done(self, module):
+        if not self.armed:
+            return
         t0 = time.perf_counter()
         for b in self.by_module.get(id(module), ()):
             b.pending -= sum(1 for m, _ in b.entries if m is module)

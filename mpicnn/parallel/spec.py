@@ -1,16 +1,14 @@
 """Parse ``--parallel`` specs such as ``data=2,spatial=2x2,channel=1``: pure functions.
 
-The process grid has four axes, sample (data), height, width and channel; their
-product must equal the number of ranks. ``data`` may be left out: it then takes the
-ranks the other axes leave.
+The process grid has five axes, sample (data), height, width, channel and pipeline
+stage; their product, plus the parameter-server ranks (``ps=K``), must equal the
+number of ranks. ``data`` may be left out: it then takes the ranks the other axes leave.
 """
 from dataclasses import dataclass
 
 from ..errors import UserError
 
-AXES = ("data", "spatial", "channel")
-# Axes whose strategies ship in later releases; parsed so the error can say so.
-NOT_YET = {"pipeline": "pipeline parallelism", "ps": "the parameter server"}
+AXES = ("data", "spatial", "channel", "pipeline", "ps")
 
 
 @dataclass(frozen=True)
@@ -18,18 +16,27 @@ class ParallelSpec:
     data: int = 1
     spatial: tuple = (1, 1)
     channel: int = 1
+    pipeline: int = 1  # stages, each a contiguous run of the model's layers on its own rank
+    ps: int = 0  # parameter-server ranks; the other ranks are the workers (data=)
 
     @property
     def dims(self):
-        """Cartesian grid dimensions in axis order (sample, height, width, channel)."""
-        return (self.data, self.spatial[0], self.spatial[1], self.channel)
+        """Cartesian grid dimensions of the training ranks in axis order
+        (sample, height, width, channel, stage); parameter servers sit outside the grid."""
+        return (self.data, self.spatial[0], self.spatial[1], self.channel, self.pipeline)
 
     @property
     def size(self):
-        return self.data * self.spatial[0] * self.spatial[1] * self.channel
+        d = self.dims
+        return d[0] * d[1] * d[2] * d[3] * d[4] + self.ps
 
     def __str__(self):
-        return f"data={self.data},spatial={self.spatial[0]}x{self.spatial[1]},channel={self.channel}"
+        text = f"data={self.data},spatial={self.spatial[0]}x{self.spatial[1]},channel={self.channel}"
+        if self.pipeline > 1:
+            text += f",pipeline={self.pipeline}"
+        if self.ps:
+            text += f",ps={self.ps}"
+        return text
 
 
 def _positive_int(text, axis, spec):
@@ -53,7 +60,7 @@ def parse_parallel(spec, world_size):
             raise UserError(f"--parallel {spec!r}: expected axis=value items like 'data=2', got {item!r}")
         if key in fields:
             raise UserError(f"--parallel {spec!r}: axis {key!r} given twice")
-        if key not in AXES and key not in NOT_YET:
+        if key not in AXES:
             raise UserError(f"--parallel {spec!r}: unknown axis {key!r}; axes are {', '.join(AXES)}")
         fields[key] = value.strip()
     if "spatial" in fields:
@@ -65,22 +72,27 @@ def parse_parallel(spec, world_size):
     else:
         spatial = (1, 1)
     channel = _positive_int(fields["channel"], "channel", spec) if "channel" in fields else 1
-    for key in ("pipeline", "ps"):
-        if key in fields:
-            _positive_int(fields[key], key, spec)
-    for key, what in NOT_YET.items():
-        if key in fields and fields[key] not in ("1", "1x1"):
-            raise UserError(f"--parallel {spec!r}: {what} is not available in this version; "
-                            f"use data=N, spatial=PxQ and/or channel=C for now")
-    others = spatial[0] * spatial[1] * channel
+    pipeline = _positive_int(fields["pipeline"], "pipeline", spec) if "pipeline" in fields else 1
+    ps = _positive_int(fields["ps"], "ps", spec) if "ps" in fields else 0
+    model_split = spatial != (1, 1) or channel > 1
+    if pipeline > 1 and model_split:
+        raise UserError(f"--parallel {spec!r}: pipeline stages combine with data=N only in this version; "
+                        f"drop spatial/channel or the pipeline")
+    if ps and (model_split or pipeline > 1):
+        raise UserError(f"--parallel {spec!r}: the parameter server (ps=K) serves data-parallel workers "
+                        f"only; use ps=K with data=N")
+    if ps and ps >= world_size:
+        raise UserError(f"--parallel {spec!r}: {ps} server rank(s) leave no worker in a job of "
+                        f"{world_size}; run with more ranks or fewer servers")
+    others = spatial[0] * spatial[1] * channel * pipeline
     if "data" in fields:
         data = _positive_int(fields["data"], "data", spec)
     else:
-        if world_size % others:
+        if (world_size - ps) % others:
             raise UserError(f"--parallel {spec!r} needs a multiple of {others} ranks, "
                             f"but the job has {world_size}; change -n or the spec")
-        data = world_size // others
-    result = ParallelSpec(data=data, spatial=spatial, channel=channel)
+        data = (world_size - ps) // others
+    result = ParallelSpec(data=data, spatial=spatial, channel=channel, pipeline=pipeline, ps=ps)
     if result.size != world_size:
         raise UserError(f"--parallel {spec!r} describes {result.size} ranks ({result}), "
                         f"but the job has {world_size}; run with -n {result.size} or change the spec")

@@ -1,0 +1,44 @@
+"""``MPICNN_SLOW_RANK=R:F``: make rank R a straggler, for tests and demonstrations.
+
+Rank R sleeps ``(F - 1)`` times the length of each compute phase right after it, so
+its compute takes F times as long while its core is free for the others (on a shared
+node, repeating the work would slow every rank). The rank announces itself on start.
+"""
+import os
+import sys
+import time
+
+from .errors import UserError
+
+ENV = "MPICNN_SLOW_RANK"
+
+
+def parse_slow_rank(text):
+    """``(rank, factor)`` or None."""
+    if not text:
+        return None
+    rank, sep, factor = text.partition(":")
+    try:
+        rank, factor = int(rank), float(factor)
+    except ValueError:
+        sep = ""
+    if not sep or rank < 0 or not factor >= 1.0:
+        raise UserError(f"{ENV}={text!r}: write RANK:FACTOR with FACTOR >= 1, e.g. {ENV}=1:2.0 "
+                        "(rank 1 computes twice as long)")
+    return rank, factor
+
+
+class Straggler:
+    def __init__(self, rank, text=None):
+        parsed = parse_slow_rank(os.environ.get(ENV) if text is None else text)
+        self.factor = parsed[1] if parsed and parsed[0] == rank else 1.0
+        if self.factor > 1.0:
+            print(f"mpicnn: rank {rank} is a straggler: its compute takes {self.factor:g}x as long "
+                  f"({ENV})", file=sys.stderr, flush=True)
+
+    def after(self, seconds):
+        """Called after ``seconds`` of compute: sleep the extra time; returns it."""
+        extra = (self.factor - 1.0) * seconds
+        if extra > 0:
+            time.sleep(extra)
+        return extra
