@@ -508,6 +508,20 @@ def _peak_rss_kb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
 
 
+def make_trainer(args, comm, stop):
+    """The trainer for this rank's role: a pipeline stage, a parameter server or one of
+    its workers, or the Trainer of the data/spatial/channel grid."""
+    with agree(comm):
+        spec = parse_parallel(args.parallel, comm.Get_size())
+    if spec.ps:
+        from .parallel.ps import parameter_server_role
+        return parameter_server_role(args, comm, stop, spec)
+    if spec.pipeline > 1:
+        from .parallel.pipeline import PipelineTrainer
+        return PipelineTrainer(args, comm, stop)
+    return Trainer(args, comm, stop)
+
+
 def run(argv=None, comm=MPI.COMM_WORLD):
     """Train as the command line says, on ``comm``; return the model and the summary."""
     with agree(comm):
@@ -526,7 +540,7 @@ def run(argv=None, comm=MPI.COMM_WORLD):
             raise UserError(f"--backend {args.backend}: {e}")
     stop = StopRequest().install()
     try:
-        trainer = Trainer(args, comm, stop)
+        trainer = make_trainer(args, comm, stop)
         try:
             summary = trainer.fit()
             params = trainer.global_parameters()
