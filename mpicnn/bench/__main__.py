@@ -8,6 +8,7 @@ spatial    spatial-parallel convnet on 256^2 and 512^2 images against 1 rank: sp
            memory per rank, halo bytes, waiting and the fraction hidden by overlap per layer
 channel    channel=C convnet against 1 rank: parameter bytes per rank, and per split layer
            the allgather and input-gradient reduction bytes and seconds per step
+balance    data parallelism with a straggler (MPICNN_SLOW_RANK=1:F): static vs dynamic balance
 """
 import argparse
 import os
@@ -20,7 +21,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m mpicnn.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", nargs="?", default="all", choices=["all", "conv", "cnn", "scaling", "allreduce", "spatial",
-                                                            "channel"])
+                                                            "channel", "balance"])
     p.add_argument("--compare", choices=["torch"], help="also time PyTorch's CPU build (if installed)")
     p.add_argument("--ranks", default="1,2", help="rank counts for the scaling bench (default 1,2)")
     p.add_argument("--steps", type=int, default=60, help="training steps per scaling run")
@@ -31,6 +32,8 @@ def main(argv=None):
     p.add_argument("--spatial-steps", type=int, default=8, help="training steps per spatial run")
     p.add_argument("--spatial-repeats", type=int, default=3, help="interleaved repeats per spatial run")
     p.add_argument("--channels", default="1,2", help="channel counts for the channel bench (default 1,2)")
+    p.add_argument("--slow-factor", type=float, default=2.0,
+                   help="how much longer the straggler computes in the balance bench (default 2.0)")
     p.add_argument("--json", default="bench-results/bench.json", help="where to write the results")
     args = p.parse_args(argv)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -68,6 +71,12 @@ def main(argv=None):
         results["channel"], results["channel_layers"] = rows, layers
         table("channel-parallel convnet on shapes:32, global batch 16, float32: parameters per rank", rows)
         table("channel communication per split layer (rank 0, training steps)", layers)
+    if args.what == "balance":
+        from .balance import bench_balance
+        results["balance"] = bench_balance(factor=args.slow_factor, steps=args.steps,
+                                           repeats=args.scaling_repeats)
+        table(f"lenet5 on 2 ranks, global batch 128, rank 1 computing {args.slow_factor:g}x as long "
+              "(medians)", results["balance"])
     write_json(args.json, results)
     return 0
 
