@@ -1,5 +1,7 @@
 """``python -m mpicnn.bench channel`` runs end to end (it launches mpiexec itself) and
-its memory figure says what the channel axis promises: split layers hold 1/C per rank."""
+its figures say what the channel axis promises: split layers hold 1/C per rank under
+every layout, each --channel-split gives its layouts, and the auto plan moves less than
+either forced one."""
 import os
 
 import pytest
@@ -7,11 +9,16 @@ import pytest
 from mpicnn.bench.channel import bench_channel
 
 
-def test_channel_bench_halves_split_layer_weights():
+def test_channel_bench_memory_layouts_and_traffic():
     if os.environ.get("MPICNN_INNER_MPI_RUN"):
         pytest.skip("launches its own mpiexec")
     rows, layers = bench_channel((1, 2), steps=2, width=4)
-    two = next(r for r in rows if r["channel"] == 2)
-    assert abs(two["ratio_split_layers"] - 0.5) < 0.01  # width 4: 4, 8, 16, 32 channels, 10 classes
-    assert {row["kind"] for row in layers} == {"FilterParallelConv2d", "NeuronParallelLinear"}
-    assert all(row["gather_MB/step"] > 0 for row in layers)
+    two = {r["split"]: r for r in rows if r["channel"] == 2}
+    # width 4: 4, 8, 16, 32 channels, 10 classes; the input split of the first conv
+    # (3 channels) leaves 2 of them on rank 0, a little over half of that conv.
+    assert all(abs(r["ratio_split_layers"] - 0.5) < 0.01 for r in two.values())
+    chosen = {split: {row["layout"] for row in layers if row["split"] == split} for split in two}
+    assert chosen == {"filter": {"filter", "neuron"}, "channel": {"channel", "neuron"},
+                      "auto": {"filter", "channel", "row"}}
+    assert all(row["traffic_MB/step"] > 0 for row in layers)
+    assert two["auto"]["traffic_MB/step"] < min(two["filter"]["traffic_MB/step"], two["channel"]["traffic_MB/step"])

@@ -6,8 +6,9 @@ scaling    data-parallel images/s for 1 -> N ranks (the real trainer under mpiex
 allreduce  bucketed gradient allreduce against one plain Allreduce of the same bytes
 spatial    spatial-parallel convnet on 256^2 and 512^2 images against 1 rank: speedup, peak
            memory per rank, halo bytes, waiting and the fraction hidden by overlap per layer
-channel    channel=C convnet against 1 rank: parameter bytes per rank, and per split layer
-           the allgather and input-gradient reduction bytes and seconds per step
+channel    channel=C convnet against 1 rank for --channel-split filter, channel and auto:
+           parameter bytes per rank, and per split layer its layout, both volume estimates
+           and the bytes and seconds of each collective per step
 balance    data parallelism with a straggler (MPICNN_SLOW_RANK=1:F): static vs dynamic balance
 """
 import argparse

@@ -1,17 +1,22 @@
-"""Channel (filter/neuron) parallelism: the real trainer under mpiexec, one BLAS thread per rank.
+"""Channel parallelism: the real trainer under mpiexec, one BLAS thread per rank.
 
 For each C, convnet on ``shapes:SIZE`` with the same global batch runs with
-``--parallel channel=C``. Each rank-0 worker reports, per split layer, the bytes
-received by the output allgather and reduced for the input gradient per step and the
-seconds spent in them, and the parameter bytes per rank (all layers, and the split
-conv/linear layers alone) against C=1. Optimizer state has the shape of its parameter
-(zeros_like), so its ratio is the parameters' ratio.
+``--parallel channel=C`` under each ``--channel-split`` (C=1 once). Each rank-0 worker
+reports the parameter bytes per rank (all layers, and the split conv/linear layers
+alone) against C=1 and, per split layer, the layout the plan chose, whether its input
+and output activations are split, the plan's volume estimate for both layouts, and per
+training step the bytes of the arrays each collective acted on, the traffic per rank
+they mean for ring algorithms (allgather and reduce-scatter of n bytes: n(C-1)/C,
+allreduce: twice that) and the seconds spent in them. Optimizer state has the shape of
+its parameter (zeros_like), so its ratio is the parameters' ratio.
 """
 import json
 import subprocess
 import sys
 
 from ..parallel.launcher import mpi_command, mpi_env
+
+TRAFFIC = {"allgather": 1, "reduce_scatter": 1, "allreduce": 2}  # ring: multiples of n(C-1)/C per rank
 
 
 def _worker(argv):
@@ -20,11 +25,12 @@ def _worker(argv):
 
     from .. import train
     from ..nn import Conv2d, Linear
-    from ..parallel.channel import _Sharded
+    from ..parallel.channel import _Split
 
     comm = MPI.COMM_WORLD
     result = train.run(argv, comm)
     steps = max(result.step, 1)
+    C = comm.Get_size()
     layers, split_bytes = [], 0
     names = {}
 
@@ -36,13 +42,17 @@ def _worker(argv):
     for m in result.model.modules():
         if isinstance(m, (Conv2d, Linear)):  # the layers channel=C splits (C=1: whole)
             split_bytes += sum(p.data.nbytes for p in m.parameters())
-        if isinstance(m, _Sharded):
-            st = m.comm_stats
-            layers.append({"layer": names.get(id(m), "?"), "kind": type(m).__name__,
-                           "gather_MB/step": st["gather_bytes"] / steps / 1e6,
-                           "sum_MB/step": st["sum_bytes"] / steps / 1e6,
-                           "gather_ms/step": 1e3 * st["gather_s"] / steps,
-                           "sum_ms/step": 1e3 * st["sum_s"] / steps})
+        if isinstance(m, _Split):
+            st, plan = m.comm_stats, m.plan
+            row = {"layer": names.get(id(m), "?"), "layout": plan.layout,
+                   "input": "split" if plan.split_in else "whole",
+                   "output": "split" if plan.split_out else "whole",
+                   "estimate": " | ".join(f"{k} {v:g}" for k, v in plan.volume.items())}
+            row.update({f"{op}_MB/step": st[op + "_bytes"] / steps / 1e6 for op in TRAFFIC})
+            traffic = sum(k * st[op + "_bytes"] for op, k in TRAFFIC.items()) * (C - 1) / C
+            row["traffic_MB/step"] = traffic / steps / 1e6
+            row["comm_ms/step"] = 1e3 * sum(st[op + "_s"] for op in TRAFFIC) / steps
+            layers.append(row)
     all_bytes = sum(p.data.nbytes for p in result.model.parameters())
     figures = {"param_bytes": comm.allreduce(all_bytes, op=MPI.MAX),
                "split_param_bytes": comm.allreduce(split_bytes, op=MPI.MAX),
@@ -51,26 +61,32 @@ def _worker(argv):
         print("BENCH " + json.dumps(figures), flush=True)
 
 
-def bench_channel(channels=(1, 2), size=32, batch_size=16, steps=6, width=16):
-    """Rows of the memory/throughput table and rows of the per-layer communication table."""
+def bench_channel(channels=(1, 2), splits=("filter", "channel", "auto"), size=32, batch_size=16, steps=6,
+                  width=16):
+    """Rows of the memory/throughput table (one per C and split) and rows of the per-layer
+    communication table."""
     argv = ["--model", "convnet", "--width", str(width), "--dataset", f"shapes:{size}", "--steps", str(steps),
             "--batch-size", str(batch_size), "--no-progress", "--eval-batch-size", "1000"]
     runs = {}
     for c in channels:
-        cmd = mpi_command(c, "-m", "mpicnn.bench.channel", *argv, "--parallel", f"channel={c}")
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=mpi_env())
-        if proc.returncode:
-            raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-        line = next(l for l in proc.stdout.splitlines() if l.startswith("BENCH "))
-        runs[c] = json.loads(line[len("BENCH "):])
-    base = runs[channels[0]]
+        for split in splits if c > 1 else ("-",):
+            cmd = mpi_command(c, "-m", "mpicnn.bench.channel", *argv, "--parallel", f"channel={c}",
+                              *(["--channel-split", split] if c > 1 else []))
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=mpi_env())
+            if proc.returncode:
+                raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+            line = next(l for l in proc.stdout.splitlines() if l.startswith("BENCH "))
+            runs[c, split] = json.loads(line[len("BENCH "):])
+    base = next(iter(runs.values()))
     rows, layers = [], []
-    for c, r in runs.items():
-        rows.append({"channel": c, "images/s": r["images_per_sec"], "param_KB/rank": r["param_bytes"] / 1e3,
+    for (c, split), r in runs.items():
+        rows.append({"channel": c, "split": split, "images/s": r["images_per_sec"],
+                     "param_KB/rank": r["param_bytes"] / 1e3,
                      "ratio_all": r["param_bytes"] / base["param_bytes"],
-                     "ratio_split_layers": r["split_param_bytes"] / base["split_param_bytes"]})
-        if c > 1:
-            layers += [{"channel": c, **row} for row in r["layers"]]
+                     "ratio_split_layers": r["split_param_bytes"] / base["split_param_bytes"],
+                     "traffic_MB/step": sum(row["traffic_MB/step"] for row in r["layers"]),
+                     "comm_ms/step": sum(row["comm_ms/step"] for row in r["layers"])})
+        layers += [{"channel": c, "split": split, **row} for row in r["layers"]]
     return rows, layers
 
 

@@ -1,47 +1,77 @@
-"""Channel axis: filter-parallel convolutions and neuron-parallel linear layers.
+"""Channel axis: convolutions and linear layers split over the channel ranks.
 
-What ships (``--parallel channel=C``, alone or with data=D and spatial=PxQ):
+``--parallel channel=C`` (alone or with data=D and spatial=PxQ) splits every Conv2d
+(groups=1) and Linear one of two ways; blocks are ``block_range(count, C, c)``, so
+uneven counts give blocks that differ by at most one.
 
-- Every Conv2d (groups=1) keeps only its block of output channels (filters) and its
-  bias, ``block_range(out_channels, C, c)``: uneven counts give blocks that differ by
-  at most one. Forward computes this rank's output channels from the full input and
-  allgathers the blocks over the channel communicator, so the next layer sees the
-  whole map. Backward takes this rank's slice of the output gradient; the input
-  gradient is then partial (its filters only) and is summed over the channel ranks.
-- Every Linear keeps its block of output features (neuron-parallel) the same way.
-- Everything else (BatchNorm, pooling, activations, the loss) runs replicated on the
-  full, gathered activations: each channel rank computes the same values, so its
-  replicated gradients are already complete and are summed over sample x spatial
-  only (``grid.replicas``), never over the channel axis. Sharded weights, their
-  gradients and their optimizer state exist only as the shard.
+- Output split (``filter`` conv, ``neuron`` linear): the rank holds weight[lo:hi] and
+  bias[lo:hi] (axis 0) and computes its block of outputs from the whole input. The
+  output is allgathered unless the next layer takes it split; the input gradient is
+  partial (its outputs only) and is allreduced.
+- Input split (``channel`` conv, ``row`` linear): the rank holds weight[:, lo:hi]
+  (axis 1) and the whole bias (replicated), and computes the partial sum of every
+  output over its block of input channels. A whole input is just sliced; the partial
+  outputs are allreduced, or reduce-scattered when the next layer takes its input
+  split, and the bias is added once, after the sum. Backward needs the whole output
+  gradient (allgathered if the output was left split); the input gradient of its
+  block is complete and is allgathered unless the previous layer gave the input split.
 
-Not (yet) done: channel-parallel (input-split) convolutions with reduce-scatter,
-keeping activations channel-split through BatchNorm, and a per-layer choice by volume.
+Activations are split between two split layers when only elementwise activations
+(ReLU, LeakyReLU) separate them and the second one splits its input; everywhere else
+(BatchNorm, pooling, Dropout, Flatten, container edges, the loss) they are whole and
+those layers run replicated: each channel rank computes the same values, so their
+gradients are already complete (so is an input split layer's bias gradient: it comes
+from the whole output gradient). Every gradient, sharded or replicated, is summed over
+sample x spatial only (``grid.replicas``), never over the channel axis. Sharded weights,
+their gradients and their optimizer state exist only as the shard; checkpoints hold the
+global layout (``gather_full``, ``local_block``). The count attributes of a split layer
+(``in_channels``, ``out_features`` ...) describe its shard.
 
-Layers do not see MPI: this module builds the sharded layers and gives them a
-``ChannelComm`` that does the two collectives.
+Which layout each layer gets is ``plan_model``'s pure decision (``--channel-split``):
+
+- Pairs: a layer followed, through elementwise activations only, by another of its
+  type forms a pair: the first output split, the second input split, so the activation
+  between them stays split and costs nothing either way (a neuron + row Linear pair
+  costs one allreduce forward and one backward). Linear layers pair whatever the flag;
+  convs pair under ``auto`` only.
+- ``filter``: every other conv output split; ``channel``: every other conv input split;
+  an unpaired Linear is neuron-parallel.
+- ``auto``: every other conv or Linear takes the layout with the smaller estimated
+  volume (``estimate_volume``).
+
+Not done: keeping activations split through BatchNorm or pooling, grouped convolutions.
+
+Layers do not see MPI: this module builds the split layers and gives them a
+``ChannelComm`` that does the collectives.
 """
 import time
+from contextlib import contextmanager
+from typing import NamedTuple
 
 import numpy as np
 from mpi4py import MPI
 
 from ..backend import array_module
+from ..nn.activation import _Elementwise
+from ..nn.container import Sequential
 from ..nn.conv import Conv2d
 from ..nn.linear import Linear
-from ..nn.module import Module, Parameter
+from ..nn.module import Parameter
 from .blocks import block_range, block_sizes
 from .device_buffers import MPIBuffer
 
+SPLITS = ("auto", "filter", "channel")
+COLLECTIVES = ("allgather", "allreduce", "reduce_scatter")
+
 
 class ChannelComm:
-    """Allgather along the last axis and sum over the channel ranks."""
+    """The channel ranks' collectives, on arrays split along their last axis."""
 
     def __init__(self, comm):
         self.comm = comm
         self.size, self.rank = comm.Get_size(), comm.Get_rank()
 
-    def gather_last(self, y, sizes):
+    def allgather(self, y, sizes):
         """Concatenate every rank's ``y`` (..., sizes[rank]) along the last axis."""
         xp = array_module(y)
         lead = y.shape[:-1]
@@ -57,7 +87,8 @@ class ChannelComm:
             offset += m * s
         return xp.concatenate(blocks, axis=-1)
 
-    def sum(self, x):
+    def allreduce(self, x):
+        """The sum of every rank's ``x`` (in place)."""
         x = array_module(x).ascontiguousarray(x)
         staged = MPIBuffer(x)
         staged.before()
@@ -65,129 +96,310 @@ class ChannelComm:
         staged.after()
         return x
 
+    def reduce_scatter(self, y, sizes):
+        """This rank's block (last axis, ``sizes``) of the sum of every rank's ``y``."""
+        xp = array_module(y)
+        lead, m = y.shape[:-1], int(np.prod(y.shape[:-1], dtype=np.int64))
+        flat, edges = y.reshape(m, -1), np.cumsum([0] + list(sizes))
+        # MPI scatters contiguous pieces: lay the channel blocks out one after another.
+        send = MPIBuffer(xp.concatenate([flat[:, a:b].reshape(-1) for a, b in zip(edges[:-1], edges[1:])]))
+        recv = MPIBuffer(xp.empty(m * sizes[self.rank], y.dtype))
+        send.before()
+        self.comm.Reduce_scatter(send.buf, recv.buf, [m * s for s in sizes], op=MPI.SUM)
+        recv.after()
+        return recv.array.reshape(lead + (sizes[self.rank],))
 
-def _shard(p, lo, hi):
-    """A Parameter holding rows [lo, hi) of ``p`` (its own copy, so the full array is freed)."""
-    q = Parameter(array_module(p.data).ascontiguousarray(p.data[lo:hi]))
-    q.requires_grad = p.requires_grad
-    return q
+
+# ---- the plan: pure functions of the model ------------------------------------------
+class Plan(NamedTuple):
+    """One split layer: its ``layout`` (filter/channel conv, neuron/row linear), whether
+    its input arrives split and its output leaves split, why, and ``volume`` (the
+    estimate of ``estimate_volume`` for both layouts)."""
+    layout: str
+    split_in: bool
+    split_out: bool
+    why: str
+    volume: dict
+
+    def __str__(self):
+        est = ", ".join(f"{k} {v:g}" for k, v in self.volume.items())
+        return (f"{self.layout} (input {'split' if self.split_in else 'whole'}, output "
+                f"{'split' if self.split_out else 'whole'}; {self.why}; elements/position: {est})")
 
 
-class _Sharded:
-    """Mixin: output block [lo, hi) of ``total`` outputs on this channel rank.
+LAYOUTS = {Conv2d: ("filter", "channel"), Linear: ("neuron", "row")}  # (output split, input split)
+COUNTS = {Conv2d: ("in_channels", "out_channels"), Linear: ("in_features", "out_features")}
 
-    ``comm_stats``: bytes this rank received (allgather) or reduced (input gradient)
-    and seconds in those calls, for ``python -m mpicnn.bench channel``."""
 
-    def _take_shard(self, channel, total):
-        self.channel = channel
-        self.comm_stats = {"gather_bytes": 0, "sum_bytes": 0, "gather_s": 0.0, "sum_s": 0.0}
-        self.shard_sizes = block_sizes(total, channel.size)
-        self.shard_lo, self.shard_hi = block_range(total, channel.size, channel.rank)
-        self.weight = _shard(self.weight, self.shard_lo, self.shard_hi)
-        if self.bias is not None:
-            self.bias = _shard(self.bias, self.shard_lo, self.shard_hi)
+def estimate_volume(layer):
+    """Elements each rank moves per input position (a pixel of one sample; one sample for
+    a Linear) in forward + backward when the layer's input and output are whole:
 
-    def _gather(self, y):
+        output split (filter/neuron):  out/s + 2*in*g
+        input split  (channel/row):  2*out/s +   in*g
+
+    out/in: the layer's output/input channels (features); s = stride_h*stride_w input
+    pixels per output pixel (exact for 'same' padding, 1 for a Linear); g = 1 when the
+    layer computes its input gradient (0 for the model's first layer). Ring collectives:
+    an allgather of n elements moves n(C-1)/C per rank, an allreduce twice that; the
+    common (C-1)/C is left out. Output split allgathers the output and allreduces the
+    partial input gradient; input split allreduces the partial output and allgathers
+    the input gradient. So the input split wins when out/s < in*g: layers that shrink
+    the map (strided, or fewer output than input channels), never the first layer.
+    """
+    if type(layer) is Conv2d:
+        n_in, n_out, s = layer.in_channels, layer.out_channels, layer.stride[0] * layer.stride[1]
+    else:
+        n_in, n_out, s = layer.in_features, layer.out_features, 1
+    g = 1 if layer.needs_input_grad else 0
+    out_split, in_split = LAYOUTS[type(layer)]
+    return {out_split: n_out / s + 2 * n_in * g, in_split: 2 * n_out / s + n_in * g}
+
+
+def _splittable(layer):
+    if type(layer) not in LAYOUTS:  # exact types: subclasses (already split layers too) are not
+        return False
+    if type(layer) is Conv2d and layer.groups != 1:
+        raise ValueError(f"{layer!r}: grouped convolutions cannot be split over channel ranks; "
+                         "use --parallel data=N or spatial=PxQ")
+    return True
+
+
+def _plan_run(run, split):
+    """Plans of the split layers of ``run`` (name, layer), consecutive siblings in a
+    Sequential: only layers next to each other (elementwise activations between them
+    aside) may hand over a split activation."""
+    steps = [(name, m) for name, m in run if not isinstance(m, _Elementwise)]
+    kind = {}  # name -> (input split?, why)
+    for i, (name, m) in enumerate(steps):
+        if name in kind or not _splittable(m):
+            continue
+        nxt = steps[i + 1] if i + 1 < len(steps) else (None, None)
+        if type(nxt[1]) is type(m) and _splittable(nxt[1]) and (type(m) is Linear or split == "auto"):
+            kind[name], kind[nxt[0]] = (False, "pair: output kept split"), (True, "pair: input arrives split")
+        elif split == "auto":
+            out_split, in_split = LAYOUTS[type(m)]
+            volume = estimate_volume(m)
+            kind[name] = (volume[in_split] < volume[out_split], "smaller estimated volume")
+        elif type(m) is Linear:
+            kind[name] = (False, "unpaired linear")
+        else:
+            kind[name] = (split == "channel", f"--channel-split {split}")
+
+    def hands_over(a, b):
+        """Does step ``a`` give step ``b`` its input split? Only between split layers of
+        one type: a conv's channels are not a Linear's features."""
+        return a[0] in kind and type(a[1]) is type(b[1]) and kind.get(b[0], (False,))[0]
+
+    plans, ends = {}, [(None, None)]
+    for prev, (name, m), nxt in zip(ends + steps, steps, steps[1:] + ends):
+        if name in kind:
+            plans[name] = Plan(LAYOUTS[type(m)][kind[name][0]], hands_over(prev, (name, m)),
+                               hands_over((name, m), nxt), kind[name][1], estimate_volume(m))
+    return plans
+
+
+def plan_model(model, split="auto"):
+    """name -> Plan for every Conv2d and Linear of ``model`` (a pure function; see the
+    module doc). Raises ValueError for grouped convolutions or an unknown ``split``."""
+    if split not in SPLITS:
+        raise ValueError(f"channel split {split!r}: choose one of {', '.join(SPLITS)}")
+    plans = {}
+
+    def walk(module, prefix):
+        children = [(prefix + name, m) for name, m in module.named_children()]
+        # Only a Sequential chains its children; any other container's are separate.
+        for run in [children] if isinstance(module, Sequential) else [[c] for c in children]:
+            plans.update(_plan_run(run, split))
+        for name, m in children:
+            if type(m) not in LAYOUTS:
+                walk(m, name + ".")
+
+    walk(model, "")
+    return plans
+
+
+# ---- global <-> sharded parameters --------------------------------------------------
+class Shard(NamedTuple):
+    """How a parameter is cut over the channel ranks: block ``sizes`` along ``axis``."""
+    sizes: tuple
+    axis: int = 0
+
+
+def _sizes_axis(shard):
+    """A Shard, or a plain list of sizes along axis 0."""
+    return (shard.sizes, shard.axis) if isinstance(shard, Shard) else (shard, 0)
+
+
+def gather_full(channel, array, shard):
+    """The global array from every rank's block (host NumPy, on every rank). ``shard``:
+    the ``Shard`` that ``shard_model`` returned for it (a plain list: sizes along axis 0)."""
+    sizes, axis = _sizes_axis(shard)
+    host = np.ascontiguousarray(np.moveaxis(np.asarray(array), axis, 0))  # MPI gathers axis-0 blocks
+    rest = host.shape[1:]
+    inner = int(np.prod(rest, dtype=np.int64))
+    out = np.empty((sum(sizes),) + rest, host.dtype)
+    channel.comm.Allgatherv(host.reshape(-1), [out.reshape(-1), [s * inner for s in sizes]])
+    return np.ascontiguousarray(np.moveaxis(out, 0, axis))
+
+
+def local_block(array, shard, rank):
+    """This rank's block of a global array (what loading a checkpoint keeps)."""
+    sizes, axis = _sizes_axis(shard)
+    lo = sum(sizes[:rank])
+    return array[(slice(None),) * axis + (slice(lo, lo + sizes[rank]),)]
+
+
+# ---- the split layers -----------------------------------------------------------------
+@contextmanager
+def _swapped(obj, **attrs):
+    """Set attributes of ``obj`` for the duration of a with block."""
+    old = {k: getattr(obj, k) for k in attrs}
+    vars(obj).update(attrs)
+    try:
+        yield
+    finally:
+        vars(obj).update(old)
+
+
+def _last(x, lo, hi):
+    return array_module(x).ascontiguousarray(x[..., lo:hi])
+
+
+class _Split:
+    """Mixin: a Conv2d or Linear split over the channel ranks as its ``plan`` says.
+
+    ``comm_stats``: per collective, the bytes of the whole array it acted on and the
+    seconds spent in it, training steps only (``python -m mpicnn.bench channel``)."""
+
+    def _take_shard(self, channel, plan):
+        C, c = channel.size, channel.rank
+        self.channel, self.plan = channel, plan
+        self.comm_stats = {f"{op}_{unit}": 0 for op in COLLECTIVES for unit in ("bytes", "s")}
+        in_attr, out_attr = COUNTS[Conv2d if isinstance(self, Conv2d) else Linear]
+        n_in, n_out = getattr(self, in_attr), getattr(self, out_attr)
+        self.in_sizes, self.out_sizes = block_sizes(n_in, C), block_sizes(n_out, C)
+        self.in_block, self.out_block = block_range(n_in, C, c), block_range(n_out, C, c)
+        if self.weight_axis:  # weight (out, in, ...): input split
+            attr, sizes, (lo, hi) = in_attr, self.in_sizes, self.in_block
+        else:
+            attr, sizes, (lo, hi) = out_attr, self.out_sizes, self.out_block
+        setattr(self, attr, hi - lo)  # the base layer checks its input/output against its shard
+        self.shards = {"weight": Shard(tuple(sizes), self.weight_axis)}
+        if self.bias is not None and not self.weight_axis:  # an input split layer's bias is whole, added once
+            self.shards["bias"] = Shard(tuple(sizes), 0)
+        for name, shard in self.shards.items():
+            p = getattr(self, name)
+            q = Parameter(array_module(p.data).ascontiguousarray(local_block(p.data, shard, c)))
+            q.requires_grad = p.requires_grad
+            setattr(self, name, q)  # its own copy, so the full array is freed
+
+    def _collective(self, op, x, *sizes):
         t0 = time.perf_counter()
-        y = self.channel.gather_last(y, self.shard_sizes)
+        y = getattr(self.channel, op)(x, *sizes)
         if self.training:  # training steps only: evaluation batches would skew the per-step figures
-            self.comm_stats["gather_s"] += time.perf_counter() - t0
-            self.comm_stats["gather_bytes"] += y.nbytes
+            self.comm_stats[op + "_s"] += time.perf_counter() - t0
+            self.comm_stats[op + "_bytes"] += (x if op == "reduce_scatter" else y).nbytes
         return y
 
-    def _sum(self, dx):
-        if dx is None:
-            return None
-        t0 = time.perf_counter()
-        dx = self.channel.sum(dx)
-        self.comm_stats["sum_s"] += time.perf_counter() - t0
-        self.comm_stats["sum_bytes"] += dx.nbytes
-        return dx
+
+class _OutputSplit(_Split):
+    weight_axis = 0
+
+    def _output(self, y):
+        return y if self.plan.split_out else self._collective("allgather", y, self.out_sizes)
+
+    def _output_grad(self, dy):
+        return dy if self.plan.split_out else _last(dy, *self.out_block)
+
+    def _input_grad(self, dx):  # partial: this rank's outputs only
+        return None if dx is None else self._collective("allreduce", dx)
 
 
-class FilterParallelConv2d(_Sharded, Conv2d):
-    """Conv2d holding its block of filters; input and output are whole maps (see module doc)."""
+class _InputSplit(_Split):
+    weight_axis = 1
 
+    def _input(self, x):
+        return x if self.plan.split_in else _last(x, *self.in_block)
+
+    def _output(self, y):  # partial sums over this rank's input block
+        split = self.plan.split_out
+        y = self._collective("reduce_scatter", y, self.out_sizes) if split else self._collective("allreduce", y)
+        if self.bias is not None:
+            y += self.bias.data[slice(*self.out_block)] if split else self.bias.data
+        return y
+
+    def _output_grad(self, dy):  # the weight and input gradients need every output's
+        return self._collective("allgather", dy, self.out_sizes) if self.plan.split_out else dy
+
+    def _input_grad(self, dx):  # complete for this rank's input block
+        return dx if dx is None or self.plan.split_in else self._collective("allgather", dx, self.in_sizes)
+
+
+class FilterParallelConv2d(_OutputSplit, Conv2d):
     def _forward(self, x):
-        return self._gather(super()._forward(x))
+        return self._output(super()._forward(x))
 
     def _backward(self, dy):
-        dx = super()._backward(array_module(dy).ascontiguousarray(dy[..., self.shard_lo:self.shard_hi]))
-        return self._sum(dx)
+        return self._input_grad(super()._backward(self._output_grad(dy)))
 
 
-class NeuronParallelLinear(_Sharded, Linear):
-    """Linear holding its block of output features; input and output are whole."""
+class ChannelParallelConv2d(_InputSplit, Conv2d):
+    def _forward(self, x):
+        with _swapped(self, bias=None):  # partial sums: the bias is added once, after the sum
+            y = super()._forward(self._input(x))
+        return self._output(y)
 
+    def _backward(self, dy):
+        return self._input_grad(super()._backward(self._output_grad(dy)))
+
+
+class NeuronParallelLinear(_OutputSplit, Linear):
     def forward(self, x):
-        out, self.out_features = self.out_features, self.shard_hi - self.shard_lo
-        try:
-            y = super().forward(x)
-        finally:
-            self.out_features = out
-        return self._gather(y)
+        return self._output(super().forward(x))
 
     def backward(self, dy):
-        out, self.out_features = self.out_features, self.shard_hi - self.shard_lo
-        try:
-            dx = super().backward(array_module(dy).ascontiguousarray(dy[..., self.shard_lo:self.shard_hi]))
-        finally:
-            self.out_features = out
-        return self._sum(dx)
+        return self._input_grad(super().backward(self._output_grad(dy)))
 
 
-def _sharded_copy(layer, cls, channel, total):
-    new = object.__new__(cls)
-    new.__dict__.update(vars(layer))
-    new._take_shard(channel, total)
-    return new
+class RowParallelLinear(_InputSplit, Linear):
+    def forward(self, x):
+        with _swapped(self, bias=None):  # partial sums: the bias is added once, after the sum
+            y = super().forward(self._input(x))
+        return self._output(y)
+
+    def backward(self, dy):
+        return self._input_grad(super().backward(self._output_grad(dy)))
 
 
-def shard_model(model, channel, split="filter"):
-    """Replace, in place, every Conv2d and Linear of ``model`` by its sharded copy.
+CLASSES = {"filter": FilterParallelConv2d, "channel": ChannelParallelConv2d,
+           "neuron": NeuronParallelLinear, "row": RowParallelLinear}
+
+
+def shard_model(model, channel, split="auto"):
+    """Replace, in place, every Conv2d and Linear of ``model`` by its split copy, as
+    ``plan_model(model, split)`` says; each keeps its Plan as ``layer.plan``.
 
     Call on the full, identically initialised (or loaded) model on every rank; the
-    parameter names stay those of the global model. Returns the sharded names, each
-    with the axis-0 block this rank holds, for checkpoints (``gather_full``).
+    parameter names stay those of the global model. Returns name -> ``Shard`` (block
+    sizes and axis) for every sharded parameter, for checkpoints (``gather_full``,
+    ``local_block``); parameters not named are whole on every rank.
     """
+    plans = plan_model(model, split)
     shards = {}
 
     def walk(module, prefix):
         for name, child in list(module.named_children()):
             full = prefix + name
-            new = None
-            if type(child) is Conv2d:
-                if child.groups != 1:
-                    raise ValueError(f"layer {full} ({child!r}): grouped convolutions cannot be split "
-                                     "by filters here; use --parallel data=N or spatial=PxQ")
-                new = _sharded_copy(child, FilterParallelConv2d, channel, child.out_channels)
-            elif type(child) is Linear:
-                new = _sharded_copy(child, NeuronParallelLinear, channel, child.out_features)
-            if new is not None:
-                setattr(module, name, new)
-                for pname in ("weight", "bias"):
-                    if getattr(new, pname) is not None:
-                        shards[f"{full}.{pname}"] = new.shard_sizes
-            else:
+            plan = plans.get(full)
+            if plan is None:
                 walk(child, full + ".")
+                continue
+            new = object.__new__(CLASSES[plan.layout])
+            new.__dict__.update(vars(child))
+            new._take_shard(channel, plan)
+            setattr(module, name, new)
+            shards.update({f"{full}.{p}": s for p, s in new.shards.items()})
 
-    if isinstance(model, Module):
-        walk(model, "")
+    walk(model, "")
     return shards
-
-
-def gather_full(channel, array, sizes):
-    """The global array from every rank's axis-0 block (host NumPy, on every rank)."""
-    host = np.ascontiguousarray(np.asarray(array))
-    rest = host.shape[1:]
-    inner = int(np.prod(rest, dtype=np.int64))
-    out = np.empty((sum(sizes),) + rest, host.dtype)
-    channel.comm.Allgatherv(host.reshape(-1), [out.reshape(-1), [s * inner for s in sizes]])
-    return out
-
-
-def local_block(array, sizes, rank):
-    """This rank's axis-0 block of a global array (what loading a checkpoint keeps)."""
-    lo = sum(sizes[:rank])
-    return array[lo:lo + sizes[rank]]
