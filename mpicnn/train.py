@@ -28,7 +28,7 @@ from .nn.schedule import make_schedule
 from .parallel import batch_plan
 from .parallel.balance import Balancer
 from .parallel.blocks import block_range
-from .parallel.channel import ChannelComm, gather_full, local_block, shard_model
+from .parallel.channel import ChannelComm, gather_full, local_block, plan_model, shard_model
 from .parallel.spatial import make_context
 from .parallel.device_buffers import MPIBuffer
 from .parallel.failure import agree, install_abort_hook
@@ -71,10 +71,10 @@ class Trainer:
         self._build_model()
         self.start_step = 0
         self.new_parameters = []
-        self.shards = {}  # parameter name -> channel block sizes (axis 0), when channel > 1
+        self.shards = {}  # parameter name -> Shard(sizes, axis) of its channel split, when channel > 1
         self._restore()
         backend.to_backend(self.model, self.optimizer)  # a no-op unless the arrays live on a GPU
-        self.buckets = GradientBuckets(self.model, self.grid.replicas, int(args.bucket_mb * 2 ** 20))
+        self.buckets = self._gradient_buckets()
         self.criterion = CrossEntropyLoss()
 
     # ---- setup -------------------------------------------------------------------
@@ -164,9 +164,11 @@ class Trainer:
             return
         self.channel = ChannelComm(self.grid.channel)
         try:
+            plans = plan_model(self.model, self.args.channel_split)
             self.shards = shard_model(self.model, self.channel, split=self.args.channel_split)
         except ValueError as e:
             raise UserError(f"--model {self.args.model} under --parallel {self.args.parallel}: {e}")
+        self.print0("\n".join(f"mpicnn: channel plan {n}: {p}" for n, p in plans.items()))
         if self.context.spatial:
             self.context.name_layers(self.model)  # the sharded layers are new objects
 
@@ -177,15 +179,15 @@ class Trainer:
         rank = self.grid.channel.Get_rank()
         params = {}
         for name, arrays in saved["params"].items():
-            sizes = self.shards.get(name)
-            params[name] = {s: (local_block(v, sizes, rank) if sizes else v) for s, v in arrays.items()}
+            shard = self.shards.get(name)
+            params[name] = {s: (local_block(v, shard, rank) if shard else v) for s, v in arrays.items()}
         return {**saved, "params": params}
 
     def _global(self, name, array):
         """``array`` (a parameter or its optimizer state) in the global layout, on host."""
         host = backend.to_host(array)
-        sizes = self.shards.get(name)
-        return gather_full(self.channel, host, sizes) if sizes else host
+        shard = self.shards.get(name)
+        return gather_full(self.channel, host, shard) if shard else host
 
     def _load_state(self, ckpt):
         state = {**ckpt.params, **ckpt.buffers}
@@ -226,9 +228,16 @@ class Trainer:
             if any(name.startswith(prefix) for prefix in prefixes):
                 p.requires_grad = False
 
+    def _gradient_buckets(self):
+        return GradientBuckets(self.model, self.grid.replicas, int(self.args.bucket_mb * 2 ** 20))
+
+    def _optimized_parameters(self):
+        """(name, Parameter) pairs this rank's optimizer updates and keeps state for."""
+        return self.model.named_parameters()
+
     def _make_optimizer(self):
         a = self.args
-        params = self.model.named_parameters()
+        params = self._optimized_parameters()
         scale = {name: a.new_lr_scale for name in self.new_parameters}
         if a.optimizer == "sgd":
             return OPTIMIZERS["sgd"](params, a.lr, momentum=a.momentum, nesterov=a.nesterov,
@@ -249,6 +258,10 @@ class Trainer:
                 staged.before()
                 self.grid.data.Bcast(staged.buf, root=0)
                 staged.after()
+
+    def read_batch(self, dataset, indices):
+        """Images (NCHW, this rank's rows and columns) and labels of ``indices``."""
+        return dataset.read(indices, dtype=self.dtype, **self.block)
 
     def evaluate(self, dataset):
         """Test accuracy and mean loss; the test set is split over the data ranks."""
@@ -271,19 +284,23 @@ class Trainer:
         shards are gathered (a collective over the channel ranks when channel > 1)."""
         return {n: self._global(n, p.data) for n, p in self.model.named_parameters()}
 
-    def save(self, path, step):
-        self.sync_buffers()
-        host = backend.to_host
-        # Gather channel shards first: every rank takes part, only rank 0 writes.
+    def global_state(self):
+        """(parameters, buffers, optimizer state) in the global layout (host NumPy), on
+        every rank; a collective where the model is split over ranks."""
         params = self.global_parameters()
         optimizer = dict(self.optimizer.state_dict())
         optimizer["params"] = {n: {k: self._global(n, v) for k, v in st.items()}
                                for n, st in optimizer["params"].items()}
+        return params, {n: backend.to_host(b) for n, b in self.model.named_buffers()}, optimizer
+
+    def save(self, path, step):
+        self.sync_buffers()
+        # Gather the model's parts first: every rank takes part, only rank 0 writes.
+        params, buffers, optimizer = self.global_state()
         with agree(self.comm):
             if self.rank == 0:
                 try:
-                    save_checkpoint(path, params,
-                                    {n: host(b) for n, b in self.model.named_buffers()}, optimizer,
+                    save_checkpoint(path, params, buffers, optimizer,
                                     step=step, epoch=step // self.steps_per_epoch, seed=self.args.seed,
                                     rng_state=self._rng_state(step), config=vars(self.args))
                 except OSError as e:
@@ -347,25 +364,29 @@ class Trainer:
         finite = np.isfinite(loss_sum) and self.buckets.all_finite()
         figures = np.array([loss_sum, correct, not finite]
                            + [self.stop.signal == sig for sig in STOP_SIGNALS], dtype=np.float64)
-        self.grid.world.Allreduce(MPI.IN_PLACE, figures, op=MPI.SUM)  # one sync point per step
+        self.exchange(step, figures)
         # Ranks that split one sample's maps (spatial or channel blocks) all hold its loss:
         # count it once.
         figures[:2] /= self.loss_copies
         signum = next((sig for sig, n in zip(STOP_SIGNALS, figures[3:]) if n), 0)
         return np.array([figures[0], figures[1], figures[2], signum]), time.perf_counter() - t0, seconds
 
+    def exchange(self, step, figures):
+        """Sum the step's figures over all ranks, in place: the one sync point per step."""
+        self.grid.world.Allreduce(MPI.IN_PLACE, figures, op=MPI.SUM)
+
     def apply_update(self, lr):
         self.optimizer.lr = lr
         self.optimizer.step()
 
     def fit(self):
-        args, dtype = self.args, self.dtype
+        args = self.args
         B, N = args.batch_size, self.train_set.num_samples
         schedule = make_schedule(args.schedule, args.lr, self.total_steps, args.warmup, args.step_size, args.gamma)
         metrics = MetricsLog(args.metrics if self.rank == 0 else None, append=self.start_step > 0)
         progress = self._progress()
         order, order_epoch = None, -1
-        warmup = min(5, max((self.total_steps - self.start_step) // 4, 0))
+        self.warmup_steps = warmup = min(5, max((self.total_steps - self.start_step) // 4, 0))
         timed = {"images": 0, "seconds": 0.0, "data": 0.0, "comm": 0.0}
         test_acc = test_loss = evaluated_at = stopped = None
         skipped = 0
@@ -382,8 +403,7 @@ class Trainer:
                 order, order_epoch = data.epoch_order(N, args.seed, epoch), epoch
             pieces = self.pieces()
             batch = data.batch_indices(order, k, B)
-            x, y = self.train_set.read(np.concatenate([batch[lo:hi] for lo, hi in pieces]),
-                                       dtype=dtype, **self.block)
+            x, y = self.read_batch(self.train_set, np.concatenate([batch[lo:hi] for lo, hi in pieces]))
             x = backend.asarray(x)
             t_data = time.perf_counter() - t0
             comm0 = self.buckets.comm_seconds
@@ -394,10 +414,7 @@ class Trainer:
             lr = schedule(step)
             if stats[2]:
                 if not args.skip_nonfinite:
-                    error = UserError(f"the loss or gradients are not finite at step {step} (epoch {epoch}); "
-                                      "lower --lr, check the data for bad values, or pass --skip-nonfinite")
-                    error.agreed = True  # the flag was summed over ranks: all of them stop here
-                    raise error
+                    raise nonfinite_error(step, epoch)
                 skipped += 1
                 self.print0(f"mpicnn: step {step}: non-finite loss or gradients, step skipped")
                 metrics.write(step=step + 1, epoch=epoch, skipped=True)
@@ -501,6 +518,15 @@ class Trainer:
             if ds is not None:
                 ds.close()
         self.grid.free()
+
+
+def nonfinite_error(step, epoch):
+    """The error of a step whose loss or gradients are not finite. Every rank raises it
+    together (the flag was summed over ranks), so it is marked agreed."""
+    error = UserError(f"the loss or gradients are not finite at step {step} (epoch {epoch}); "
+                      "lower --lr, check the data for bad values, or pass --skip-nonfinite")
+    error.agreed = True
+    return error
 
 
 def _peak_rss_kb():
