@@ -9,6 +9,7 @@ spatial    spatial-parallel convnet on 256^2 and 512^2 images against 1 rank: sp
 channel    channel=C convnet against 1 rank for --channel-split filter, channel and auto:
            parameter bytes per rank, and per split layer its layout, both volume estimates
            and the bytes and seconds of each collective per step
+pipeline   pipeline=2 lenet5: images/s and measured bubble against (S-1)/(M+S-1), M in 1, 2, 4, 8
 ps         parameter server ps=1 with 2 workers: images/s and accuracy for staleness 0, 2, 8,
            with and without a straggler
 balance    data parallelism with a straggler (MPICNN_SLOW_RANK=1:F): static vs dynamic balance
@@ -24,7 +25,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m mpicnn.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", nargs="?", default="all", choices=["all", "conv", "cnn", "scaling", "allreduce", "spatial",
-                                                            "channel", "ps", "balance"])
+                                                            "channel", "pipeline", "ps",
+                                                            "balance"])
     p.add_argument("--compare", choices=["torch"], help="also time PyTorch's CPU build (if installed)")
     p.add_argument("--ranks", default="1,2", help="rank counts for the scaling bench (default 1,2)")
     p.add_argument("--steps", type=int, default=60, help="training steps per scaling run")
@@ -74,6 +76,12 @@ def main(argv=None):
         results["channel"], results["channel_layers"] = rows, layers
         table("channel-parallel convnet on shapes:32, global batch 16, float32: parameters per rank", rows)
         table("channel communication per split layer (rank 0, training steps)", layers)
+    if args.what == "pipeline":
+        from .pipeline import bench_pipeline
+        results["pipeline"] = bench_pipeline(micro_batches=(1, 2, 4, 8), stages=2, steps=args.steps,
+                                             repeats=args.scaling_repeats)
+        table("pipeline=2 lenet5 on mnist5k, global batch 128, float32, one BLAS thread per rank: images/s "
+              "and bubble, measured vs ideal (S-1)/(M+S-1) (medians)", results["pipeline"])
     if args.what == "ps":
         from .ps import bench_ps
         results["ps"] = bench_ps(staleness=(0, 2, 8), straggler=(None, f"1:{args.slow_factor:g}"), epochs=3,
