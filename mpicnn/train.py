@@ -502,7 +502,7 @@ class Trainer:
                    "data_seconds": timed["data"], "test_accuracy": test_acc, "test_loss": test_loss}
         if self.rank == 0:
             a = self.args
-            lines = [f"mpicnn: {a.model} on {a.dataset}, {self.comm.Get_size()} rank(s) ({self.spec}), "
+            lines = [f"mpicnn: {a.model} on {a.dataset}, {self.spec.size} rank(s) ({self.spec}), "
                      f"{step} steps, global batch {a.batch_size}, {a.dtype}"]
             if test_acc is not None:
                 lines.append(f"test accuracy {100 * test_acc:.2f}%  test loss {test_loss:.4f}")
