@@ -539,6 +539,10 @@ def make_trainer(args, comm, stop):
     its workers, or the Trainer of the data/spatial/channel grid."""
     with agree(comm):
         spec = parse_parallel(args.parallel, comm.Get_size())
+        # A staleness bound without servers would be silently ignored: say so instead.
+        if args.staleness and not spec.ps:
+            raise UserError(f"--staleness {args.staleness} bounds parameter-server workers; add "
+                            f"--parallel ps=K (or drop --staleness)")
     if spec.ps:
         from .parallel.ps import parameter_server_role
         return parameter_server_role(args, comm, stop, spec)

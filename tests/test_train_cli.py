@@ -46,6 +46,8 @@ def test_two_ranks_train_report_and_checkpoint(tmp_path):
     (["--batch-size", "1"], ["smaller than the 2 data-parallel ranks"]),
     (["--model", "lenet5", "--dataset", "shapes:32"], ["28x28", "convnet"]),
     (["--resume", "/nonexistent/ckpt.h5"], ["not found"]),
+    (["--staleness", "2"], ["--parallel ps=K"]),
+    (["--micro-batches", "40"], ["2 data-parallel ranks times 40 micro-batches", "at least 80"]),
 ])
 def test_bad_input_one_line_exit_2_on_every_rank(args, words):
     proc = run_mpi(2, "-m", "mpicnn.train", "--no-progress", "--steps", "1", *args, timeout=60)
