@@ -47,3 +47,25 @@ def test_emu_spatial_equals_numpy_serial(monkeypatch):
     comm.Free()
     assert WORLD.allreduce(worst, op=MPI.MAX) < 1e-9
     assert WORLD.allreduce(missing, op=MPI.MAX) == 0
+
+
+@pytest.mark.parametrize("layout", ["pipeline=2", "ps=1"])
+def test_emu_pipeline_and_parameter_server_equal_numpy_serial(layout, monkeypatch):
+    """Pipeline stages and a parameter server (1 worker + 1 server) run the CUDA kernels
+    on the emulator: float64, equal to the serial NumPy run within 1e-9, and the kernel
+    trace of the pair shows the forward, loss and optimizer kernels ran."""
+    argv = ["--model", "lenet5", "--steps", "2", "--batch-size", "16", "--micro-batches", "2",
+            "--dtype", "float64", "--no-progress", "--eval-batch-size", "1000"]
+    comm = WORLD.Split(WORLD.Get_rank() // 2)
+    worst, missing = 0.0, 0
+    if comm.Get_size() == 2:
+        ref = train.run(argv + ["--backend", "numpy"], MPI.COMM_SELF).params
+        monkeypatch.setenv("MPICNN_TRACE_KERNELS", "1")
+        kernels.reset_trace()
+        got = train.run(argv + ["--backend", "emu", "--parallel", layout], comm).params
+        worst = max(float(np.max(np.abs(got[n] - ref[n])) / np.max(np.abs(ref[n]))) for n in ref)
+        ran = set().union(*comm.allgather({row[0].split("<")[0] for row in kernels.trace_table()}))
+        missing = len({"im2col", "softmax_xent_forward", "adam_update"} - ran)
+    comm.Free()
+    assert WORLD.allreduce(worst, op=MPI.MAX) < 1e-9
+    assert WORLD.allreduce(missing, op=MPI.MAX) == 0
