@@ -71,7 +71,7 @@ class Trainer:
         self._build_model()
         self.start_step = 0
         self.new_parameters = []
-        self.shards = {}  # parameter name -> Shard(sizes, axis) of its channel split, when channel > 1
+        self.shards = {}  # parameter/buffer name -> Shard(sizes, axis) of its channel split, when channel > 1
         self._restore()
         backend.to_backend(self.model, self.optimizer)  # a no-op unless the arrays live on a GPU
         self.buckets = self._gradient_buckets()
@@ -184,7 +184,7 @@ class Trainer:
         return {**saved, "params": params}
 
     def _global(self, name, array):
-        """``array`` (a parameter or its optimizer state) in the global layout, on host."""
+        """``array`` (a parameter, its optimizer state or a buffer) in the global layout, on host."""
         host = backend.to_host(array)
         shard = self.shards.get(name)
         return gather_full(self.channel, host, shard) if shard else host
@@ -291,7 +291,7 @@ class Trainer:
         optimizer = dict(self.optimizer.state_dict())
         optimizer["params"] = {n: {k: self._global(n, v) for k, v in st.items()}
                                for n, st in optimizer["params"].items()}
-        return params, {n: backend.to_host(b) for n, b in self.model.named_buffers()}, optimizer
+        return params, {n: self._global(n, b) for n, b in self.model.named_buffers()}, optimizer
 
     def save(self, path, step):
         self.sync_buffers()

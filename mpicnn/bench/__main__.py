@@ -7,8 +7,8 @@ allreduce  bucketed gradient allreduce against one plain Allreduce of the same b
 spatial    spatial-parallel convnet on 256^2 and 512^2 images against 1 rank: speedup, peak
            memory per rank, halo bytes, waiting and the fraction hidden by overlap per layer
 channel    channel=C convnet against 1 rank for --channel-split filter, channel and auto:
-           parameter bytes per rank, and per split layer its layout, both volume estimates
-           and the bytes and seconds of each collective per step
+           parameter and activation bytes per rank, traffic per step, and per split layer
+           its layout, both volume estimates and the bytes and seconds of each collective
 pipeline   pipeline=2 lenet5: images/s and measured bubble against (S-1)/(M+S-1), M in 1, 2, 4, 8
 ps         parameter server ps=1 with 2 workers: images/s and accuracy for staleness 0, 2, 8,
            with and without a straggler
@@ -74,7 +74,8 @@ def main(argv=None):
     if args.what == "channel":
         rows, layers = bench_channel(tuple(int(c) for c in args.channels.split(",")))
         results["channel"], results["channel_layers"] = rows, layers
-        table("channel-parallel convnet on shapes:32, global batch 16, float32: parameters per rank", rows)
+        table("channel-parallel convnet on shapes:32, global batch 16, float32: parameters and activations "
+              "per rank, traffic per rank and step", rows)
         table("channel communication per split layer (rank 0, training steps)", layers)
     if args.what == "pipeline":
         from .pipeline import bench_pipeline

@@ -3,9 +3,12 @@
 For each C, convnet on ``shapes:SIZE`` with the same global batch runs with
 ``--parallel channel=C`` under each ``--channel-split`` (C=1 once). Each rank-0 worker
 reports the parameter bytes per rank (all layers, and the split conv/linear layers
-alone) against C=1 and, per split layer, the layout the plan chose, whether its input
-and output activations are split, the plan's volume estimate for both layouts, and per
-training step the bytes of the arrays each collective acted on, the traffic per rank
+alone) against C=1, the activation bytes per rank (every layer's output in a training
+forward pass: what backward keeps, roughly) against C=1, the peak resident memory of
+the training loop (the largest rank), and, per split layer, the layout the plan chose,
+whether its input and output activations are split, the plan's volume estimate for
+both layouts, and per training step the bytes of the arrays each collective acted on,
+the traffic per rank
 they mean for ring algorithms (allgather and reduce-scatter of n bytes: n(C-1)/C,
 allreduce: twice that) and the seconds spent in them. Optimizer state has the shape of
 its parameter (zeros_like), so its ratio is the parameters' ratio.
@@ -19,6 +22,25 @@ from ..parallel.launcher import mpi_command, mpi_env
 TRAFFIC = {"allgather": 1, "reduce_scatter": 1, "allreduce": 2}  # ring: multiples of n(C-1)/C per rank
 
 
+def _count_activations(make_trainer, total):
+    """``make_trainer`` whose model adds to ``total[0]`` the bytes of every leaf layer's
+    output in training forward passes (evaluation excluded)."""
+    def make(args, comm, stop):
+        trainer = make_trainer(args, comm, stop)
+        for layer in trainer.model.modules():  # sharded already: these objects stay
+            if not layer.children():
+                forward = layer._forward
+
+                def counted(x, layer=layer, forward=forward):
+                    y = forward(x)
+                    if layer.training:
+                        total[0] += y.nbytes
+                    return y
+                layer._forward = counted  # this instance only; containers call _forward
+        return trainer
+    return make
+
+
 def _worker(argv):
     """Under mpiexec: train, then print one JSON line of figures on rank 0."""
     from mpi4py import MPI
@@ -28,6 +50,8 @@ def _worker(argv):
     from ..parallel.channel import _Split
 
     comm = MPI.COMM_WORLD
+    total = [0]
+    train.make_trainer = _count_activations(train.make_trainer, total)  # this worker process only
     result = train.run(argv, comm)
     steps = max(result.step, 1)
     C = comm.Get_size()
@@ -56,6 +80,8 @@ def _worker(argv):
     all_bytes = sum(p.data.nbytes for p in result.model.parameters())
     figures = {"param_bytes": comm.allreduce(all_bytes, op=MPI.MAX),
                "split_param_bytes": comm.allreduce(split_bytes, op=MPI.MAX),
+               "activation_bytes": comm.allreduce(total[0] / steps, op=MPI.MAX),  # one forward pass per step
+               "peak_rss_mb": result.summary["peak_rss_mb"],
                "images_per_sec": result.summary.get("images_per_sec"), "layers": layers}
     if comm.Get_rank() == 0:
         print("BENCH " + json.dumps(figures), flush=True)
@@ -84,6 +110,9 @@ def bench_channel(channels=(1, 2), splits=("filter", "channel", "auto"), size=32
                      "param_KB/rank": r["param_bytes"] / 1e3,
                      "ratio_all": r["param_bytes"] / base["param_bytes"],
                      "ratio_split_layers": r["split_param_bytes"] / base["split_param_bytes"],
+                     "act_MB/rank": r["activation_bytes"] / 1e6,
+                     "ratio_act": r["activation_bytes"] / base["activation_bytes"],
+                     "peak_rss_MB": r["peak_rss_mb"],
                      "traffic_MB/step": sum(row["traffic_MB/step"] for row in r["layers"]),
                      "comm_ms/step": sum(row["comm_ms/step"] for row in r["layers"])})
         layers += [{"channel": c, "split": split, **row} for row in r["layers"]]

@@ -18,9 +18,13 @@ class Dropout(Module):
     batch is split over ranks and whatever the internal layout. The layer seed is drawn
     from the init RNG at construction (``self.seed``; saved by whoever saves the model
     config, not in the state_dict).
+
+    ``channel_offset``: the global index of the input's first channel (feature of a 2-D
+    input) when it holds only a block of them (``mpicnn.parallel.channel``).
     """
 
     layout = "NHWC"
+    channel_offset = 0
 
     def __init__(self, p=0.5, rng=None):
         super().__init__()
@@ -38,27 +42,34 @@ class Dropout(Module):
         if not is_array(x) or x.dtype.kind != "f" or x.ndim < 1:
             raise TypeError(f"{self!r} expects a floating-point array, got {getattr(x, 'dtype', type(x))!r}")
         ctx = self.context
-        if ctx.spatial and x.ndim == 4:
-            self._mask = self._spatial_mask(x, layout)
+        if (ctx.spatial and x.ndim == 4) or self.channel_offset:
+            self._mask = self._block_mask(x, layout)
         else:
             self._mask = dropout_scale_mask(self.seed, ctx.step, ctx.sample_offset, x.shape, self.p,
                                             x.dtype, layout)
         return x * self._mask
 
-    def _spatial_mask(self, x, layout):
-        """The mask of this rank's block of a split map: the serial run's hash keyed on the
-        GLOBAL element index (c*H + h)*W + w, so every block drops what the 1-rank run
+    def _block_mask(self, x, layout):
+        """The mask of this rank's block of a map split over height/width and/or channels
+        (features): the serial run's hash keyed on the GLOBAL element index
+        (c*H + h)*W + w (c for a 2-D input), so every block drops what the 1-rank run
         drops. Built with the NumPy hash on the host (the kernel indexes local maps)."""
         ctx = self.context
-        hw = x.shape[1:3] if layout == "NHWC" else x.shape[2:4]
-        (h0, H), (w0, W) = ctx.origin(self, hw)
-        h = np.arange(h0, h0 + hw[0], dtype=np.uint64)[:, None, None]
-        w = np.arange(w0, w0 + hw[1], dtype=np.uint64)[None, :, None]
-        C = x.shape[3] if layout == "NHWC" else x.shape[1]
-        c = np.arange(C, dtype=np.uint64)[None, None, :]
-        index = (c * np.uint64(H) + h) * np.uint64(W) + w  # (h, w, C)
-        if layout != "NHWC":
-            index = np.ascontiguousarray(index.transpose(2, 0, 1))
+        channel_axis = 1 if layout == "NCHW" and x.ndim == 4 else -1
+        c0 = self.channel_offset
+        c = np.arange(c0, c0 + x.shape[channel_axis], dtype=np.uint64)
+        if x.ndim == 2:
+            index = c
+        elif x.ndim == 4:
+            hw = x.shape[1:3] if layout == "NHWC" else x.shape[2:4]
+            (h0, H), (w0, W) = ctx.origin(self, hw) if ctx.spatial else ((0, hw[0]), (0, hw[1]))
+            h = np.arange(h0, h0 + hw[0], dtype=np.uint64)[:, None, None]
+            w = np.arange(w0, w0 + hw[1], dtype=np.uint64)[None, :, None]
+            index = (c[None, None, :] * np.uint64(H) + h) * np.uint64(W) + w  # (h, w, C)
+            if layout != "NHWC":
+                index = np.ascontiguousarray(index.transpose(2, 0, 1))
+        else:
+            raise ValueError(f"{self!r} on a channel block expects a 2-D or 4-D input, got shape {x.shape!r}")
         keep = dropout_keep(self.seed, ctx.step, ctx.sample_offset, x.shape[0], index, self.p)
         scale = x.dtype.type(0.0 if self.p >= 1.0 else 1.0 / (1.0 - self.p))
         mask = keep.astype(x.dtype)

@@ -16,30 +16,44 @@ uneven counts give blocks that differ by at most one.
   gradient (allgathered if the output was left split); the input gradient of its
   block is complete and is allgathered unless the previous layer gave the input split.
 
-Activations are split between two split layers when only elementwise activations
-(ReLU, LeakyReLU) separate them and the second one splits its input; everywhere else
-(BatchNorm, pooling, Dropout, Flatten, container edges, the loss) they are whole and
-those layers run replicated: each channel rank computes the same values, so their
-gradients are already complete (so is an input split layer's bias gradient: it comes
-from the whole output gradient). Every gradient, sharded or replicated, is summed over
-sample x spatial only (``grid.replicas``), never over the channel axis. Sharded weights,
-their gradients and their optimizer state exist only as the shard; checkpoints hold the
-global layout (``gather_full``, ``local_block``). The count attributes of a split layer
-(``in_channels``, ``out_features`` ...) describe its shard.
+A split layer hands its output split to the next split layer when that one splits its
+input and only per-channel layers separate them (``_links``): ReLU, LeakyReLU,
+BatchNorm2d, Dropout, MaxPool2d, AvgPool2d, and, from a conv to a Linear, one global pool
+(its (N, C) output, a Flatten of it too, is the channels as features). Those layers act
+on each channel alone, so they run on the rank's block without communication and the
+activation, and its gradient, stay split the whole way, ~1/C per rank: a BatchNorm2d
+there holds its block of weight, bias and running statistics (sharded along axis 0 like
+the other parameters; its statistics are still summed over the data/spatial ranks,
+which share the block), a Dropout keys its mask on the global channel index, and window
+pools under spatial splits exchange halos of the rank's channels only. Everywhere else
+(Flatten of a map, container edges, the loss) activations are whole and the layers in
+between run replicated: each channel rank computes the same values, so their gradients
+are already complete (so is an input split layer's bias gradient: it comes from the
+whole output gradient). Every gradient, sharded or replicated, is summed over sample x
+spatial only (``grid.replicas``), never over the channel axis. Sharded weights, their
+gradients and their optimizer state exist only as the shard; checkpoints hold the global
+layout (``gather_full``, ``local_block``). The count attributes of a split layer
+(``in_channels``, ``out_features`` ...) and a sharded BatchNorm's ``num_features``
+describe its shard.
 
 Which layout each layer gets is ``plan_model``'s pure decision (``--channel-split``):
 
-- Pairs: a layer followed, through elementwise activations only, by another of its
-  type forms a pair: the first output split, the second input split, so the activation
-  between them stays split and costs nothing either way (a neuron + row Linear pair
-  costs one allreduce forward and one backward). Linear layers pair whatever the flag;
-  convs pair under ``auto`` only.
-- ``filter``: every other conv output split; ``channel``: every other conv input split;
-  an unpaired Linear is neuron-parallel.
-- ``auto``: every other conv or Linear takes the layout with the smaller estimated
-  volume (``estimate_volume``).
+- ``auto``: each conv or Linear takes the layout with the smaller estimated volume
+  (``estimate_volume``), given whether the previous split layer could hand over its
+  output split; a tie goes to the input split, which keeps the activation split. On
+  convnet: the first conv filter-parallel (output left split), every other conv
+  channel-parallel with input and output split (reduce-scattered), and the head
+  row-parallel behind the global pool: activations split from the first conv to the
+  logits.
+- ``filter``/``channel``: every conv output/input split; a channel-parallel conv takes
+  its input split when it can.
+- A Linear, under ``filter`` and ``channel``: row-parallel when its input can arrive
+  split, neuron-parallel otherwise (so a neuron + row pair costs one allreduce forward
+  and one backward).
 
-Not done: keeping activations split through BatchNorm or pooling, grouped convolutions.
+Not done: gathering late (after a pool) or splitting early (before a BatchNorm) at the
+ends of a chain, Flatten of a split map, splits across container edges (Residual),
+grouped convolutions.
 
 Layers do not see MPI: this module builds the split layers and gives them a
 ``ChannelComm`` that does the collectives.
@@ -55,8 +69,12 @@ from ..backend import array_module
 from ..nn.activation import _Elementwise
 from ..nn.container import Sequential
 from ..nn.conv import Conv2d
+from ..nn.dropout import Dropout
 from ..nn.linear import Linear
 from ..nn.module import Parameter
+from ..nn.norm import BatchNorm2d
+from ..nn.pool import AvgPool2d, GlobalAvgPool2d, GlobalMaxPool2d, GlobalRMSPool2d, MaxPool2d
+from ..nn.shape import Flatten
 from .blocks import block_range, block_sizes
 from .device_buffers import MPIBuffer
 
@@ -113,39 +131,52 @@ class ChannelComm:
 # ---- the plan: pure functions of the model ------------------------------------------
 class Plan(NamedTuple):
     """One split layer: its ``layout`` (filter/channel conv, neuron/row linear), whether
-    its input arrives split and its output leaves split, why, and ``volume`` (the
-    estimate of ``estimate_volume`` for both layouts)."""
+    its input arrives split and its output leaves split, ``chain``: the names of the
+    per-channel layers its split output passes through to the next split layer, why,
+    and ``volume`` (the estimate of ``estimate_volume`` for both layouts)."""
     layout: str
     split_in: bool
     split_out: bool
+    chain: tuple
     why: str
     volume: dict
 
     def __str__(self):
         est = ", ".join(f"{k} {v:g}" for k, v in self.volume.items())
-        return (f"{self.layout} (input {'split' if self.split_in else 'whole'}, output "
-                f"{'split' if self.split_out else 'whole'}; {self.why}; elements/position: {est})")
+        out = "split" if self.split_out else "whole"
+        if self.chain:
+            out += f" through {', '.join(self.chain)}"
+        return (f"{self.layout} (input {'split' if self.split_in else 'whole'}, output {out}; "
+                f"{self.why}; elements/position: {est})")
 
 
 LAYOUTS = {Conv2d: ("filter", "channel"), Linear: ("neuron", "row")}  # (output split, input split)
 COUNTS = {Conv2d: ("in_channels", "out_channels"), Linear: ("in_features", "out_features")}
+# Layers that act on each channel (feature) alone, so they run on a channel block as they
+# run on the whole: a split activation passes through them.
+PER_CHANNEL = (_Elementwise, BatchNorm2d, Dropout, MaxPool2d, AvgPool2d)
+GLOBAL_POOLS = (GlobalAvgPool2d, GlobalMaxPool2d, GlobalRMSPool2d)  # channels -> (N, C) features
 
 
-def estimate_volume(layer):
+def estimate_volume(layer, split_in=False):
     """Elements each rank moves per input position (a pixel of one sample; one sample for
-    a Linear) in forward + backward when the layer's input and output are whole:
+    a Linear) in forward + backward, with the output whole:
 
-        output split (filter/neuron):  out/s + 2*in*g
-        input split  (channel/row):  2*out/s +   in*g
+        output split (filter/neuron):  out/s + 2*in*g  (+ in when split_in)
+        input split  (channel/row):  2*out/s + in*g*(not split_in)
 
     out/in: the layer's output/input channels (features); s = stride_h*stride_w input
     pixels per output pixel (exact for 'same' padding, 1 for a Linear); g = 1 when the
-    layer computes its input gradient (0 for the model's first layer). Ring collectives:
-    an allgather of n elements moves n(C-1)/C per rank, an allreduce twice that; the
-    common (C-1)/C is left out. Output split allgathers the output and allreduces the
-    partial input gradient; input split allreduces the partial output and allgathers
-    the input gradient. So the input split wins when out/s < in*g: layers that shrink
-    the map (strided, or fewer output than input channels), never the first layer.
+    layer computes its input gradient (0 for the model's first layer); split_in: the
+    previous layer can hand over its output split. Ring collectives: an allgather of n
+    elements moves n(C-1)/C per rank, an allreduce twice that; the common (C-1)/C is
+    left out. Output split allgathers the output and allreduces the partial input
+    gradient, and needs its input whole (split_in: the previous layer must gather it).
+    Input split allreduces the partial output (or reduce-scatters it and allgathers the
+    output gradient when the output is left split: the same volume) and allgathers the
+    input gradient unless the input arrived split. So the input split wins when
+    out/s < in*g (layers that shrink the map, never the first layer), and nearly always
+    when its input can arrive split.
     """
     if type(layer) is Conv2d:
         n_in, n_out, s = layer.in_channels, layer.out_channels, layer.stride[0] * layer.stride[1]
@@ -153,7 +184,8 @@ def estimate_volume(layer):
         n_in, n_out, s = layer.in_features, layer.out_features, 1
     g = 1 if layer.needs_input_grad else 0
     out_split, in_split = LAYOUTS[type(layer)]
-    return {out_split: n_out / s + 2 * n_in * g, in_split: 2 * n_out / s + n_in * g}
+    return {out_split: n_out / s + 2 * n_in * g + n_in * split_in,
+            in_split: 2 * n_out / s + n_in * g * (not split_in)}
 
 
 def _splittable(layer):
@@ -165,37 +197,40 @@ def _splittable(layer):
     return True
 
 
+def _links(a, between, b):
+    """Can split layer ``a`` hand its output split to ``b`` through the layers ``between``?
+    Only through per-channel layers, conv to conv or Linear to Linear, or conv to Linear
+    through one global pool (its (N, C) output, Flatten of it included, is the channels)."""
+    pools = 0
+    for m in between:
+        if isinstance(m, GLOBAL_POOLS):
+            pools += 1
+        elif not (isinstance(m, PER_CHANNEL) or (isinstance(m, Flatten) and pools)):
+            return False
+    return (type(a), type(b), pools) in {(Conv2d, Conv2d, 0), (Linear, Linear, 0), (Conv2d, Linear, 1)}
+
+
 def _plan_run(run, split):
     """Plans of the split layers of ``run`` (name, layer), consecutive siblings in a
-    Sequential: only layers next to each other (elementwise activations between them
-    aside) may hand over a split activation."""
-    steps = [(name, m) for name, m in run if not isinstance(m, _Elementwise)]
-    kind = {}  # name -> (input split?, why)
-    for i, (name, m) in enumerate(steps):
-        if name in kind or not _splittable(m):
-            continue
-        nxt = steps[i + 1] if i + 1 < len(steps) else (None, None)
-        if type(nxt[1]) is type(m) and _splittable(nxt[1]) and (type(m) is Linear or split == "auto"):
-            kind[name], kind[nxt[0]] = (False, "pair: output kept split"), (True, "pair: input arrives split")
-        elif split == "auto":
-            out_split, in_split = LAYOUTS[type(m)]
-            volume = estimate_volume(m)
-            kind[name] = (volume[in_split] < volume[out_split], "smaller estimated volume")
-        elif type(m) is Linear:
-            kind[name] = (False, "unpaired linear")
-        else:
-            kind[name] = (split == "channel", f"--channel-split {split}")
-
-    def hands_over(a, b):
-        """Does step ``a`` give step ``b`` its input split? Only between split layers of
-        one type: a conv's channels are not a Linear's features."""
-        return a[0] in kind and type(a[1]) is type(b[1]) and kind.get(b[0], (False,))[0]
-
-    plans, ends = {}, [(None, None)]
-    for prev, (name, m), nxt in zip(ends + steps, steps, steps[1:] + ends):
-        if name in kind:
-            plans[name] = Plan(LAYOUTS[type(m)][kind[name][0]], hands_over(prev, (name, m)),
-                               hands_over((name, m), nxt), kind[name][1], estimate_volume(m))
+    Sequential: only there may a split layer hand over its output split, to the next
+    split layer, through per-channel layers only (``_links``)."""
+    at = [i for i, (_, m) in enumerate(run) if _splittable(m)]
+    plans = {}
+    for prev, i in zip([None] + at, at):
+        name, m = run[i]
+        fed = prev is not None and _links(run[prev][1], [l for _, l in run[prev + 1:i]], m)
+        out_split, in_split = LAYOUTS[type(m)]
+        volume = estimate_volume(m, fed)
+        if split == "auto":  # a tie keeps the activation split
+            take_in, why = volume[in_split] <= volume[out_split], "smaller estimated volume"
+        elif type(m) is Conv2d:
+            take_in, why = split == "channel", f"--channel-split {split}"
+        else:  # a Linear: whatever the flag, take a split input, or leave the output split
+            take_in, why = fed, "input arrives split" if fed else "linear with a whole input"
+        plans[name] = Plan(LAYOUTS[type(m)][take_in], fed and take_in, False, (), why, volume)
+        if fed and take_in:  # the previous split layer leaves its output split
+            plans[run[prev][0]] = plans[run[prev][0]]._replace(
+                split_out=True, chain=tuple(n for n, _ in run[prev + 1:i]))
     return plans
 
 
@@ -266,6 +301,36 @@ def _last(x, lo, hi):
     return array_module(x).ascontiguousarray(x[..., lo:hi])
 
 
+def _cut(value, shard, rank):
+    """This rank's block of a Parameter or buffer, as its own copy (so the whole one is freed)."""
+    if isinstance(value, Parameter):
+        q = Parameter(_cut(value.data, shard, rank))
+        q.requires_grad = value.requires_grad
+        return q
+    return local_block(value, shard, rank).copy()
+
+
+def _take_channel_block(layer, sizes, rank):
+    """Set a per-channel layer on a split activation to its block of channels (``sizes``:
+    the blocks of every rank). A BatchNorm2d keeps its block of weight, bias and running
+    statistics, which are per channel (its statistics are still summed over the data and
+    spatial ranks, which share this block); a Dropout keys its mask on the global channel
+    index. The others need nothing. Returns attribute -> Shard of what was cut."""
+    if isinstance(layer, Dropout):
+        layer.channel_offset = sum(sizes[:rank])
+    if not isinstance(layer, BatchNorm2d):
+        return {}
+    if not min(sizes):  # its statistics kernels need a channel
+        raise ValueError(f"{layer!r} between split layers cannot be cut into {len(sizes)} blocks of "
+                         f"channels; use at most {sum(sizes)} channel ranks")
+    shard = Shard(tuple(sizes), 0)
+    names = [n for n in ("weight", "bias", "running_mean", "running_var") if getattr(layer, n) is not None]
+    for name in names:
+        setattr(layer, name, _cut(getattr(layer, name), shard, rank))
+    layer.num_features = sizes[rank]
+    return dict.fromkeys(names, shard)
+
+
 class _Split:
     """Mixin: a Conv2d or Linear split over the channel ranks as its ``plan`` says.
 
@@ -289,10 +354,7 @@ class _Split:
         if self.bias is not None and not self.weight_axis:  # an input split layer's bias is whole, added once
             self.shards["bias"] = Shard(tuple(sizes), 0)
         for name, shard in self.shards.items():
-            p = getattr(self, name)
-            q = Parameter(array_module(p.data).ascontiguousarray(local_block(p.data, shard, c)))
-            q.requires_grad = p.requires_grad
-            setattr(self, name, q)  # its own copy, so the full array is freed
+            setattr(self, name, _cut(getattr(self, name), shard, c))
 
     def _collective(self, op, x, *sizes):
         t0 = time.perf_counter()
@@ -378,12 +440,14 @@ CLASSES = {"filter": FilterParallelConv2d, "channel": ChannelParallelConv2d,
 
 def shard_model(model, channel, split="auto"):
     """Replace, in place, every Conv2d and Linear of ``model`` by its split copy, as
-    ``plan_model(model, split)`` says; each keeps its Plan as ``layer.plan``.
+    ``plan_model(model, split)`` says; each keeps its Plan as ``layer.plan``. The
+    per-channel layers of a plan's ``chain`` take their block of channels.
 
     Call on the full, identically initialised (or loaded) model on every rank; the
-    parameter names stay those of the global model. Returns name -> ``Shard`` (block
-    sizes and axis) for every sharded parameter, for checkpoints (``gather_full``,
-    ``local_block``); parameters not named are whole on every rank.
+    parameter and buffer names stay those of the global model. Returns name -> ``Shard``
+    (block sizes and axis) for every sharded parameter and buffer (BatchNorm running
+    statistics), for checkpoints (``gather_full``, ``local_block``); those not named are
+    whole on every rank.
     """
     plans = plan_model(model, split)
     shards = {}
@@ -400,6 +464,9 @@ def shard_model(model, channel, split="auto"):
             new._take_shard(channel, plan)
             setattr(module, name, new)
             shards.update({f"{full}.{p}": s for p, s in new.shards.items()})
+            for link in plan.chain:  # siblings of this layer in its Sequential
+                cut = _take_channel_block(getattr(module, link[len(prefix):]), new.out_sizes, channel.rank)
+                shards.update({f"{link}.{p}": s for p, s in cut.items()})
 
     walk(model, "")
     return shards
