@@ -29,6 +29,15 @@ def test_exception_on_one_rank_aborts_the_job():
     assert "injecting fault 'raise' on rank 1 at step 3" in proc.stderr
 
 
+@pytest.mark.parametrize("kind", ["raise", "kill"])
+def test_failing_parameter_server_ends_the_job(kind):
+    """Rank 1 is the server of ps=1 on 2 ranks: its failure must end the worker too."""
+    proc, seconds = timed_run(*TRAIN, "--steps", "50", "--parallel", "ps=1", "--staleness", "2",
+                              fault=f"{kind}@rank1:step3")
+    assert proc.returncode != 0 and seconds < 30
+    assert f"injecting fault '{kind}' on rank 1 at step 3" in proc.stderr
+
+
 def test_killed_rank_ends_the_job():
     proc, seconds = timed_run(*TRAIN, "--steps", "50", fault="kill@rank1:step3")
     assert proc.returncode != 0 and seconds < 30

@@ -44,6 +44,7 @@ optimizer state, workers the parameters and buffers.
 import argparse
 import gc
 import signal
+import sys
 import time
 
 import numpy as np
@@ -51,6 +52,7 @@ from mpi4py import MPI
 
 from .. import backend, data
 from ..errors import UserError
+from ..faults import FaultPlan
 from ..io.metrics import MetricsLog
 from ..nn.module import SERIAL
 from ..nn.schedule import make_schedule
@@ -367,6 +369,7 @@ class ParameterServer(Trainer):
         self.outgoing = []  # (packet, its Isend requests) of versions sent
         self.failure = None
         self.skipped = 0
+        self.faults = FaultPlan(link.Get_rank())  # raise and kill: a server can fail too
 
     def print0(self, *text):
         pass  # rank 0, a worker, reports
@@ -456,6 +459,9 @@ class ParameterServer(Trainer):
         schedule = make_schedule(a.schedule, a.lr, self.total_steps, a.warmup, a.step_size, a.gamma)
         version, signum, halt = self.start_step, 0, False
         while version < self.total_steps and not halt:
+            for kind in self.faults.fire(version):  # raise and kill act inside fire()
+                print(f"mpicnn: fault '{kind}' acts on workers only; ignored on server rank "
+                      f"{self.link.Get_rank()}", file=sys.stderr, flush=True)
             figures = self._receive(version)
             lr = schedule(version)
             if not figures[2]:
