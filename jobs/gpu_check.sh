@@ -13,6 +13,8 @@
 #                  test_emulator*.py, or the whole suite with --full); MPICNN_REQUIRE_GPU=1 makes every
 #                  GPU-parametrised test run instead of skipping, so a missing GPU fails
 #   tests.xml      the same as JUnit XML
+#   layouts.txt    the MPI layout tests (data, spatial, channel, pipeline, ps, balance) on 2
+#                  ranks sharing the GPU, each against its 1-rank run
 #   kernels.json   the benchmark figures (python -m mpicnn.bench.kernels): achieved GB/s of
 #                  the memory-bound kernels against a device-to-device copy, conv TFLOP/s
 #                  against cuDNN; bench.txt is its printed table
@@ -61,6 +63,16 @@ fi
 status=0
 echo "gpu_check: pytest ${tests[*]}"
 MPICNN_REQUIRE_GPU=1 "$PY" -m pytest -q -rs --junitxml="$OUT/tests.xml" "${tests[@]}" 2>&1 | tee "$OUT/tests.txt"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
+
+# Every parallel layout on the GPU (--backend auto picks cupy): 2 ranks sharing the GPU,
+# each layout against its 1-rank run, as on the CPU.
+layouts=(tests/test_data_parallel.py tests/test_spatial.py tests/test_channel.py tests/test_pipeline.py
+         tests/test_ps.py tests/test_micro_batches_and_balance.py)
+echo "gpu_check: mpiexec -n 2 pytest --with-mpi ${layouts[*]}"
+MPIEXEC="$("$PY" -c 'from mpicnn.parallel.launcher import mpiexec; print(mpiexec())')"
+"$MPIEXEC" -n 2 "$PY" -m pytest -q -rs --with-mpi -m mpi -p no:cacheprovider "${layouts[@]}" \
+    2>&1 | tee "$OUT/layouts.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 
 echo "gpu_check: python -m mpicnn.bench.kernels"
