@@ -138,6 +138,15 @@ def test_data2_pipeline2_equals_serial():
     assert agreed_max(on_ranks(4, compare(LENET + ["--micro-batches", "4"], "data=2,pipeline=2"))) < 1e-9
 
 
+@pytest.mark.mpi(min_size=4)
+def test_dynamic_balance_across_pipelines_equals_serial(monkeypatch):
+    """A slow stage (rank 1: data index 0, stage 1) makes its whole pipeline slow: the
+    balancer moves samples to the other pipeline, and the result is still the 1-rank run."""
+    monkeypatch.setenv("MPICNN_SLOW_RANK", "1:3.0")
+    argv = LENET + ["--micro-batches", "2", "--balance", "dynamic", "--balance-every", "1"]
+    assert agreed_max(on_ranks(4, compare(argv, "data=2,pipeline=2"))) < 1e-9
+
+
 @mpi
 @pytest.mark.parametrize("micro", [1, 3])  # fewer and more micro-batches than stages
 def test_batchnorm_model_equals_serial_with_the_same_micro_batches(micro):
