@@ -10,8 +10,7 @@
 Without ``rankR`` the fault fires on every rank. Each fault fires once, before the
 forward pass of step S (0-based global step), and prints a line saying so. A
 parameter server (``--parallel ps=K``) fires its faults before it takes the gradients of
-step S; only ``raise`` and ``kill`` act there (loss and stop decisions come from the
-workers).
+step S; ``raise``, ``kill`` and ``term`` act there (the loss is the workers').
 """
 import os
 import re

@@ -188,12 +188,13 @@ def test_checkpoints_move_between_ps_and_one_rank(servers, tmp_path_factory):
 
 
 @mpi
-def test_stop_ends_every_rank_after_the_same_step(tmp_path_factory, monkeypatch):
-    """A stop requested on worker 0 before step 2 ends the run after step 3 on every rank
-    (the servers decide it from step 2's pushes), with a checkpoint of step 3, although
-    the other workers may have computed further ahead."""
+@pytest.mark.parametrize("where", ["worker", "server"])
+def test_stop_ends_every_rank_after_the_same_step(where, tmp_path_factory, monkeypatch):
+    """A stop requested on worker 0 before step 2 (or on the server before it takes step
+    2's gradients) ends the run after step 3 on every rank, with a checkpoint of step 3,
+    although the other workers may have computed further ahead."""
     n = group_size(1)
-    monkeypatch.setenv("MPICNN_INJECT_FAULT", "term@rank0:step2")
+    monkeypatch.setenv("MPICNN_INJECT_FAULT", f"term@rank{0 if where == 'worker' else n - 1}:step2")
 
     def run(comm):
         root = shared_dir(comm, tmp_path_factory)

@@ -25,8 +25,9 @@ Messages. One message per (worker, server, step) each way, nonblocking point-to-
 on a duplicate of the job's communicator: a float64 header and the tensors, packed in
 one byte buffer whose size comes from the plan (``Packet``). Pushes carry the worker's
 loss sum, correct count, non-finite flag and stop-signal counts (there is no per-step
-collective); every server sums them the same way, so all servers take the same
-decisions and put them in the header of the parameters they send back: a stop ends
+collective among the workers); every server sums them the same way, adds the stop
+signals the servers themselves received (one small Allreduce among the servers), so all
+servers take the same decisions and put them in the header of the parameters they send back: a stop ends
 the run after that step (the servers checkpoint it), a non-finite step is skipped
 (``--skip-nonfinite``) or ends the run with the error on every rank. Receives are
 posted s + 1 steps ahead on both sides, so no message waits for its receive (memory:
@@ -344,9 +345,9 @@ class ParameterServer(Trainer):
     def __init__(self, args, link, comm, spec, stop):
         # The model half of Trainer.__init__ (build, resume, --init-from, --freeze): a
         # server reads no batches and computes no layers.
-        # Stop signals count as the workers report them in their pushes, so that every
-        # server stops at the same step: ``stop`` is not consulted here.
-        self.args, self.link, self.comm, self.spec = args, link, comm, spec
+        # Stop signals: the workers' (from their pushes) plus the servers' own, summed over
+        # the servers each step, so every server stops at the same step.
+        self.args, self.link, self.comm, self.spec, self.stop = args, link, comm, spec, stop
         self.rank = comm.Get_rank()  # among the servers: the first writes checkpoints
         self.dtype = np.dtype(args.dtype)
         self.context = SERIAL
@@ -459,10 +460,16 @@ class ParameterServer(Trainer):
         schedule = make_schedule(a.schedule, a.lr, self.total_steps, a.warmup, a.step_size, a.gamma)
         version, signum, halt = self.start_step, 0, False
         while version < self.total_steps and not halt:
-            for kind in self.faults.fire(version):  # raise and kill act inside fire()
-                print(f"mpicnn: fault '{kind}' acts on workers only; ignored on server rank "
+            kinds = self.faults.fire(version)  # raise and kill act inside fire()
+            if "term" in kinds:
+                self.stop.request()
+            if "nan" in kinds:
+                print(f"mpicnn: fault 'nan' acts on workers only; ignored on server rank "
                       f"{self.link.Get_rank()}", file=sys.stderr, flush=True)
             figures = self._receive(version)
+            mine = np.array([self.stop.signal == sig for sig in STOP_SIGNALS], dtype=np.float64)
+            self.comm.Allreduce(MPI.IN_PLACE, mine, op=MPI.SUM)  # a signal to one server stops all
+            figures[3:] += mine
             lr = schedule(version)
             if not figures[2]:
                 self.optimizer.lr = lr
