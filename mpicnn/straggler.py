@@ -29,8 +29,11 @@ def parse_slow_rank(text):
 
 
 class Straggler:
-    def __init__(self, rank, text=None):
+    def __init__(self, rank, size=None, text=None):
         parsed = parse_slow_rank(os.environ.get(ENV) if text is None else text)
+        if parsed and size is not None and parsed[0] >= size:
+            raise UserError(f"{ENV}={parsed[0]}:{parsed[1]:g} names rank {parsed[0]}, but the job has {size} "
+                            f"rank(s); use a rank below {size}")
         self.factor = parsed[1] if parsed and parsed[0] == rank else 1.0
         if self.factor > 1.0:
             print(f"mpicnn: rank {rank} is a straggler: its compute takes {self.factor:g}x as long "

@@ -55,13 +55,15 @@ class Trainer:
         with agree(comm):
             self.spec = parse_parallel(args.parallel, comm.Get_size())
             self.faults = FaultPlan(self.rank)
-            self.straggler = Straggler(self.rank)
+            self.straggler = Straggler(self.rank, comm.Get_size())
         self.grid = ProcessGrid(comm, self.spec)
         # Ranks holding each sample's loss: the spatial and channel blocks of one sample
         # (pipeline stages other than the last report none).
         self.loss_copies = comm.Get_size() // (self.spec.data * self.spec.pipeline)
         self.balancer = None
-        if args.balance == "dynamic":
+        if args.balance == "dynamic" and self.spec.data == 1:
+            self.print0("mpicnn: --balance dynamic has a single data rank to feed: nothing to balance")
+        elif args.balance == "dynamic":
             self.balancer = Balancer(comm, self.grid.data_rank, self.spec.data, args.balance_every)
         self.context = make_context(self.grid, args.sync_bn)
         node = comm.Split_type(MPI.COMM_TYPE_SHARED)
@@ -89,7 +91,8 @@ class Trainer:
             n, b, d, m = self.train_set.num_samples, args.batch_size, self.spec.data, args.micro_batches
             if b < d * m:
                 per = f" times {m} micro-batches" if m > 1 else ""
-                raise UserError(f"--batch-size {b} is smaller than the {d} data-parallel ranks{per}; "
+                ranks = f"{d} data-parallel ranks" if d > 1 else "1 data-parallel rank"
+                raise UserError(f"--batch-size {b} is smaller than the {ranks}{per}; "
                                 f"use a batch of at least {d * m}")
             if b > n:
                 raise UserError(f"--batch-size {b} is larger than the {n} training samples of {args.dataset}")
@@ -155,6 +158,9 @@ class Trainer:
             self.optimizer.load_state_dict(self._local_optimizer_state(ckpt.optimizer))
             self.start_step = ckpt.step
             self.print0(f"mpicnn: resumed from {path} at step {ckpt.step}")
+            if ckpt.step >= self.total_steps:
+                self.print0(f"mpicnn: the run ends at step {self.total_steps} (--steps/--epochs): nothing left "
+                            f"to train; raise --steps or --epochs to continue")
 
     def _shard(self):
         """Under channel=C, cut the full (initialised or loaded) model into this rank's
@@ -194,7 +200,14 @@ class Trainer:
         try:
             self.model.load_state_dict(state)
         except (KeyError, ValueError) as e:
-            raise UserError(f"checkpoint {ckpt.path!r} does not match --model {self.args.model} ({e}); "
+            saved = {k: v for k, v in ckpt.config.items() if k in ("model", "width", "dataset")}
+            ours = {k: getattr(self.args, k) for k in saved}
+            if saved != ours:  # the usual cause: a resume without the first run's options
+                what = " ".join(f"--{k} {v}" for k, v in saved.items() if v is not None)
+                raise UserError(f"checkpoint {ckpt.path!r} was written with {what}; resume with the same "
+                                f"options (or --init-from to start a new run from its weights)")
+            detail = str(e) if len(str(e)) < 300 else str(e)[:300] + " ..."
+            raise UserError(f"checkpoint {ckpt.path!r} does not match --model {self.args.model} ({detail}); "
                             "use --init-from to start a new run from different weights")
 
     def _init_from(self, ckpt):
@@ -431,7 +444,7 @@ class Trainer:
             ips = timed["images"] / timed["seconds"] if timed["seconds"] else B / elapsed
             global_loss, batch_acc = stats[0] / B, stats[1] / B
             progress.update(1)
-            if done % args.log_every == 0 or done == self.total_steps:
+            if not stats[2] and (done % args.log_every == 0 or done == self.total_steps):
                 progress.set_postfix(loss=f"{global_loss:.4f}", acc=f"{batch_acc:.3f}", img_s=f"{ips:.0f}")
                 metrics.write(step=done, epoch=epoch, loss=global_loss, accuracy=batch_acc, lr=lr,
                               images_per_sec=ips)

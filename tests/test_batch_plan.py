@@ -50,6 +50,8 @@ def test_slow_rank_switch():
     for bad in ("1", "x:2", "1:0.5", "-1:2", "1:two"):
         with pytest.raises(UserError, match="RANK:FACTOR"):
             parse_slow_rank(bad)
-    assert Straggler(0, "1:3").factor == 1.0
-    assert Straggler(1, "1:3").factor == 3.0
-    assert Straggler(1, "1:3").after(0.01) == pytest.approx(0.02)
+    assert Straggler(0, 2, text="1:3").factor == 1.0
+    assert Straggler(1, 2, text="1:3").factor == 3.0
+    assert Straggler(1, 2, text="1:3").after(0.01) == pytest.approx(0.02)
+    with pytest.raises(UserError, match="names rank 5, but the job has 2"):
+        Straggler(0, 2, text="5:2")

@@ -89,6 +89,16 @@ def test_resume_is_bitwise_exact(tmp_path, optimizer):
         np.testing.assert_array_equal(params_of(resumed)[name], value, err_msg=name)
 
 
+def test_resume_with_other_options_names_the_ones_to_repeat(tmp_path):
+    run_serial("--model", "convnet", "--width", "4", "--dataset", "shapes:16:64", "--steps", "1",
+               "--checkpoint-dir", str(tmp_path))
+    with pytest.raises(UserError) as e:
+        run_serial("--steps", "2", "--checkpoint-dir", str(tmp_path), "--resume")
+    message = str(e.value)
+    assert "--model convnet" in message and "--width 4" in message and "--dataset shapes:16:64" in message
+    assert "resume with the same options" in message and len(message) < 400
+
+
 def test_init_from_and_freeze(tmp_path):
     pre = run_serial("--model", "convnet", "--dataset", "shapes:32", "--steps", "2", "--width", "4",
                      "--save", str(tmp_path / "pre.h5"))
