@@ -72,6 +72,7 @@ class Trainer:
         self._open_data()
         self._build_model()
         self.start_step = 0
+        self._order, self._order_epoch = None, None  # the sample order of the current epoch
         self.new_parameters = []
         self.shards = {}  # parameter/buffer name -> Shard(sizes, axis) of its channel split, when channel > 1
         self._restore()
@@ -332,6 +333,18 @@ class Trainer:
         return batch_plan.pieces(self.args.batch_size, self.args.micro_batches, self.spec.data,
                                  self.grid.data_rank, shares)
 
+    def next_batch(self, step):
+        """(images, labels, pieces) of this rank for global step ``step``: its pieces of
+        the step's batch in the epoch's global sample order, images on the backend."""
+        epoch, k = divmod(step, self.steps_per_epoch)
+        if self._order_epoch != epoch:
+            self._order = data.epoch_order(self.train_set.num_samples, self.args.seed, epoch)
+            self._order_epoch = epoch
+        pieces = self.pieces()
+        batch = data.batch_indices(self._order, k, self.args.batch_size)
+        x, y = self.read_batch(self.train_set, np.concatenate([batch[lo:hi] for lo, hi in pieces]))
+        return backend.asarray(x), y, pieces
+
     def compute(self, step, x, y, pieces):
         """Forward and backward of this rank's piece of every micro-batch; parameter
         gradients accumulate, and only the last micro-batch launches their reduction.
@@ -394,11 +407,10 @@ class Trainer:
 
     def fit(self):
         args = self.args
-        B, N = args.batch_size, self.train_set.num_samples
+        B = args.batch_size
         schedule = make_schedule(args.schedule, args.lr, self.total_steps, args.warmup, args.step_size, args.gamma)
         metrics = MetricsLog(args.metrics if self.rank == 0 else None, append=self.start_step > 0)
         progress = self._progress()
-        order, order_epoch = None, -1
         self.warmup_steps = warmup = min(5, max((self.total_steps - self.start_step) // 4, 0))
         timed = {"images": 0, "seconds": 0.0, "data": 0.0, "comm": 0.0}
         test_acc = test_loss = evaluated_at = stopped = None
@@ -411,13 +423,8 @@ class Trainer:
         gc.freeze()
         for step in range(self.start_step, self.total_steps):
             t0 = time.perf_counter()
-            epoch, k = divmod(step, self.steps_per_epoch)
-            if epoch != order_epoch:
-                order, order_epoch = data.epoch_order(N, args.seed, epoch), epoch
-            pieces = self.pieces()
-            batch = data.batch_indices(order, k, B)
-            x, y = self.read_batch(self.train_set, np.concatenate([batch[lo:hi] for lo, hi in pieces]))
-            x = backend.asarray(x)
+            epoch = step // self.steps_per_epoch
+            x, y, pieces = self.next_batch(step)
             t_data = time.perf_counter() - t0
             comm0 = self.buckets.comm_seconds
             stats, t_stats, t_compute = self.train_step(step, x, y, pieces)

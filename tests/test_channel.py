@@ -9,6 +9,7 @@ from mpi4py import MPI
 from mpicnn import models, nn, train
 from mpicnn.io.checkpoint import latest_checkpoint, load_checkpoint
 from mpicnn.parallel.channel import estimate_volume, local_block, plan_model, shard_model
+from contract import agreed_max, max_rel_diff, on_ranks
 
 WORLD = MPI.COMM_WORLD
 BASE = ["--dtype", "float64", "--no-progress", "--eval-batch-size", "1000",
@@ -65,23 +66,6 @@ def layouts(plans):
 
 def model_layouts(model):
     return layouts(m.plan for m in model.modules() if hasattr(m, "plan"))
-
-
-def max_rel_diff(a, b):
-    return max(float(np.max(np.abs(a[n] - b[n])) / max(np.max(np.abs(b[n])), 1e-300)) for n in b)
-
-
-def agreed_max(value):
-    """Every rank asserts on the same number, so a failure cannot strand a rank in a collective."""
-    return WORLD.allreduce(value, op=MPI.MAX)
-
-
-def on_ranks(n, fn):
-    """Run ``fn(comm)`` on groups of ``n`` ranks (the rest idle); the group's figure, or 0."""
-    comm = WORLD.Split(WORLD.Get_rank() // n)
-    value = fn(comm) if comm.Get_size() == n else 0.0
-    comm.Free()
-    return value
 
 
 _serial = {}

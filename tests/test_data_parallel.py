@@ -5,6 +5,7 @@ import pytest
 from mpi4py import MPI
 
 from mpicnn import train
+from contract import agreed_max, max_rel_diff
 
 pytestmark = pytest.mark.mpi(min_size=2)
 WORLD = MPI.COMM_WORLD
@@ -13,15 +14,6 @@ BASE = ["--dtype", "float64", "--no-progress", "--eval-batch-size", "1000"]
 
 def params_of(result):
     return {n: p.data.copy() for n, p in result.model.named_parameters()}
-
-
-def max_rel_diff(a, b):
-    return max(float(np.max(np.abs(a[n] - b[n])) / max(np.max(np.abs(b[n])), 1e-300)) for n in b)
-
-
-def agreed_max(value):
-    """Every rank asserts on the same number, so a failure cannot strand a rank in a collective."""
-    return WORLD.allreduce(value, op=MPI.MAX)
 
 
 def compare(argv, comm):

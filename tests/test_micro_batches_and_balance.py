@@ -1,25 +1,16 @@
 """Correctness contract for gradient accumulation (--micro-batches) and dynamic load
 balancing (--balance dynamic): any cut of the global batch gives the 1-rank parameters
 (float64, relative 1e-9). Run under mpiexec -n 2 and -n 4."""
-import numpy as np
 import pytest
 from mpi4py import MPI
 
 from mpicnn import train
+from contract import agreed_max, max_rel_diff
 
 pytestmark = pytest.mark.mpi(min_size=2)
 WORLD = MPI.COMM_WORLD
 BASE = ["--dtype", "float64", "--no-progress", "--eval-batch-size", "1000"]
 LENET = ["--model", "lenet5", "--steps", "4"]
-
-
-def max_rel_diff(a, b):
-    return max(float(np.max(np.abs(a[n] - b[n])) / max(np.max(np.abs(b[n])), 1e-300)) for n in b)
-
-
-def agreed_max(value):
-    """Every rank asserts on the same number, so a failure cannot strand a rank in a collective."""
-    return WORLD.allreduce(value, op=MPI.MAX)
 
 
 def compare(serial_argv, parallel_argv):

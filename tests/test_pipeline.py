@@ -14,6 +14,7 @@ from mpicnn.errors import UserError
 from mpicnn.parallel.pipeline import schedule
 from mpicnn.parallel.stage_balance import partition
 from mpicnn.straggler import Straggler
+from contract import agreed_max, max_rel_diff, on_ranks
 
 mpi = pytest.mark.mpi(min_size=2)
 WORLD = MPI.COMM_WORLD
@@ -21,23 +22,6 @@ BASE = ["--dtype", "float64", "--no-progress", "--eval-batch-size", "1000", "--s
 LENET = BASE + ["--model", "lenet5"]
 CONVNET = BASE + ["--model", "convnet", "--width", "4", "--dataset", "shapes:32"]
 RESNET = BASE + ["--model", "resnet8", "--width", "4", "--dataset", "shapes:32"]
-
-
-def max_rel_diff(a, b):
-    return max(float(np.max(np.abs(a[n] - b[n])) / max(np.max(np.abs(b[n])), 1e-300)) for n in b)
-
-
-def agreed_max(value):
-    """Every rank asserts on the same number, so a failure cannot strand a rank in a collective."""
-    return WORLD.allreduce(value, op=MPI.MAX)
-
-
-def on_ranks(n, fn):
-    """Run ``fn(comm)`` on groups of ``n`` ranks (the rest idle); the group's figure, or 0."""
-    comm = WORLD.Split(WORLD.Get_rank() // n)
-    value = fn(comm) if comm.Get_size() == n else 0.0
-    comm.Free()
-    return value
 
 
 def compare(argv, spec):

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import time
-import traceback
 
 import numpy as np
 import pytest
@@ -23,36 +22,13 @@ from mpicnn.errors import UserError
 from mpicnn.io.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint
 from mpicnn.parallel.launcher import mpi_command
 from mpicnn.parallel.ps import assign_tensors
+from contract import agreed_max, max_rel_diff, on_ranks
 
 WORLD = MPI.COMM_WORLD
 mpi = pytest.mark.mpi(min_size=2)
 BASE = ["--dtype", "float64", "--no-progress", "--eval-batch-size", "1000", "--model", "lenet5",
         "--steps", "4", "--batch-size", "12"]
 SGD = ["--optimizer", "sgd", "--momentum", "0.9"]
-
-
-def max_rel_diff(a, b):
-    return max(float(np.max(np.abs(a[n] - b[n])) / max(np.max(np.abs(b[n])), 1e-300)) for n in b)
-
-
-def agreed_max(value):
-    """Every rank asserts on the same number, so a failure cannot strand a rank in a
-    collective. NaN counts as infinite (max() would drop it)."""
-    return WORLD.allreduce(float("inf") if np.isnan(value) else value, op=MPI.MAX)
-
-
-def on_ranks(n, fn):
-    """Run ``fn(comm)`` on groups of ``n`` ranks (the rest idle); the group's figure, or 0.
-    An exception counts as an infinite figure, so that this rank still meets the others in
-    ``agreed_max`` (one raised inside a collective of the group still hangs it)."""
-    comm = WORLD.Split(WORLD.Get_rank() // n)
-    try:
-        value = fn(comm) if comm.Get_size() == n else 0.0
-    except Exception:
-        traceback.print_exc()
-        value = float("inf")
-    comm.Free()
-    return value
 
 
 def group_size(servers):

@@ -11,14 +11,11 @@ from mpicnn.parallel.blocks import block_range
 from mpicnn.parallel.grid import ProcessGrid
 from mpicnn.parallel.spatial import SpatialContext
 from mpicnn.parallel.spec import ParallelSpec
+from contract import agreed_max, max_rel_diff
 
 pytestmark = pytest.mark.mpi(min_size=2)
 WORLD = MPI.COMM_WORLD
 BASE = ["--dtype", "float64", "--no-progress", "--eval-batch-size", "1000"]
-
-
-def agreed_max(value):
-    return WORLD.allreduce(value, op=MPI.MAX)
 
 
 def grids(size):
@@ -139,10 +136,6 @@ def test_thin_blocks_read_halos_from_far_owners(overlap):
 
 def params_of(result):
     return {n: p.data.copy() for n, p in result.model.named_parameters()}
-
-
-def max_rel_diff(a, b):
-    return max(float(np.max(np.abs(a[n] - b[n])) / max(np.max(np.abs(b[n])), 1e-300)) for n in b)
 
 
 CONVNET = ["--model", "convnet", "--dataset", "shapes:60", "--steps", "4", "--batch-size", "8",

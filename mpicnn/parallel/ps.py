@@ -268,12 +268,11 @@ class Worker(Trainer):
 
     def fit(self):
         args = self.args
-        B, N, s = args.batch_size, self.train_set.num_samples, args.staleness
+        B, s = args.batch_size, args.staleness
         self.metrics = MetricsLog(args.metrics if self.rank == 0 else None, append=self.start_step > 0)
         self.progress = self._progress()
         warmup = min(5, max((self.total_steps - self.start_step) // 4, 0))
         self.timed = timed = {"images": 0, "seconds": 0.0, "data": 0.0, "comm": 0.0}
-        order, order_epoch = None, -1
         test_acc = test_loss = evaluated_at = None
         self.model.train()
         gc.collect()
@@ -285,13 +284,8 @@ class Worker(Trainer):
                 break  # a stop or an error
             t_wait = time.perf_counter() - t0
             self.staleness_sum += step - self.version
-            epoch, k = divmod(step, self.steps_per_epoch)
-            if epoch != order_epoch:
-                order, order_epoch = data.epoch_order(N, args.seed, epoch), epoch
-            pieces = self.pieces()
-            batch = data.batch_indices(order, k, B)
-            x, y = self.read_batch(self.train_set, np.concatenate([batch[lo:hi] for lo, hi in pieces]))
-            x = backend.asarray(x)
+            epoch = step // self.steps_per_epoch
+            x, y, pieces = self.next_batch(step)
             t_data = time.perf_counter() - t0 - t_wait
             _, t_push, _ = self.train_step(step, x, y, pieces)  # global figures come with a later version
             self.model.zero_grad()
