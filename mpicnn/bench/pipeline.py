@@ -10,7 +10,7 @@ import json
 import sys
 
 from ..parallel.launcher import mpi_env
-from .scaling import run_trainer
+from .scaling import interleaved, run_trainer
 
 
 def bench_pipeline(micro_batches=(1, 2, 4, 8), stages=2, schedules=("gpipe", "1f1b"), model="lenet5",
@@ -18,24 +18,19 @@ def bench_pipeline(micro_batches=(1, 2, 4, 8), stages=2, schedules=("gpipe", "1f
     args = ["--model", model, "--dataset", dataset, "--batch-size", str(batch_size), "--steps", str(steps),
             "--eval-every", str(10 ** 9)]
     variants = [(1, None, None)] + [(stages, m, kind) for m in micro_batches for kind in schedules]
-    runs = {v: [] for v in variants}
     env = mpi_env()
-    for _ in range(repeats):
-        for v in variants:
-            ranks, m, kind = v
-            extra = [] if m is None else ["--parallel", f"pipeline={ranks}", "--micro-batches", str(m),
-                                          "--pipeline-schedule", kind]
-            runs[v].append(run_trainer(ranks, args + extra, env))
-    rows = []
-    for v in variants:
+
+    def launch(v):
         ranks, m, kind = v
-        ordered = sorted(runs[v], key=lambda r: r["images_per_sec"])
-        mid = ordered[len(ordered) // 2]
+        extra = [] if m is None else ["--parallel", f"pipeline={ranks}", "--micro-batches", str(m),
+                                      "--pipeline-schedule", kind]
+        return run_trainer(ranks, args + extra, env)
+    rows = []
+    for (ranks, m, kind), (mid, all_runs) in interleaved(variants, repeats, launch).items():
         pipe = mid.get("pipeline", {})
         rows.append({"ranks": ranks, "micro_batches": m or 1, "schedule": kind or "-",
                      "images_per_sec": mid["images_per_sec"], "bubble": pipe.get("bubble_mean"),
-                     "bubble_ideal": pipe.get("bubble_ideal"),
-                     "all_runs": [round(r["images_per_sec"]) for r in runs[v]],
+                     "bubble_ideal": pipe.get("bubble_ideal"), "all_runs": all_runs,
                      "busy_ms_per_step": pipe.get("busy_ms_per_step", []), "layers": pipe.get("layers", [])})
     base = rows[0]["images_per_sec"]
     for row in rows:

@@ -11,7 +11,7 @@ import json
 import sys
 
 from ..parallel.launcher import mpi_env
-from .scaling import run_trainer
+from .scaling import interleaved, run_trainer
 
 
 def bench_ps(staleness=(0, 2, 8), straggler=(None, "1:2.0"), model="lenet5", dataset="mnist5k", batch_size=64,
@@ -23,17 +23,16 @@ def bench_ps(staleness=(0, 2, 8), straggler=(None, "1:2.0"), model="lenet5", dat
     length = ["--steps", str(steps)] if steps else ["--epochs", str(epochs)]
     args = ["--parallel", "ps=1", "--model", model, "--dataset", dataset, "--batch-size", str(batch_size),
             *length, "--eval-every", str(10 ** 9)]
-    finals = {(slow, s): [] for slow in straggler for s in staleness}
-    for _ in range(repeats):
-        for slow, s in finals:
-            env = mpi_env(MPICNN_SLOW_RANK=slow or "")
-            finals[slow, s].append(run_trainer(3, args + ["--staleness", str(s)], env))
+
+    def launch(setting):
+        slow, s = setting
+        return run_trainer(3, args + ["--staleness", str(s)], mpi_env(MPICNN_SLOW_RANK=slow or ""))
     rows = []
-    for (slow, s), runs in finals.items():
-        mid = sorted(runs, key=lambda r: r["images_per_sec"])[len(runs) // 2]
+    settings = [(slow, s) for slow in straggler for s in staleness]
+    for (slow, s), (mid, all_runs) in interleaved(settings, repeats, launch).items():
         rows.append({"straggler": slow or "none", "staleness": s, "images_per_sec": mid["images_per_sec"],
                      "test_accuracy": mid["test_accuracy"], "weights_age": mid["mean_staleness"],
-                     "all_runs": [round(r["images_per_sec"]) for r in runs]})
+                     "all_runs": all_runs})
     return rows
 
 

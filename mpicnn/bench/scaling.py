@@ -20,23 +20,30 @@ def run_trainer(n, args, env):
         return [json.loads(line) for line in open(metrics)][-1]
 
 
+def interleaved(variants, repeats, launch):
+    """Run ``launch(variant)`` ``repeats`` times per variant, interleaved (a, b, a, b, ...)
+    so machine noise hits every variant alike. Returns variant -> (the median run's final
+    record, by images/s, with its other figures; every run's images/s)."""
+    runs = {v: [] for v in variants}
+    for _ in range(repeats):
+        for v in variants:
+            runs[v].append(launch(v))
+    out = {}
+    for v, records in runs.items():
+        ordered = sorted(records, key=lambda r: r["images_per_sec"])
+        out[v] = ordered[len(ordered) // 2], [round(r["images_per_sec"]) for r in records]
+    return out
+
+
 def bench_scaling(ranks=(1, 2), model="lenet5", dataset="mnist5k", batch_size=128, steps=60, repeats=3,
                   extra=()):
-    """Images/s per rank count, runs interleaved (1, 2, 1, 2, ...) so machine noise hits all
-    alike; medians, and the speedup of the medians."""
+    """Images/s per rank count (medians of interleaved runs) and the speedup of the medians."""
     args = ["--model", model, "--dataset", dataset, "--batch-size", str(batch_size), "--steps", str(steps),
             "--eval-every", str(10 ** 9), *extra]
     env = mpi_env()
-    finals = {n: [] for n in ranks}
-    for _ in range(repeats):
-        for n in ranks:
-            finals[n].append(run_trainer(n, args, env))
     rows = []
-    for n in ranks:
-        runs = sorted(finals[n], key=lambda r: r["images_per_sec"])
-        mid = runs[len(runs) // 2]
-        rows.append({"ranks": n, "images_per_sec": mid["images_per_sec"],
-                     "all_runs": [round(r["images_per_sec"]) for r in finals[n]],
+    for n, (mid, all_runs) in interleaved(ranks, repeats, lambda n: run_trainer(n, args, env)).items():
+        rows.append({"ranks": n, "images_per_sec": mid["images_per_sec"], "all_runs": all_runs,
                      "comm_seconds": mid["comm_seconds"], "compute_seconds": mid["compute_seconds"]})
     base = rows[0]["images_per_sec"]
     for row in rows:

@@ -13,13 +13,7 @@ import json
 import sys
 
 from ..parallel.launcher import mpi_env
-from .scaling import run_trainer
-
-
-def _median_run(runs):
-    """The run whose throughput is the median (its other figures come along)."""
-    ordered = sorted(runs, key=lambda r: r["images_per_sec"])
-    return ordered[len(ordered) // 2]
+from .scaling import interleaved, run_trainer
 
 
 def bench_spatial(sizes=(256, 512), grids=("2x1",), batch_size=16, steps=8, repeats=1, model="convnet",
@@ -34,17 +28,17 @@ def bench_spatial(sizes=(256, 512), grids=("2x1",), batch_size=16, steps=8, repe
                 "--no-progress", "--eval-every", str(10 ** 9), "--eval-batch-size", str(batch_size), *extra]
         layouts = [("1x1", 1, None)] + [(g, int(g.split("x")[0]) * int(g.split("x")[1]), o)
                                          for g in grids for o in ("1", "0")]
-        runs = {key: [] for key in layouts}
-        for _ in range(repeats):
-            for key in layouts:
-                grid, n, overlap = key
-                run_env = dict(env, MPICNN_HALO_OVERLAP=overlap or "1")
-                extra_argv = [] if grid == "1x1" else ["--parallel", f"spatial={grid}"]
-                runs[key].append(run_trainer(n, argv + extra_argv, run_env))
-        base = _median_run(runs[layouts[0]])
+
+        def launch(key):
+            grid, n, overlap = key
+            run_env = dict(env, MPICNN_HALO_OVERLAP=overlap or "1")
+            extra_argv = [] if grid == "1x1" else ["--parallel", f"spatial={grid}"]
+            return run_trainer(n, argv + extra_argv, run_env)
+        medians = interleaved(layouts, repeats, launch)
+        base = medians[layouts[0]][0]
         for key in layouts:
             grid, n, overlap = key
-            final = _median_run(runs[key])
+            final = medians[key][0]
             halo = final.get("halo") or {}
             calls = max([s["calls"] for s in halo.values()] or [1])
             row = {"image": size, "grid": grid, "ranks": n, "overlap": {"1": "on", "0": "off"}.get(overlap, "-"),
@@ -55,11 +49,11 @@ def bench_spatial(sizes=(256, 512), grids=("2x1",), batch_size=16, steps=8, repe
                    "halo_mb_per_step": sum(s["bytes"] for s in halo.values()) / calls / 2 ** 20,
                    "halo_wait_ms_per_step": 1e3 * sum(s["forward_wait_s"] + s["backward_wait_s"]
                                                       for s in halo.values()) / calls,
-                   "samples": [r["images_per_sec"] for r in runs[key]]}
+                   "samples": medians[key][1]}
             rows.append(row)
         for grid in grids:
-            on = _median_run(runs[(grid, _ranks(grid), "1")]).get("halo") or {}
-            off = _median_run(runs[(grid, _ranks(grid), "0")]).get("halo") or {}
+            on = medians[(grid, _ranks(grid), "1")][0].get("halo") or {}
+            off = medians[(grid, _ranks(grid), "0")][0].get("halo") or {}
             for name, s in sorted(off.items(), key=lambda kv: _layer_order(kv[0])):
                 o = on.get(name, s)
                 calls = max(s["calls"], 1)
