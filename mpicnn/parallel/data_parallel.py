@@ -1,13 +1,13 @@
 """Data parallelism: the layers' view of a sample-split batch.
 
-The global batch is cut into contiguous blocks, one per data rank (sizes differ by at
-most one). The loss on each rank is weighted by its share of the batch so that the
-summed gradient equals the gradient of the global-batch mean exactly (see train.py).
+Which samples of the global batch each data rank computes is ``batch_plan.pieces``
+(contiguous blocks per micro-batch); the loss on each rank is weighted by its share of
+the batch so that the summed gradient equals the gradient of the global-batch mean
+exactly (see train.py). The trainer sets ``sample_offset`` before each piece.
 """
 from mpi4py import MPI
 
 from ..nn.module import Context
-from .blocks import block_range
 
 
 class DataParallelContext(Context):
@@ -22,7 +22,3 @@ class DataParallelContext(Context):
         if self.sync_bn:
             self.comm.Allreduce(MPI.IN_PLACE, array, op=MPI.SUM)
         return array
-
-    def local_block(self, batch_size):
-        """``[lo, hi)`` of this rank's samples in a global batch of ``batch_size``."""
-        return block_range(batch_size, self.comm.Get_size(), self.comm.Get_rank())
