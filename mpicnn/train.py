@@ -401,6 +401,11 @@ class Trainer:
         """Sum the step's figures over all ranks, in place: the one sync point per step."""
         self.grid.world.Allreduce(MPI.IN_PLACE, figures, op=MPI.SUM)
 
+    def evaluation_due(self, done):
+        """Evaluate after ``done`` steps: every --eval-every steps, else at each epoch's end."""
+        every = self.args.eval_every or self.steps_per_epoch
+        return self.test_set is not None and done % every == 0
+
     def apply_update(self, lr):
         self.optimizer.lr = lr
         self.optimizer.step()
@@ -459,9 +464,7 @@ class Trainer:
             if stats[3]:
                 stopped = signal.Signals(int(stats[3])).name
                 break
-            end_of_epoch = done % self.steps_per_epoch == 0
-            if self.test_set is not None and (
-                    (args.eval_every and done % args.eval_every == 0) or (not args.eval_every and end_of_epoch)):
+            if self.evaluation_due(done):
                 test_acc, test_loss = self.evaluate(self.test_set)
                 evaluated_at = done
                 metrics.write(step=done, epoch=epoch, test_accuracy=test_acc, test_loss=test_loss)

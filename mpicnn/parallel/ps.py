@@ -295,9 +295,7 @@ class Worker(Trainer):
                 timed["data"] += t_data
                 timed["comm"] += t_wait + t_push
             done = step + 1
-            if self.test_set is not None and (
-                    (args.eval_every and done % args.eval_every == 0)
-                    or (not args.eval_every and done % self.steps_per_epoch == 0)):
+            if self.evaluation_due(done):
                 self._pull(done)  # every worker evaluates version `done`: the workers meet here
                 if self.halted:
                     break
