@@ -22,11 +22,11 @@ from ..parallel.launcher import mpi_command, mpi_env
 TRAFFIC = {"allgather": 1, "reduce_scatter": 1, "allreduce": 2}  # ring: multiples of n(C-1)/C per rank
 
 
-def _count_activations(make_trainer, total):
-    """``make_trainer`` whose model adds to ``total[0]`` the bytes of every leaf layer's
+def _count_activations(make_layout, total):
+    """``make_layout`` whose model adds to ``total[0]`` the bytes of every leaf layer's
     output in training forward passes (evaluation excluded)."""
     def make(args, comm, stop):
-        trainer = make_trainer(args, comm, stop)
+        trainer = make_layout(args, comm, stop)
         for layer in trainer.model.modules():  # sharded already: these objects stay
             if not layer.children():
                 forward = layer._forward
@@ -43,15 +43,14 @@ def _count_activations(make_trainer, total):
 
 def _worker(argv):
     """Under mpiexec: train, then print one JSON line of figures on rank 0."""
-    from mpi4py import MPI
-
     from .. import train
     from ..nn import Conv2d, Linear
     from ..parallel.channel import _Split
+    from ..parallel.collectives import max_value, world
 
-    comm = MPI.COMM_WORLD
+    comm = world()
     total = [0]
-    train.make_trainer = _count_activations(train.make_trainer, total)  # this worker process only
+    train.make_layout = _count_activations(train.make_layout, total)  # this worker process only
     result = train.run(argv, comm)
     steps = max(result.step, 1)
     C = comm.Get_size()
@@ -78,9 +77,9 @@ def _worker(argv):
             row["comm_ms/step"] = 1e3 * sum(st[op + "_s"] for op in TRAFFIC) / steps
             layers.append(row)
     all_bytes = sum(p.data.nbytes for p in result.model.parameters())
-    figures = {"param_bytes": comm.allreduce(all_bytes, op=MPI.MAX),
-               "split_param_bytes": comm.allreduce(split_bytes, op=MPI.MAX),
-               "activation_bytes": comm.allreduce(total[0] / steps, op=MPI.MAX),  # one forward pass per step
+    figures = {"param_bytes": max_value(comm, all_bytes),
+               "split_param_bytes": max_value(comm, split_bytes),
+               "activation_bytes": max_value(comm, total[0] / steps),  # one forward pass per step
                "peak_rss_mb": result.summary["peak_rss_mb"],
                "images_per_sec": result.summary.get("images_per_sec"), "layers": layers}
     if comm.Get_rank() == 0:

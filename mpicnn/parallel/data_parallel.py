@@ -3,7 +3,7 @@
 Which samples of the global batch each data rank computes is ``batch_plan.pieces``
 (contiguous blocks per micro-batch); the loss on each rank is weighted by its share of
 the batch so that the summed gradient equals the gradient of the global-batch mean
-exactly (see train.py). The trainer sets ``sample_offset`` before each piece.
+exactly (see training/grid_step.py). The grid layout sets ``sample_offset`` before each piece.
 """
 from mpi4py import MPI
 

@@ -1,0 +1,39 @@
+"""Checkpoints of the run: the global state gathered by every rank that holds a part of
+it, written by one (atomically, by ``io.checkpoint``), and the old ones pruned."""
+from ..errors import UserError
+from ..io.checkpoint import checkpoint_path, prune_checkpoints, save_checkpoint
+from ..parallel.failure import agree
+
+
+def rng_state(seed, step):
+    """Every random stream is counter-based, so (seed, step) is the whole state."""
+    return {"seed": seed, "step": step,
+            "data_order": "numpy default_rng([seed, epoch]).permutation(N)",
+            "dropout": "splitmix64 hash of (layer seed, step, global sample, element)"}
+
+
+def write(comm, writer, path, args, step, steps_per_epoch, global_state):
+    """Gather the state (``global_state()``: a collective over ``comm``), write it on the
+    ``writer`` rank; a failed write is an error on every rank of ``comm``."""
+    params, buffers, optimizer = global_state()
+    with agree(comm):
+        if writer:
+            try:
+                save_checkpoint(path, params, buffers, optimizer, step=step, epoch=step // steps_per_epoch,
+                                seed=args.seed, rng_state=rng_state(args.seed, step), config=vars(args))
+            except OSError as e:
+                raise UserError(f"cannot write checkpoint {path!r}: {e}")
+
+
+def checkpoint(comm, writer, args, step, steps_per_epoch, global_state):
+    """``ckpt-STEP.h5`` in --checkpoint-dir; only the newest --keep-checkpoints stay."""
+    write(comm, writer, checkpoint_path(args.checkpoint_dir, step), args, step, steps_per_epoch, global_state)
+    if writer:
+        prune_checkpoints(args.checkpoint_dir, args.keep_checkpoints)
+
+
+def stop_note(args, step):
+    """Where a stopped run's state went, for the stop message."""
+    if args.checkpoint_dir:
+        return f"checkpoint {checkpoint_path(args.checkpoint_dir, step)} written; continue with --resume"
+    return "no --checkpoint-dir, nothing saved"

@@ -1,0 +1,119 @@
+"""The run's figures and what it tells the user: the warm-up rule, timed steps, the
+progress bar, metrics records, the decision on a non-finite step, peak memory and the
+closing summary. Only the reporting rank (rank 0 of the job) prints and writes; every
+rank keeps the same figures."""
+import resource
+import sys
+
+from ..errors import UserError
+from ..io.metrics import MetricsLog
+
+
+def warmup_steps(start_step, total_steps):
+    """Steps left out of the timed figures: the first pay one-off costs (allocation,
+    kernel compilation, caches); a short run keeps at least three quarters."""
+    return min(5, max((total_steps - start_step) // 4, 0))
+
+
+def peak_rss_kb():
+    """This process's peak resident memory so far (KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def nonfinite_error(step, epoch):
+    """The error of a step whose loss or gradients are not finite. Every rank raises it
+    together (the flag was summed over ranks), so it is marked agreed."""
+    error = UserError(f"the loss or gradients are not finite at step {step} (epoch {epoch}); "
+                      "lower --lr, check the data for bad values, or pass --skip-nonfinite")
+    error.agreed = True
+    return error
+
+
+class RunFigures:
+    def __init__(self, args, reports, start_step, total_steps):
+        from tqdm import tqdm  # the bar only; imported where a run starts
+        self.args, self.reports = args, reports
+        self.start_step, self.total_steps = start_step, total_steps
+        self.warmup = warmup_steps(start_step, total_steps)
+        self.metrics = MetricsLog(args.metrics if reports else None, append=start_step > 0)
+        self.progress = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
+                             disable=args.no_progress or not reports, file=sys.stderr, mininterval=0.5)
+        self.timed = {"images": 0, "seconds": 0.0, "data": 0.0, "comm": 0.0}
+        self.rate = None  # images/s of the last step, until timed steps exist
+        self.skipped = 0
+        self.test_accuracy = self.test_loss = self.evaluated_at = None
+
+    def print0(self, *text):
+        if self.reports:
+            print(*text, flush=True)
+
+    def timed_step(self, step, seconds, data_seconds, comm_seconds):
+        """Count a finished step of ``seconds`` wall time in the figures, past the warm-up."""
+        B = self.args.batch_size
+        self.rate = B / seconds if seconds else None
+        if step - self.start_step >= self.warmup:
+            t = self.timed
+            t["images"] += B
+            t["seconds"] += seconds
+            t["data"] += data_seconds
+            t["comm"] += comm_seconds
+
+    def images_per_sec(self):
+        t = self.timed
+        return t["images"] / t["seconds"] if t["seconds"] else self.rate
+
+    def step_done(self, done, epoch, loss_sum, correct, lr, logged=True):
+        """The bar moves one step; every --log-every steps (and the last) the global loss and
+        batch accuracy go to the bar and the metrics."""
+        self.progress.update(1)
+        if logged and (done % self.args.log_every == 0 or done == self.total_steps):
+            B, ips = self.args.batch_size, self.images_per_sec()
+            self.progress.set_postfix(loss=f"{loss_sum / B:.4f}", acc=f"{correct / B:.3f}", img_s=f"{ips or 0:.0f}")
+            self.metrics.write(step=done, epoch=epoch, loss=loss_sum / B, accuracy=correct / B, lr=lr,
+                               images_per_sec=ips)
+
+    def nonfinite(self, step, epoch):
+        """A step whose loss or gradients are not finite: skipped with --skip-nonfinite,
+        else the run ends with the error (on every rank: the flag was agreed)."""
+        if not self.args.skip_nonfinite:
+            raise nonfinite_error(step, epoch)
+        self.skipped += 1
+        self.print0(f"mpicnn: step {step}: non-finite loss or gradients, step skipped")
+        self.metrics.write(step=step + 1, epoch=epoch, skipped=True)
+
+    def evaluated(self, done, epoch, accuracy, loss, record=True):
+        self.test_accuracy, self.test_loss, self.evaluated_at = accuracy, loss, done
+        if record:
+            self.metrics.write(step=done, epoch=epoch, test_accuracy=accuracy, test_loss=loss)
+
+    def stopped(self, step, signame, where):
+        self.print0(f"mpicnn: stopped by {signame} after step {step}; {where}")
+        self.metrics.write(step=step, stopped=signame)
+        self.metrics.close()
+        return {"steps": step, "stopped": signame}
+
+    def summary(self, step, layout_text):
+        """The summary figures, printed on the reporting rank."""
+        t, secs = self.timed, self.timed["seconds"]
+        summary = {"steps": step, "images_per_sec": t["images"] / secs if secs else None,
+                   "compute_seconds": secs - t["comm"] - t["data"], "comm_seconds": t["comm"],
+                   "data_seconds": t["data"], "test_accuracy": self.test_accuracy, "test_loss": self.test_loss,
+                   "skipped_steps": self.skipped}
+        a = self.args
+        lines = [f"mpicnn: {a.model} on {a.dataset}, {layout_text}, {step} steps, global batch {a.batch_size}, "
+                 f"{a.dtype}"]
+        if self.test_accuracy is not None:
+            lines.append(f"test accuracy {100 * self.test_accuracy:.2f}%  test loss {self.test_loss:.4f}")
+        if secs:
+            lines.append(f"{summary['images_per_sec']:.0f} images/s after warm-up; time in compute "
+                         f"{summary['compute_seconds']:.1f} s, communication {t['comm']:.1f} s, "
+                         f"data {t['data']:.1f} s")
+        self.print0("\n".join(lines))
+        return summary
+
+    def finished(self, step, summary):
+        self.metrics.write(step=step, final=True, **summary)
+        self.metrics.close()
+
+    def close_progress(self):
+        self.progress.close()

@@ -1,0 +1,182 @@
+"""What every rank of the process grid holds, whatever its step: the grid and its
+communicators, the data, the model state, gradient buckets, the loss. ``GridLayout``
+(data/spatial/channel) and ``PipelineStage`` add their own step to it."""
+import time
+
+import numpy as np
+
+from .. import backend
+from ..errors import UserError
+from ..faults import FaultPlan
+from ..nn import CrossEntropyLoss
+from ..parallel.balance import Balancer
+from ..parallel.collectives import bcast_array, node_local, sum_in_place
+from ..parallel.failure import agree
+from ..parallel.gradsync import GradientBuckets
+from ..parallel.grid import ProcessGrid
+from ..parallel.spatial import make_context
+from ..parallel.spec import parse_parallel
+from ..signals import STOP_SIGNALS
+from ..straggler import Straggler
+from . import checkpoints
+from .batches import Batches
+from .layout import Layout, Outcome
+from .model_state import ModelState, build_model
+from .phases import PhaseClock
+
+
+class GridRank(Layout):
+    """Set up this rank of ``comm``'s grid. ``gradients_over``: the communicator gradients
+    are summed over (default: the ranks replicating each parameter); ``optimized(model)``:
+    the (name, Parameter) pairs this rank's optimizer keeps state for (default: all)."""
+
+    def __init__(self, args, comm, stop, gradients_over=None, optimized=None):
+        self.args, self.comm, self.world, self.stop = args, comm, comm, stop
+        self.rank = comm.Get_rank()
+        self.reports = self.rank == 0
+        self.dtype = np.dtype(args.dtype)
+        self.clock = PhaseClock()
+        with agree(comm):
+            self.spec = parse_parallel(args.parallel, comm.Get_size())
+            self.faults = FaultPlan(self.rank)
+            self.straggler = Straggler(self.rank, comm.Get_size())
+        spec = self.spec
+        self.grid = ProcessGrid(comm, spec)
+        self.layout_text = f"{spec.size} rank(s) ({spec})"
+        # Ranks holding each sample's loss: the spatial and channel blocks of one sample
+        # (pipeline stages other than the last report none).
+        self.loss_copies = comm.Get_size() // (spec.data * spec.pipeline)
+        self.context = make_context(self.grid, args.sync_bn)
+        self.batches = Batches(args, comm, spec, self.grid, self.dtype, prepare=node_local(comm)[0] == 0)
+        self.train_set, self.test_set = self.batches.train_set, self.batches.test_set
+        self.steps_per_epoch, self.total_steps = self.batches.steps_per_epoch, self.batches.total_steps
+        self.balancer = self._balancer()
+        self.state = ModelState(args, comm, self._model(), self.say, self.grid.channel if spec.channel > 1 else None)
+        self.start_step = self.state.restore(self.total_steps, optimized)
+        if self.context.spatial and self.shards:
+            self.context.name_layers(self.model)  # the sharded layers are new objects
+        self.shape(self.state)
+        backend.to_backend(self.model, self.optimizer)  # a no-op unless the arrays live on a GPU
+        self.buckets = GradientBuckets(self.model, gradients_over or self.grid.replicas, int(args.bucket_mb * 2 ** 20))
+        self.criterion = CrossEntropyLoss()
+
+    model = property(lambda self: self.state.model)
+    optimizer = property(lambda self: self.state.optimizer)
+    shards = property(lambda self: self.state.shards)
+
+    def shape(self, state):
+        """Reshape the restored model (a pipeline stage cuts it); the grid keeps it whole."""
+
+    def say(self, *text):
+        if self.reports:
+            print(*text, flush=True)
+
+    def _balancer(self):
+        if self.args.balance != "dynamic":
+            return None
+        if self.spec.data == 1:
+            self.say("mpicnn: --balance dynamic has a single data rank to feed: nothing to balance")
+            return None
+        self.batches.balancer = Balancer(self.comm, self.grid.data_rank, self.spec.data, self.args.balance_every)
+        return self.batches.balancer
+
+    def _model(self):
+        args = self.args
+        model = build_model(args, self.comm, self.train_set.shape, self.train_set.num_classes, self.dtype)
+        model.set_context(self.context)
+        if self.context.spatial:
+            self.context.name_layers(model)
+            with agree(self.comm):
+                if any(type(m).__name__ == "Flatten" for m in model.modules()):
+                    raise UserError(f"--model {args.model} flattens its feature maps (Flatten), which "
+                                    f"--parallel spatial=... does not support; use a model with global "
+                                    f"pooling (convnet, resnet8, resnet20, vgg11) or --parallel data=N")
+        return model
+
+    # ---- state shared by the grid's ranks ------------------------------------------------
+    def sync_buffers(self):
+        """Give every data rank rank 0's BatchNorm running statistics (as DDP does), so
+        evaluation and checkpoints see one model."""
+        if self.spec.data > 1 and not self.args.sync_bn:
+            for _, buf in self.model.named_buffers():
+                bcast_array(self.grid.data, buf, root=0)
+
+    def global_state(self):
+        self.sync_buffers()
+        return self.state.global_state()
+
+    def checkpoint(self, step):
+        checkpoints.checkpoint(self.comm, self.reports, self.args, step, self.steps_per_epoch, self.global_state)
+
+    def save(self, path, step):
+        checkpoints.write(self.comm, self.reports, path, self.args, step, self.steps_per_epoch, self.global_state)
+
+    def evaluate(self, done):
+        """Test accuracy and mean loss; the test set is split over the data ranks."""
+        self.sync_buffers()
+        self.model.eval()
+        lo, hi = self.batches.test_range()
+        size, totals = self.args.eval_batch_size, np.zeros(2)
+        for s in range(lo, hi, size):
+            idx = np.arange(s, min(s + size, hi))
+            x, y = self.batches.read(self.test_set, idx)
+            logits = self.model.forward(backend.asarray(x))
+            loss = self.criterion(logits, y)
+            totals += (loss * len(idx), np.count_nonzero(backend.to_host(logits).argmax(1) == y))
+        sum_in_place(self.grid.data, totals)
+        self.model.train()
+        n = self.test_set.num_samples
+        return totals[1] / n, totals[0] / n
+
+    def step(self, step):
+        with self.clock.phase("data"):
+            x, y, pieces = self.batches.next_batch(step, self.read_batch)
+        comm0 = self.buckets.comm_seconds
+        self.inject_faults(step, x)
+        self.context.step = step
+        loss_sum, correct, seconds = self.compute(x, y, pieces)
+        with self.clock.phase("exchange"):
+            self.buckets.finish()
+            t0 = time.perf_counter()
+            outcome = self.exchange(loss_sum, correct)
+            t_figures = time.perf_counter() - t0
+        outcome.data_seconds = self.clock.seconds["data"]
+        outcome.comm_seconds = self.buckets.comm_seconds - comm0 + t_figures
+        if self.balancer:
+            self.balancer.record(sum(hi - lo for lo, hi in pieces), seconds)
+            self.balancer.update(step)
+        return outcome
+
+    def exchange(self, loss_sum, correct):
+        """ONE allreduce over all ranks of the step's figures: loss sum, correct,
+        non-finite flags, and a count per stop signal. Every rank acts on the same reduced
+        figures, so stops and skips happen at the same step everywhere."""
+        finite = np.isfinite(loss_sum) and self.buckets.all_finite()
+        figures = np.array([loss_sum, correct, not finite]
+                           + [self.stop.signal == sig for sig in STOP_SIGNALS], dtype=np.float64)
+        sum_in_place(self.grid.world, figures)
+        # Ranks that split one sample's maps (spatial or channel blocks) all hold its loss:
+        # count it once.
+        figures[:2] /= self.loss_copies
+        signum = next((sig for sig, n in zip(STOP_SIGNALS, figures[3:]) if n), 0)
+        return Outcome(loss_sum=figures[0], correct=figures[1], nonfinite=bool(figures[2]), signum=int(signum))
+
+    def compute(self, x, y, pieces):
+        """Forward and backward of this rank's pieces of the step's micro-batches.
+        Returns (loss sum, correct, seconds of compute excluding communication waits)."""
+        raise NotImplementedError
+
+    def read_batch(self, dataset, indices):
+        return self.batches.read(dataset, indices)
+
+    def inject_faults(self, step, x):
+        """MPICNN_INJECT_FAULT for this step: raise and kill act inside fire()."""
+        kinds = self.faults.fire(step)
+        if "nan" in kinds:
+            x[...] = np.nan
+        if "term" in kinds:
+            self.stop.request()
+
+    def close(self):
+        self.batches.close()
+        self.grid.free()

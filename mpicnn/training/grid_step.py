@@ -1,0 +1,53 @@
+"""The compute of the data/spatial/channel grid (``--parallel data=D,spatial=PxQ,channel=C``):
+every rank computes its piece of every micro-batch; gradients are summed in buckets
+launched during backward (the step around it is ``GridRank.step``)."""
+import time
+
+import numpy as np
+
+from .. import backend
+from .grid_rank import GridRank
+
+
+class GridLayout(GridRank):
+    def compute(self, x, y, pieces):
+        """Forward and backward of this rank's piece of every micro-batch; parameter
+        gradients accumulate, and only the last micro-batch launches their reduction.
+        Each piece's loss gradient is weighted by its share of the global batch (and
+        1/S for the S spatial blocks that each hold the replicated head).
+        Returns (loss sum, correct, seconds of compute excluding communication waits)."""
+        B, seam, clock = self.args.batch_size, self.context.grad_seam, self.clock
+        t0, comm0 = time.perf_counter(), self.buckets.comm_seconds
+        loss_sum = correct = 0.0
+        offset = 0
+        for m, (lo, hi) in enumerate(pieces):
+            n = hi - lo
+            xs, ys = x[offset:offset + n], y[offset:offset + n]
+            offset += n
+            self.buckets.begin(reduce=m == len(pieces) - 1)
+            if n == 0:
+                continue
+            self.context.sample_offset = lo
+            with clock.phase("forward"):
+                logits = self.model.forward(xs)
+                loss = self.criterion(logits, ys)
+            with clock.phase("backward"):
+                self.model.backward(self.criterion.backward() * self.dtype.type(n / B / seam))
+            loss_sum += loss * n
+            correct += np.count_nonzero(backend.to_host(logits).argmax(1) == ys)
+        seconds = time.perf_counter() - t0 - (self.buckets.comm_seconds - comm0)
+        seconds += self.straggler.after(seconds)
+        return loss_sum, correct, seconds
+
+    def finish(self, step, stopped):
+        # This rank's halo bytes and waiting seconds per layer, of the training steps only.
+        self.halo = {k: dict(v) for k, v in getattr(self.context, "stats", {}).items()}
+        return step, stopped
+
+    def summary_extras(self, summary):
+        if self.halo:
+            summary["halo"] = self.halo
+        if self.balancer and self.balancer.history:
+            summary["balance"] = self.balancer.history[-1][1]  # each data rank's share of a batch
+            self.say("mpicnn: dynamic balance: data ranks take " + ", ".join(
+                f"{100 * s:.0f}%" for s in summary["balance"]) + " of each batch")

@@ -1,0 +1,184 @@
+"""The model and its state: build it from the zoo, restore it (``--resume``,
+``--init-from``, ``--freeze``), cut it into this rank's channel blocks, make its
+optimizer, and hand back parameters, buffers and optimizer state in the global layout
+(channel blocks gathered; pipeline stages merged by the layout's ``merge``)."""
+import numpy as np
+
+from .. import backend, models
+from ..errors import UserError
+from ..io.checkpoint import latest_checkpoint, load_checkpoint
+from ..nn import init
+from ..nn.optim import OPTIMIZERS
+from ..parallel.channel import ChannelComm, gather_full, local_block, plan_model, shard_model
+from ..parallel.failure import agree
+
+
+def build_model(args, comm, image_shape, num_classes, dtype):
+    """The zoo's ``args.model`` for images of ``image_shape`` (C, H, W), drawn from ``--seed``;
+    the first layer computes no input gradient (nobody uses the gradient of the images)."""
+    init.manual_seed(args.seed)
+    options = {"width": args.width} if args.width else {}
+    with agree(comm):
+        try:
+            model = models.get(args.model, image_shape[0], num_classes, dtype=dtype,
+                               image_size=image_shape[1:], **options)
+        except (ValueError, TypeError) as e:
+            raise UserError(f"--model {args.model}: {e}")
+    first = next(m for m in model.modules() if m.parameters() and not m.children())
+    if hasattr(first, "needs_input_grad"):
+        first.needs_input_grad = False
+    return model
+
+
+class ModelState:
+    """``comm``: the ranks that restore together (agree on errors). ``channel_comm``: the
+    ranks splitting channels (None: no split). ``say``: prints on the reporting rank."""
+
+    def __init__(self, args, comm, model, say, channel_comm=None):
+        self.args, self.comm, self.model, self.say = args, comm, model, say
+        self.channel = ChannelComm(channel_comm) if channel_comm is not None else None
+        self.shards = {}  # parameter/buffer name -> Shard(sizes, axis) of its channel split
+        self.new_parameters = []  # names --init-from did not find (the new head)
+        self.optimizer = None
+        self.merge = lambda local: local  # {name: array} of this rank -> of the whole model
+
+    # ---- restore -------------------------------------------------------------------
+    def restore(self, total_steps, optimized=None):
+        """Load --resume or --init-from, apply --freeze, shard channels, make the optimizer
+        over ``optimized(model)`` ((name, Parameter) pairs; default all). Returns the step
+        to start from."""
+        args = self.args
+        path = args.resume
+        if path == "latest":
+            path = latest_checkpoint(args.checkpoint_dir)
+            if path is None:
+                self.say(f"mpicnn: no checkpoint in {args.checkpoint_dir!r} yet; starting from step 0")
+        with agree(self.comm):
+            ckpt = load_checkpoint(path) if path else None
+            fresh = load_checkpoint(args.init_from) if args.init_from and ckpt is None else None
+            if ckpt is not None:
+                self._load_state(ckpt)
+            if fresh is not None:
+                self._init_from(fresh)
+            if args.freeze:
+                self._freeze(args.freeze)
+            self._shard()
+        self.optimized = optimized or (lambda model: model.named_parameters())
+        self.optimizer = self.make_optimizer()
+        if ckpt is None:
+            return 0
+        self.optimizer.load_state_dict(self._local_optimizer_state(ckpt.optimizer))
+        self.say(f"mpicnn: resumed from {path} at step {ckpt.step}")
+        if ckpt.step >= total_steps:
+            self.say(f"mpicnn: the run ends at step {total_steps} (--steps/--epochs): nothing left "
+                     f"to train; raise --steps or --epochs to continue")
+        return ckpt.step
+
+    def replace_model(self, model):
+        """Keep only ``model`` (a pipeline stage's layers of the whole model): the optimizer
+        keeps the restored state of its parameters."""
+        restored = self.optimizer.state_dict()
+        self.model = model
+        self.optimizer = self.make_optimizer()
+        self.optimizer.load_state_dict(restored)  # keeps this model's names only
+
+    def make_optimizer(self):
+        a = self.args
+        params = self.optimized(self.model)
+        scale = {name: a.new_lr_scale for name in self.new_parameters}
+        if a.optimizer == "sgd":
+            return OPTIMIZERS["sgd"](params, a.lr, momentum=a.momentum, nesterov=a.nesterov,
+                                     weight_decay=a.weight_decay, lr_scale=scale)
+        return OPTIMIZERS[a.optimizer](params, a.lr, weight_decay=a.weight_decay, lr_scale=scale)
+
+    def _shard(self):
+        """Under channel=C, cut the full (initialised or loaded) model into this rank's
+        filter and feature blocks. Every rank holds the same full model first, so a
+        checkpoint written on any grid loads here by slicing."""
+        if self.channel is None:
+            return
+        a = self.args
+        try:
+            plans = plan_model(self.model, a.channel_split)
+            self.shards = shard_model(self.model, self.channel, split=a.channel_split)
+        except ValueError as e:
+            raise UserError(f"--model {a.model} under --parallel {a.parallel}: {e}")
+        self.say("\n".join(f"mpicnn: channel plan {n}: {p}" for n, p in plans.items()))
+
+    def _local_optimizer_state(self, saved):
+        """A global optimizer state from a checkpoint -> this rank's blocks of it."""
+        if not self.shards:
+            return saved
+        rank = self.channel.comm.Get_rank()
+        params = {}
+        for name, arrays in saved["params"].items():
+            shard = self.shards.get(name)
+            params[name] = {s: (local_block(v, shard, rank) if shard else v) for s, v in arrays.items()}
+        return {**saved, "params": params}
+
+    def _load_state(self, ckpt):
+        try:
+            self.model.load_state_dict({**ckpt.params, **ckpt.buffers})
+        except (KeyError, ValueError) as e:
+            saved = {k: v for k, v in ckpt.config.items() if k in ("model", "width", "dataset")}
+            ours = {k: getattr(self.args, k) for k in saved}
+            if saved != ours:  # the usual cause: a resume without the first run's options
+                what = " ".join(f"--{k} {v}" for k, v in saved.items() if v is not None)
+                raise UserError(f"checkpoint {ckpt.path!r} was written with {what}; resume with the same "
+                                f"options (or --init-from to start a new run from its weights)")
+            detail = str(e) if len(str(e)) < 300 else str(e)[:300] + " ..."
+            raise UserError(f"checkpoint {ckpt.path!r} does not match --model {self.args.model} ({detail}); "
+                            "use --init-from to start a new run from different weights")
+
+    def _init_from(self, ckpt):
+        loaded, fresh = [], []
+        for name, p in self.model.named_parameters():
+            saved = ckpt.params.get(name)
+            if saved is not None and saved.shape == p.data.shape:
+                p.data[...] = saved
+                loaded.append(name)
+            else:
+                fresh.append(name)
+        for name, buf in self.model.named_buffers():
+            saved = ckpt.buffers.get(name)
+            if saved is not None and np.shape(saved) == buf.shape and name.rsplit(".", 1)[0] + ".weight" in loaded:
+                buf[...] = saved
+        if not loaded:
+            raise UserError(f"--init-from {ckpt.path!r}: no parameter matches --model {self.args.model} "
+                            "by name and shape")
+        self.new_parameters = fresh
+        self.say(f"mpicnn: initialised {len(loaded)} tensors from {ckpt.path}; "
+                 f"new: {', '.join(fresh) if fresh else 'none'}")
+
+    def _freeze(self, spec):
+        prefixes = [p.strip() for p in spec.split(",") if p.strip()]
+        names = [n for n, _ in self.model.named_parameters()]
+        for prefix in prefixes:
+            if not any(n.startswith(prefix) for n in names):
+                raise UserError(f"--freeze {prefix!r} matches no parameter; names look like "
+                                f"{', '.join(names[:4])} ...")
+        for name, p in self.model.named_parameters():
+            if any(name.startswith(prefix) for prefix in prefixes):
+                p.requires_grad = False
+
+    # ---- global layout ---------------------------------------------------------------
+    def _global(self, name, array):
+        """``array`` (a parameter, its optimizer state or a buffer) in the global layout, on host."""
+        host = backend.to_host(array)
+        shard = self.shards.get(name)
+        return gather_full(self.channel, host, shard) if shard else host
+
+    def global_parameters(self):
+        """name -> parameter in the global layout (host NumPy), on every rank: a collective
+        over the ranks that split the model."""
+        return self.merge({n: self._global(n, p.data) for n, p in self.model.named_parameters()})
+
+    def global_state(self):
+        """(parameters, buffers, optimizer state) in the global layout (host NumPy), on
+        every rank; a collective where the model is split over ranks."""
+        params = self.global_parameters()
+        optimizer = dict(self.optimizer.state_dict())
+        optimizer["params"] = self.merge({n: {k: self._global(n, v) for k, v in st.items()}
+                                          for n, st in optimizer["params"].items()})
+        buffers = self.merge({n: self._global(n, b) for n, b in self.model.named_buffers()})
+        return params, buffers, optimizer
