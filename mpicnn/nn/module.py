@@ -13,6 +13,7 @@ converts once at the input. 2-D arrays (N, F) have no layout and pass unchanged.
 Users' own layers just override ``forward``/``backward`` in NCHW.
 """
 from ..backend import array_module
+from . import init
 
 LAYOUTS = ("NCHW", "NHWC")
 
@@ -30,14 +31,20 @@ def convert(x, src, dst):
 
 
 class Parameter:
-    """A trainable array and its gradient (same shape and dtype)."""
+    """A trainable array and its gradient (same shape and dtype). A parameter drawn under
+    ``init.deferred()`` holds a placeholder and no gradient until ``materialize()``."""
 
     __slots__ = ("data", "grad", "requires_grad")
 
     def __init__(self, data):
         self.data = data
-        self.grad = array_module(data).zeros_like(data)
+        self.grad = None if init.is_deferred(data) else array_module(data).zeros_like(data)
         self.requires_grad = True
+
+    def materialize(self):
+        if self.grad is None:
+            self.data = init.materialize(self.data)
+            self.grad = array_module(self.data).zeros_like(self.data)
 
     @property
     def shape(self):
@@ -129,9 +136,21 @@ class Module:
         for name, child in self.named_children():
             yield from child.named_buffers(prefix + name + ".")
 
+    def materialize(self):
+        """Give every deferred parameter of this tree its values (``init.deferred``)."""
+        for p in self.parameters():
+            p.materialize()
+        return self
+
+    def forget(self):
+        """Drop the recipes of this tree's deferred parameters: they stay placeholders."""
+        for p in self.parameters():
+            init.forget(p.data)
+
     def zero_grad(self):
         for p in self.parameters():
-            p.grad[...] = 0
+            if p.grad is not None:
+                p.grad[...] = 0
 
     def train(self, mode=True):
         for m in self.modules():

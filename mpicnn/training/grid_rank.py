@@ -26,7 +26,8 @@ from .phases import PhaseClock
 
 
 class GridRank(Layout):
-    """Set up this rank of ``comm``'s grid. ``gradients_over``: the communicator gradients
+    """Set up this rank of ``comm``'s grid: build the model, keep this rank's part of it
+    (``shape``), restore that part, move it to the backend. ``gradients_over``: the communicator gradients
     are summed over (default: the ranks replicating each parameter); ``optimized(model)``:
     the (name, Parameter) pairs this rank's optimizer keeps state for (default: all)."""
 
@@ -51,11 +52,12 @@ class GridRank(Layout):
         self.train_set, self.test_set = self.batches.train_set, self.batches.test_set
         self.steps_per_epoch, self.total_steps = self.batches.steps_per_epoch, self.batches.total_steps
         self.balancer = self._balancer()
-        self.state = ModelState(args, comm, self._model(), self.say, self.grid.channel if spec.channel > 1 else None)
+        whole = self._model()
+        self.state = ModelState(args, comm, self.shape(whole), self.say,
+                                self.grid.channel if spec.channel > 1 else None, whole=whole)
         self.start_step = self.state.restore(self.total_steps, optimized)
         if self.context.spatial and self.shards:
             self.context.name_layers(self.model)  # the sharded layers are new objects
-        self.shape(self.state)
         backend.to_backend(self.model, self.optimizer)  # a no-op unless the arrays live on a GPU
         self.buckets = GradientBuckets(self.model, gradients_over or self.grid.replicas, int(args.bucket_mb * 2 ** 20))
         self.criterion = CrossEntropyLoss()
@@ -64,8 +66,12 @@ class GridRank(Layout):
     optimizer = property(lambda self: self.state.optimizer)
     shards = property(lambda self: self.state.shards)
 
-    def shape(self, state):
-        """Reshape the restored model (a pipeline stage cuts it); the grid keeps it whole."""
+    defer_init = False  # build the model with init.deferred() (a layout that keeps part of it)
+
+    def shape(self, model):
+        """The part of the whole model this rank holds (a pipeline stage cuts it); the grid
+        keeps it whole."""
+        return model
 
     def say(self, *text):
         if self.reports:
@@ -82,7 +88,8 @@ class GridRank(Layout):
 
     def _model(self):
         args = self.args
-        model = build_model(args, self.comm, self.train_set.shape, self.train_set.num_classes, self.dtype)
+        model = build_model(args, self.comm, self.train_set.shape, self.train_set.num_classes, self.dtype,
+                            deferred=self.defer_init)
         model.set_context(self.context)
         if self.context.spatial:
             self.context.name_layers(model)

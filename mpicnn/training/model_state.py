@@ -2,6 +2,8 @@
 ``--init-from``, ``--freeze``), cut it into this rank's channel blocks, make its
 optimizer, and hand back parameters, buffers and optimizer state in the global layout
 (channel blocks gathered; pipeline stages merged by the layout's ``merge``)."""
+import contextlib
+
 import numpy as np
 
 from .. import backend, models
@@ -13,15 +15,17 @@ from ..parallel.channel import ChannelComm, gather_full, local_block, plan_model
 from ..parallel.failure import agree
 
 
-def build_model(args, comm, image_shape, num_classes, dtype):
-    """The zoo's ``args.model`` for images of ``image_shape`` (C, H, W), drawn from ``--seed``;
-    the first layer computes no input gradient (nobody uses the gradient of the images)."""
+def build_model(args, comm, image_shape, num_classes, dtype, deferred=False):
+    """The zoo's ``args.model`` for images of ``image_shape`` (C, H, W), drawn from ``--seed``
+    (``deferred``: parameters are placeholders until materialized, see ``nn.init``); the
+    first layer computes no input gradient (nobody uses the gradient of the images)."""
     init.manual_seed(args.seed)
     options = {"width": args.width} if args.width else {}
     with agree(comm):
         try:
-            model = models.get(args.model, image_shape[0], num_classes, dtype=dtype,
-                               image_size=image_shape[1:], **options)
+            with init.deferred() if deferred else contextlib.nullcontext():
+                model = models.get(args.model, image_shape[0], num_classes, dtype=dtype,
+                                   image_size=image_shape[1:], **options)
         except (ValueError, TypeError) as e:
             raise UserError(f"--model {args.model}: {e}")
     first = next(m for m in model.modules() if m.parameters() and not m.children())
@@ -31,11 +35,15 @@ def build_model(args, comm, image_shape, num_classes, dtype):
 
 
 class ModelState:
-    """``comm``: the ranks that restore together (agree on errors). ``channel_comm``: the
-    ranks splitting channels (None: no split). ``say``: prints on the reporting rank."""
+    """``model``: what this rank holds; ``whole``: the model it is part of (default: the
+    same), whose names and shapes checkpoints, --init-from and --freeze are checked
+    against. ``comm``: the ranks that restore together (agree on errors).
+    ``channel_comm``: the ranks splitting channels (None: no split). ``say``: prints on
+    the reporting rank."""
 
-    def __init__(self, args, comm, model, say, channel_comm=None):
+    def __init__(self, args, comm, model, say, channel_comm=None, whole=None):
         self.args, self.comm, self.model, self.say = args, comm, model, say
+        self.whole = whole if whole is not None else model
         self.channel = ChannelComm(channel_comm) if channel_comm is not None else None
         self.shards = {}  # parameter/buffer name -> Shard(sizes, axis) of its channel split
         self.new_parameters = []  # names --init-from did not find (the new head)
@@ -74,14 +82,6 @@ class ModelState:
                      f"to train; raise --steps or --epochs to continue")
         return ckpt.step
 
-    def replace_model(self, model):
-        """Keep only ``model`` (a pipeline stage's layers of the whole model): the optimizer
-        keeps the restored state of its parameters."""
-        restored = self.optimizer.state_dict()
-        self.model = model
-        self.optimizer = self.make_optimizer()
-        self.optimizer.load_state_dict(restored)  # keeps this model's names only
-
     def make_optimizer(self):
         a = self.args
         params = self.optimized(self.model)
@@ -117,8 +117,11 @@ class ModelState:
         return {**saved, "params": params}
 
     def _load_state(self, ckpt):
+        state = {**ckpt.params, **ckpt.buffers}
         try:
-            self.model.load_state_dict({**ckpt.params, **ckpt.buffers})
+            _check_fits(self.whole, state)
+            own = set(self.model.state_dict())
+            self.model.load_state_dict({k: v for k, v in state.items() if k in own})
         except (KeyError, ValueError) as e:
             saved = {k: v for k, v in ckpt.config.items() if k in ("model", "width", "dataset")}
             ours = {k: getattr(self.args, k) for k in saved}
@@ -131,28 +134,27 @@ class ModelState:
                             "use --init-from to start a new run from different weights")
 
     def _init_from(self, ckpt):
-        loaded, fresh = [], []
-        for name, p in self.model.named_parameters():
-            saved = ckpt.params.get(name)
-            if saved is not None and saved.shape == p.data.shape:
-                p.data[...] = saved
-                loaded.append(name)
-            else:
-                fresh.append(name)
-        for name, buf in self.model.named_buffers():
-            saved = ckpt.buffers.get(name)
-            if saved is not None and np.shape(saved) == buf.shape and name.rsplit(".", 1)[0] + ".weight" in loaded:
-                buf[...] = saved
-        if not loaded:
+        """Every parameter whose name and shape match (in the whole model) is loaded, with
+        its BatchNorm buffers; the rest keep their initial values and count as new."""
+        matches = {name for name, p in self.whole.named_parameters()
+                   if name in ckpt.params and ckpt.params[name].shape == p.data.shape}
+        if not matches:
             raise UserError(f"--init-from {ckpt.path!r}: no parameter matches --model {self.args.model} "
                             "by name and shape")
-        self.new_parameters = fresh
-        self.say(f"mpicnn: initialised {len(loaded)} tensors from {ckpt.path}; "
-                 f"new: {', '.join(fresh) if fresh else 'none'}")
+        for name, p in self.model.named_parameters():
+            if name in matches:
+                p.data[...] = ckpt.params[name]
+        for name, buf in self.model.named_buffers():
+            saved = ckpt.buffers.get(name)
+            if saved is not None and np.shape(saved) == buf.shape and name.rsplit(".", 1)[0] + ".weight" in matches:
+                buf[...] = saved
+        self.new_parameters = [name for name, _ in self.whole.named_parameters() if name not in matches]
+        self.say(f"mpicnn: initialised {len(matches)} tensors from {ckpt.path}; "
+                 f"new: {', '.join(self.new_parameters) if self.new_parameters else 'none'}")
 
     def _freeze(self, spec):
         prefixes = [p.strip() for p in spec.split(",") if p.strip()]
-        names = [n for n, _ in self.model.named_parameters()]
+        names = [n for n, _ in self.whole.named_parameters()]
         for prefix in prefixes:
             if not any(n.startswith(prefix) for n in names):
                 raise UserError(f"--freeze {prefix!r} matches no parameter; names look like "
@@ -182,3 +184,16 @@ class ModelState:
                                           for n, st in optimizer["params"].items()})
         buffers = self.merge({n: self._global(n, b) for n, b in self.model.named_buffers()})
         return params, buffers, optimizer
+
+
+def _check_fits(whole, state):
+    """Raise KeyError/ValueError as ``load_state_dict`` would if ``state`` (a checkpoint's
+    arrays) does not fit ``whole``, without writing anything."""
+    shapes = {n: p.data.shape for n, p in whole.named_parameters()}
+    shapes.update((n, np.shape(b)) for n, b in whole.named_buffers())
+    missing, unexpected = [n for n in shapes if n not in state], [n for n in state if n not in shapes]
+    if missing or unexpected:
+        raise KeyError(f"state_dict mismatch: missing {missing}, unexpected {unexpected}")
+    for name, value in state.items():
+        if np.shape(value) != shapes[name]:
+            raise ValueError(f"{name}: shape {np.shape(value)} in state_dict, model has {shapes[name]}")

@@ -1,15 +1,18 @@
 """A pipeline stage, ``--parallel pipeline=S`` (with ``data=D``): the model's top-level
 layers cut into S contiguous stages, one per rank of ``grid.pipeline`` (rank = stage).
 
-Layout. Every rank builds the whole model (same seed, same weights), restores
-checkpoints and applies ``--init-from``/``--freeze`` on it, then keeps only its
-stage's layers; the others are dropped with their memory. Parameter names stay those
-of the whole model ("7.weight"), and the global state merges the stages, so
-checkpoints are in the global layout: a pipeline run resumes on one rank and a
-one-rank run resumes on a pipeline.
+Layout. Every rank builds the whole model with ``nn.init.deferred()``: the random
+draws advance the generator as in a 1-rank run, but parameters are placeholders that
+hold no memory. After the cut a stage materializes only its own layers (the same
+numbers, redrawn), then restores checkpoints and applies ``--init-from``/``--freeze``
+to them, checked against the whole model's names and shapes; so no rank ever holds
+more than its stage (plus one layer at a time while profiling), and a model too large
+for one rank can be pipelined. Parameter names stay those of the whole model
+("7.weight"), and the global state merges the stages, so checkpoints are in the global
+layout: a pipeline run resumes on one rank and a one-rank run resumes on a pipeline.
 
 Balance. Before training every rank times each layer's forward and backward on one
-micro-batch (the fastest of a few repeats) and the ranks average the figures, so all
+micro-batch (the fastest of a few repeats, one layer materialized at a time) and the ranks average the figures, so all
 choose the same cut: the one whose slowest stage is fastest, not equal layer counts
 (``stage_balance.partition``; cuts within 5% of it tie, and the one whose largest stage
 holds the fewest parameter and activation bytes wins).
@@ -59,25 +62,28 @@ from .layer_profile import profile_layers
 class PipelineStage(GridRank):
     def __init__(self, args, comm, stop):
         super().__init__(args, comm, stop)
+        self.state.merge = self._merge
         self.plan = schedule(args.pipeline_schedule, self.spec.pipeline, self.grid.stage, args.micro_batches)
         self.layers = list(self.model.modules())  # whose forward state is saved per micro-batch
         self.spans, self.busy = [], 0.0  # per timed step: seconds from compute start to last action; busy total
 
     # ---- setup: cut the whole model into stages ------------------------------------
-    def shape(self, state):
-        """Cut the restored whole model; keep this stage's layers (and their optimizer state)."""
+    defer_init = True  # the whole model is built as placeholders; only this stage's layers get memory
+
+    def shape(self, model):
+        """Cut the whole model at measured layer costs; materialize and keep this stage's layers."""
         S, stage, args = self.spec.pipeline, self.grid.stage, self.args
         with agree(self.comm):
-            if not isinstance(state.model, Sequential):
+            if not isinstance(model, Sequential):
                 raise UserError(f"--parallel pipeline={S} cuts a Sequential into stages; --model {args.model} "
-                                f"is a {type(state.model).__name__}")
-            layers = list(state.model.named_children())
+                                f"is a {type(model).__name__}")
+            layers = list(model.named_children())
             if S > len(layers):
                 raise UserError(f"--parallel pipeline={S} needs at least {S} layers, --model {args.model} "
                                 f"has {len(layers)}; use at most pipeline={len(layers)}")
         n = max(hi - lo for lo, hi in self.batches.pieces())
         x, y = self.train_set.read(np.arange(n), dtype=self.dtype)
-        seconds, nbytes, outputs = profile_layers(state.model, layers, x, y, self.context, self.comm)
+        seconds, nbytes, outputs = profile_layers(model, x, y, self.comm)
         self.bounds = partition(seconds, nbytes, S)
         self.predicted = [float(sum(seconds[lo:hi])) for lo, hi in self.bounds]
         self.say(f"mpicnn: pipeline of {S} stages ({args.pipeline_schedule}, {args.micro_batches} "
@@ -86,10 +92,11 @@ class PipelineStage(GridRank):
                      f"{type(layers[hi - 1][1]).__name__}), predicted {1e3 * t:.2f} ms per micro-batch"
                      for s, ((lo, hi), t) in enumerate(zip(self.bounds, self.predicted))))
         lo, hi = self.bounds[stage]
-        state.replace_model(Stage(layers[lo:hi]))  # the last reference to the other stages' layers goes
-        state.merge = self._merge
+        mine = Stage(layers[lo:hi]).materialize()
+        for _, layer in layers[:lo] + layers[hi:]:
+            layer.forget()  # never materialized here: their draws are another stage's
         if stage > 0:  # only stage 0 may skip its input gradient; later stages send it back
-            for m in state.model.modules():
+            for m in mine.modules():
                 if hasattr(m, "needs_input_grad"):
                     m.needs_input_grad = True
         self.first, self.last = stage == 0, stage == S - 1
@@ -97,6 +104,7 @@ class PipelineStage(GridRank):
         # What arrives: the previous stage's output, and the gradient of our own output.
         self.prev = None if self.first else Link(comm, stage - 1, *outputs[lo - 1])
         self.next = None if self.last else Link(comm, stage + 1, *outputs[hi - 1])
+        return mine
 
     def _merge(self, local):
         """Every stage's ``{name: value}`` merged, on every rank, in stage (= model) order."""
