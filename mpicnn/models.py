@@ -1,10 +1,14 @@
-"""The model zoo: ``get(name, in_channels, num_classes, **options)``.
+"""The model zoo: ``get(name, in_channels, num_classes, **options)``; ``name`` may also
+be ``package.module:function``, a user's builder with the zoo's signature.
 
 Every model is a ``Sequential`` of ``mpicnn.nn`` layers, so parameter names follow
 PyTorch's (``0.weight``, ``3.block.0.weight`` ...) and checkpoints can be read by
 hand. Layers are created in a fixed order from the init RNG, so the same seed gives
 the same weights on every rank.
 """
+import importlib
+import inspect
+
 import numpy as np
 
 from . import nn
@@ -100,13 +104,49 @@ def vgg11(in_channels=3, num_classes=10, dtype=np.float32, image_size=(32, 32), 
 
 
 MODELS = {"lenet5": lenet5, "convnet": convnet, "resnet8": resnet8, "resnet20": resnet20, "vgg11": vgg11}
+STANDARD = ("in_channels", "num_classes", "dtype", "image_size")  # what every builder is given
+
+
+def builder(name):
+    """The function that builds model ``name``: a zoo name, or ``package.module:function``
+    (a user's own builder, imported from ``sys.path`` as PYTHONPATH users expect)."""
+    if name in MODELS:
+        return MODELS[name]
+    if ":" not in name:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}, or name your own "
+                         f"builder as package.module:function")
+    module, _, function = name.partition(":")
+    try:
+        found = getattr(importlib.import_module(module), function, None)
+    except ImportError as e:
+        raise ValueError(f"cannot import {module!r} ({e}); put the folder that holds it on PYTHONPATH")
+    if not callable(found):
+        raise ValueError(f"module {module!r} has no function {function!r}")
+    return found
+
+
+def options_of(build):
+    """The keyword options ``build`` takes beyond the standard ones (None: any, **kwargs)."""
+    params = inspect.signature(build).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.name not in STANDARD]
 
 
 def get(name, in_channels, num_classes, dtype=np.float32, image_size=None, **options):
-    """Build model ``name``; ``options`` are the builder's keywords (e.g. ``width``)."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    """Build model ``name`` (see ``builder``) as ``build(in_channels=, num_classes=, dtype=,
+    image_size=, **options)``; ``options`` are its own keywords (e.g. ``width``)."""
+    build = builder(name)
+    takes = options_of(build)
+    unknown = [k for k in options if takes is not None and k not in takes]
+    if unknown:
+        what = ", ".join(f"--{k.replace('_', '-')}" for k in takes) if takes else "none"
+        raise ValueError(f"{name} does not take {', '.join('--' + k.replace('_', '-') for k in unknown)}; "
+                         f"the options it takes: {what}")
     kwargs = dict(in_channels=in_channels, num_classes=num_classes, dtype=np.dtype(dtype).type, **options)
     if image_size is not None:
         kwargs["image_size"] = tuple(image_size)
-    return MODELS[name](**kwargs)
+    model = build(**kwargs)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"{name} returned a {type(model).__name__}, not an mpicnn.nn.Module")
+    return model

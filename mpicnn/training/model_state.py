@@ -65,6 +65,7 @@ class ModelState:
             ckpt = load_checkpoint(path) if path else None
             fresh = load_checkpoint(args.init_from) if args.init_from and ckpt is None else None
             if ckpt is not None:
+                self._check_optimizer(ckpt)
                 self._load_state(ckpt)
             if fresh is not None:
                 self._init_from(fresh)
@@ -75,7 +76,12 @@ class ModelState:
         self.optimizer = self.make_optimizer()
         if ckpt is None:
             return 0
-        self.optimizer.load_state_dict(self._local_optimizer_state(ckpt.optimizer))
+        with agree(self.comm):
+            try:
+                self.optimizer.load_state_dict(self._local_optimizer_state(ckpt.optimizer))
+            except (KeyError, ValueError) as e:
+                raise UserError(f"checkpoint {path!r}: its optimizer state does not fit --optimizer "
+                                f"{args.optimizer} ({e}); resume with the options it was written with")
         self.say(f"mpicnn: resumed from {path} at step {ckpt.step}")
         if ckpt.step >= total_steps:
             self.say(f"mpicnn: the run ends at step {total_steps} (--steps/--epochs): nothing left "
@@ -90,6 +96,15 @@ class ModelState:
             return OPTIMIZERS["sgd"](params, a.lr, momentum=a.momentum, nesterov=a.nesterov,
                                      weight_decay=a.weight_decay, lr_scale=scale)
         return OPTIMIZERS[a.optimizer](params, a.lr, weight_decay=a.weight_decay, lr_scale=scale)
+
+    def _check_optimizer(self, ckpt):
+        """A resumed run continues the checkpoint's optimizer: another one has other state
+        (Adam's moments are not SGD's momentum), so switching is refused by name."""
+        saved = ckpt.config.get("optimizer")
+        if saved is not None and saved != self.args.optimizer:
+            raise UserError(f"checkpoint {ckpt.path!r} was written with --optimizer {saved}; resume with "
+                            f"--optimizer {saved}, or start a new run from its weights with --init-from "
+                            f"{ckpt.path} --optimizer {self.args.optimizer}")
 
     def _shard(self):
         """Under channel=C, cut the full (initialised or loaded) model into this rank's

@@ -1,0 +1,59 @@
+"""What a user picks that the zoo does not ship or the run did not start with: their own
+model by name, options a model does not take, another optimizer on resume."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from contract import agreed_max, max_rel_diff, on_ranks
+from mpicnn import models, train
+from mpicnn.errors import UserError
+
+USER = "user_models.small:build"
+BASE = ["--model", USER, "--dataset", "shapes:16:64", "--dtype", "float64", "--steps", "3", "--batch-size", "8",
+        "--no-progress", "--seed", "5"]
+
+
+def test_user_model_by_name():
+    model = models.get(USER, 3, 4, image_size=(16, 16), width=4)
+    assert model.named_parameters().__next__()[1].data.shape == (4, 3, 3, 3)
+    with pytest.raises(ValueError, match="does not take --depth; the options it takes: --width"):
+        models.get(USER, 3, 4, depth=3)
+    with pytest.raises(ValueError, match="returned a list, not an mpicnn.nn.Module"):
+        models.get("user_models.small:not_a_model", 3, 4)
+    with pytest.raises(ValueError, match="has no function 'nope'"):
+        models.get("user_models.small:nope", 3, 4)
+    with pytest.raises(ValueError, match="put the folder that holds it on PYTHONPATH"):
+        models.get("no_such_package.mod:build", 3, 4)
+
+
+def test_option_a_model_does_not_take_is_one_clean_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "mpicnn.train", "--model", "lenet5", "--width", "32",
+                           "--steps", "1", "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "mpicnn: error: --model lenet5: lenet5 does not take --width; the options it takes: none"]
+
+
+def test_resume_with_another_optimizer_is_refused(tmp_path):
+    argv = ["--model", "lenet5", "--steps", "2", "--batch-size", "8", "--no-progress", "--optimizer", "adam",
+            "--checkpoint-dir", str(tmp_path)]
+    train.run(argv, None)
+    for other in ("sgd", "adamw"):
+        with pytest.raises(UserError, match="written with --optimizer adam; resume with --optimizer adam"):
+            train.run(argv[:-4] + ["--optimizer", other, "--checkpoint-dir", str(tmp_path), "--resume",
+                                   "--steps", "4"], None)
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("parallel", [["data=2", "--sync-bn"], ["spatial=2x1"], ["channel=2"],
+                                      ["pipeline=2", "--micro-batches", "2"]])
+def test_user_model_on_every_layout_equals_one_rank(parallel):
+    extra = parallel[1:]
+    from mpi4py import MPI
+    serial = train.run(BASE + extra, MPI.COMM_SELF).params
+
+    def differs(comm):
+        return max_rel_diff(train.run(BASE + extra + ["--parallel", parallel[0]], comm).params, serial)
+    assert agreed_max(on_ranks(2, differs)) <= 1e-9
