@@ -1,0 +1,95 @@
+"""``python -m mpicnn.evaluate CKPT [--dataset D] [--split test] [--parallel ...]``: the
+test loss and accuracy of a checkpoint, on any data/spatial/channel/pipeline layout
+(``mpirun -n N``), through the same evaluation the trainer runs at the end of a run, so
+the figures equal the trainer's final test accuracy and loss."""
+import sys
+
+from . import backend, blas
+from .config import Parser, parse_args
+from .errors import UserError
+from .io.checkpoint import load_checkpoint
+from .parallel.collectives import abort, node_local, world
+from .parallel.failure import agree, install_abort_hook
+from .parallel.spec import parse_parallel
+from .signals import StopRequest
+from .training import make_layout
+
+# Options of the training run that decide the model and its arrays; taken from the checkpoint.
+MODEL_OPTIONS = ("model", "width", "dtype", "optimizer", "channel_split", "seed")
+
+
+def build_parser():
+    p = Parser(prog="python -m mpicnn.evaluate",
+               description="Test loss and accuracy of a checkpoint (any layout under mpirun).")
+    p.add_argument("checkpoint", help="an mpicnn checkpoint (ckpt-STEP.h5 or a --save file)")
+    p.add_argument("--dataset", help="dataset to evaluate on (default: the checkpoint's)")
+    p.add_argument("--split", choices=("test", "train"), default="test", help="which split (default test)")
+    p.add_argument("--parallel", default=None, help="process grid, as for training (default data=N)")
+    p.add_argument("--backend", default="numpy", help="numpy, cupy, emu or auto (default numpy)")
+    p.add_argument("--eval-batch-size", default="500", help="samples per forward pass (default 500)")
+    return p
+
+
+def training_argv(options, ckpt):
+    """The trainer's command line that rebuilds ``ckpt``'s model on this layout and stops at once."""
+    config = ckpt.config
+    # One step more than the checkpoint's: nothing runs, and the trainer does not say
+    # "nothing left to train".
+    argv = ["--resume", options.checkpoint, "--steps", str(ckpt.step + 1), "--no-progress",
+            "--dataset", options.dataset or config["dataset"], "--backend", options.backend,
+            "--eval-batch-size", options.eval_batch_size]
+    for key in MODEL_OPTIONS + ("batch_size", "micro_batches"):
+        if config.get(key) is not None:
+            argv += [f"--{key.replace('_', '-')}", str(config[key])]
+    return argv + (["--parallel", options.parallel] if options.parallel else [])
+
+
+def evaluate(argv=None, comm=None):
+    """(accuracy, loss, samples) of the checkpoint named in ``argv``, on every rank."""
+    comm = comm or world()
+    with agree(comm):
+        options = build_parser().parse_args(argv)
+        ckpt = load_checkpoint(options.checkpoint)
+        args = parse_args(training_argv(options, ckpt))
+        spec = parse_parallel(args.parallel, comm.Get_size())
+        if spec.ps:
+            raise UserError("evaluate runs on data, spatial, channel and pipeline layouts; drop ps=K")
+    with agree(comm):
+        threads = blas.threads_per_rank(node_local(comm)[1])
+        if threads:
+            blas.set_threads(threads)
+        try:
+            backend.use(args.backend, local_rank=node_local(comm)[0])
+        except (RuntimeError, ValueError) as e:
+            raise UserError(f"--backend {args.backend}: {e}")
+    layout = make_layout(args, comm, StopRequest())
+    try:
+        with agree(comm):
+            dataset = layout.test_set if options.split == "test" else layout.train_set
+            if dataset is None:
+                raise UserError(f"dataset {args.dataset} has no test split; use --split train")
+        layout.test_set = dataset  # evaluation reads the layout's test set
+        accuracy, loss = layout.evaluate(ckpt.step)
+    finally:
+        layout.close()
+    return accuracy, loss, dataset.num_samples
+
+
+def main(argv=None):
+    comm = world()
+    install_abort_hook(comm)
+    try:
+        accuracy, loss, n = evaluate(argv, comm)
+    except UserError as e:
+        agreed = getattr(e, "agreed", False)
+        if comm.Get_rank() == 0 or not agreed:
+            print(f"mpicnn: error: {e}", file=sys.stderr, flush=True)
+        if not agreed and comm.Get_size() > 1:
+            abort(comm, 2)
+        sys.exit(2)
+    if comm.Get_rank() == 0:
+        print(f"accuracy {100 * accuracy:.2f}%  loss {loss:.4f}  ({n} samples)", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""``python -m mpicnn.predict CKPT INPUT -o OUT.npy``: class probabilities of a
+checkpoint's model for the images of INPUT, one process.
+
+INPUT is a ``.npy`` array of images (N, C, H, W), an mpicnn HDF5 dataset or a built-in
+dataset's name (``--split test`` by default, ``train`` on request). uint8 images are scaled to [0, 1]
+as the trainer reads them. OUT holds (N, classes) float32 softmax probabilities,
+written atomically (temporary file, then rename)."""
+import os
+import sys
+
+import numpy as np
+
+from . import data, models
+from .nn import init
+from .config import Parser
+from .errors import UserError
+from .io.checkpoint import load_checkpoint
+
+
+def build_parser():
+    p = Parser(prog="python -m mpicnn.predict",
+               description="Class probabilities of a checkpoint's model for .npy or HDF5 images.")
+    p.add_argument("checkpoint", help="an mpicnn checkpoint (ckpt-STEP.h5 or a --save file)")
+    p.add_argument("input", help="images: a .npy array (N, C, H, W) or an mpicnn HDF5 dataset")
+    p.add_argument("-o", "--output", required=True, help="where to write the (N, classes) probabilities (.npy)")
+    p.add_argument("--split", choices=("test", "train"), default="test", help="HDF5 split (default test)")
+    p.add_argument("--batch-size", type=int, default=500, help="images per forward pass (default 500)")
+    return p
+
+
+def read_images(path, split):
+    """(N, C, H, W) float images of ``path``, scaled like the trainer's reads."""
+    if path.endswith(".npy"):
+        try:
+            images = np.load(path, allow_pickle=False, mmap_mode="r")
+        except (OSError, ValueError) as e:
+            raise UserError(f"cannot read {path!r} as a NumPy array ({e})")
+        if images.ndim != 4 or images.dtype not in (np.uint8, np.float32, np.float64):
+            raise UserError(f"{path!r} holds {images.dtype} of shape {images.shape}; predict takes images "
+                            f"(N, C, H, W) as uint8, float32 or float64")
+        return images.astype(np.float32) / np.float32(255) if images.dtype == np.uint8 else images
+    data.prepare(path)  # a built-in dataset's name works too
+    if not data.has_split(path, split):
+        raise UserError(f"{path!r} has no {split} split; use --split train or a .npy file")
+    dataset = data.open_dataset(path, split)
+    try:
+        return dataset.read(np.arange(dataset.num_samples))[0]
+    finally:
+        dataset.close()
+
+
+def predict(checkpoint, images, batch_size=500):
+    """Softmax probabilities (N, classes), float32, of the checkpoint's model (eval mode)."""
+    ckpt = load_checkpoint(checkpoint) if isinstance(checkpoint, str) else checkpoint
+    config = ckpt.config
+    dtype = np.dtype(config.get("dtype", "float32"))
+    options = {"width": config["width"]} if config.get("width") else {}
+
+    def build(classes):
+        return models.get(config["model"], images.shape[1], classes, dtype=dtype, image_size=images.shape[2:],
+                          **options)
+    try:
+        with init.deferred():  # a probe without memory: which tensor is the head, in model order
+            probe = build(1)
+        probe.forget()
+        head = [n for n, p in probe.named_parameters() if p.data.ndim == 2][-1]
+        model = build(ckpt.params[head].shape[0])
+        model.load_state_dict({**ckpt.params, **ckpt.buffers})
+    except (KeyError, ValueError, TypeError, IndexError) as e:
+        raise UserError(f"the images {tuple(images.shape[1:])} do not fit the model of {ckpt.path!r} "
+                        f"(--model {config.get('model')}): {e}")
+    model.eval()
+    out = []
+    for lo in range(0, len(images), batch_size):
+        logits = model.forward(np.ascontiguousarray(images[lo:lo + batch_size], dtype=dtype)).astype(np.float64)
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        out.append((e / e.sum(axis=1, keepdims=True)).astype(np.float32))
+    return np.concatenate(out) if out else np.zeros((0, ckpt.params[head].shape[0]), np.float32)
+
+
+def write_atomically(path, array):
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise UserError(f"cannot write {path!r}: {e}")
+
+
+def main(argv=None):
+    try:
+        options = build_parser().parse_args(argv)
+        if not options.output.endswith(".npy"):
+            raise UserError(f"-o {options.output!r}: write the probabilities to a .npy file")
+        probs = predict(options.checkpoint, read_images(options.input, options.split), options.batch_size)
+        write_atomically(options.output, probs)
+    except UserError as e:
+        print(f"mpicnn: error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    print(f"mpicnn: {len(probs)} images -> {options.output} ({probs.shape[1]} class probabilities each)")
+
+
+if __name__ == "__main__":
+    main()
