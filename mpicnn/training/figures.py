@@ -1,9 +1,16 @@
 """The run's figures and what it tells the user: the warm-up rule, timed steps, the
-progress bar, metrics records, the decision on a non-finite step, peak memory and the
-closing summary. Only the reporting rank (rank 0 of the job) prints and writes; every
-rank keeps the same figures."""
+progress bar or plain log lines, metrics records, the decision on a non-finite step,
+peak memory and the closing summary. Only the reporting rank (rank 0 of the job)
+prints and writes; every rank keeps the same figures.
+
+Console: on a terminal, a progress bar (stderr); in a job log (stderr not a terminal)
+or with --no-progress, one flushed line every --log-every steps (step, epoch, loss,
+batch accuracy, images/s, elapsed, ETA), never a carriage return. Either way the run's
+header comes first and every evaluation prints its test accuracy."""
+import datetime
 import resource
 import sys
+import time
 
 from ..errors import UserError
 from ..io.metrics import MetricsLog
@@ -36,8 +43,11 @@ class RunFigures:
         self.start_step, self.total_steps = start_step, total_steps
         self.warmup = warmup_steps(start_step, total_steps)
         self.metrics = MetricsLog(args.metrics if reports else None, append=start_step > 0)
+        bar = reports and not args.no_progress and sys.stderr.isatty()
+        self.lines = reports and not bar  # plain log lines instead of the bar
         self.progress = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
-                             disable=args.no_progress or not reports, file=sys.stderr, mininterval=0.5)
+                             disable=not bar, file=sys.stderr, mininterval=0.5)
+        self.started = time.perf_counter()
         self.timed = {"images": 0, "seconds": 0.0, "data": 0.0, "comm": 0.0}
         self.rate = None  # images/s of the last step, until timed steps exist
         self.skipped = 0
@@ -46,6 +56,27 @@ class RunFigures:
     def print0(self, *text):
         if self.reports:
             print(*text, flush=True)
+
+    def say(self, line):
+        """A line on the console that leaves the bar intact."""
+        if self.reports:
+            if self.lines:
+                print(line, flush=True)
+            else:
+                self.progress.write(line, file=sys.stdout)
+
+    def header(self, layout_text):
+        a = self.args
+        start = f" from step {self.start_step}" if self.start_step else ""
+        self.say(f"mpicnn: {a.model} on {a.dataset}, {layout_text}, {self.total_steps} steps{start}, "
+                 f"global batch {a.batch_size}, {a.dtype}")
+
+    def _log_line(self, done, epoch, loss, accuracy, ips):
+        elapsed = time.perf_counter() - self.started
+        left = elapsed / (done - self.start_step) * (self.total_steps - done) if done > self.start_step else 0.0
+        width = len(str(self.total_steps))
+        self.say(f"step {done:>{width}}/{self.total_steps}  epoch {epoch}  loss {loss:.4f}  acc {accuracy:.3f}  "
+                 f"{ips or 0:.0f} images/s  elapsed {_clock(elapsed)}  eta {_clock(left)}")
 
     def timed_step(self, step, seconds, data_seconds, comm_seconds):
         """Count a finished step of ``seconds`` wall time in the figures, past the warm-up."""
@@ -69,6 +100,8 @@ class RunFigures:
         if logged and (done % self.args.log_every == 0 or done == self.total_steps):
             B, ips = self.args.batch_size, self.images_per_sec()
             self.progress.set_postfix(loss=f"{loss_sum / B:.4f}", acc=f"{correct / B:.3f}", img_s=f"{ips or 0:.0f}")
+            if self.lines:
+                self._log_line(done, epoch, loss_sum / B, correct / B, ips)
             self.metrics.write(step=done, epoch=epoch, loss=loss_sum / B, accuracy=correct / B, lr=lr,
                                images_per_sec=ips)
 
@@ -82,9 +115,12 @@ class RunFigures:
         self.metrics.write(step=step + 1, epoch=epoch, skipped=True)
 
     def evaluated(self, done, epoch, accuracy, loss, record=True):
+        """A test evaluation after ``done`` steps (``record``: one of the run's, not the
+        summary's final one)."""
         self.test_accuracy, self.test_loss, self.evaluated_at = accuracy, loss, done
         if record:
             self.metrics.write(step=done, epoch=epoch, test_accuracy=accuracy, test_loss=loss)
+            self.say(f"step {done}  epoch {epoch}  test accuracy {100 * accuracy:.2f}%  test loss {loss:.4f}")
 
     def stopped(self, step, signame, where):
         self.print0(f"mpicnn: stopped by {signame} after step {step}; {where}")
@@ -117,3 +153,7 @@ class RunFigures:
 
     def close_progress(self):
         self.progress.close()
+
+
+def _clock(seconds):
+    return str(datetime.timedelta(seconds=round(seconds)))
