@@ -57,3 +57,34 @@ def test_user_model_on_every_layout_equals_one_rank(parallel):
     def differs(comm):
         return max_rel_diff(train.run(BASE + extra + ["--parallel", parallel[0]], comm).params, serial)
     assert agreed_max(on_ranks(2, differs)) <= 1e-9
+
+
+CENTERED = ["--model", "user_models.small:centered", "--dataset", "shapes:16:64", "--dtype", "float64", "--steps",
+            "3", "--batch-size", "8", "--no-progress", "--seed", "2"]
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("parallel, ranks", [("spatial=2x1", 2), ("spatial=2x2", 4), ("channel=2", 2)])
+def test_declared_spatial_reduction_equals_one_rank(parallel, ranks):
+    from mpi4py import MPI
+    if MPI.COMM_WORLD.Get_size() < ranks:
+        pytest.skip(f"needs {ranks} ranks")
+    serial = train.run(CENTERED, MPI.COMM_SELF).params
+
+    def differs(comm):
+        return max_rel_diff(train.run(CENTERED + ["--parallel", parallel], comm).params, serial)
+    assert agreed_max(on_ranks(ranks, differs)) <= 1e-9
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("parallel", ["spatial=2x1", "channel=2"])
+def test_undeclared_layer_is_refused_under_splits(parallel):
+    argv = [a.replace(":centered", ":centered_undeclared") for a in CENTERED] + ["--parallel", parallel]
+
+    def refused(comm):
+        try:
+            train.run(argv, comm)
+        except UserError as e:
+            return float("layer 2 (CenterUndeclared) does not say how it touches them" not in str(e))
+        return 1.0
+    assert agreed_max(on_ranks(2, refused)) == 0

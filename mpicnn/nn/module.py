@@ -10,8 +10,16 @@ layout sets ``layout = "NHWC"`` and implements ``_forward``/``_backward`` in it;
 public ``forward``/``backward`` convert at the edges. Containers chain the private
 methods and convert only where two neighbours disagree, so a model of NHWC layers
 converts once at the input. 2-D arrays (N, F) have no layout and pass unchanged.
-Users' own layers just override ``forward``/``backward`` in NCHW.
+Users' own layers just override ``forward``/``backward`` in NCHW, and say in ``touches``
+how they mix elements, so that the trainer can split their feature maps correctly
+(README, "Your own layers"): ``"pointwise"`` (element by element), ``"spatial-reduction"``
+(sums or means over height and width, taken through ``self.spatial_sum``/``spatial_mean``,
+which span the whole map when it is split over ranks) or ``"channel-reduction"`` (over
+channels at each pixel). Undeclared layers of one's own are refused under spatial and
+channel splits.
 """
+import numpy as np
+
 from ..backend import array_module
 from . import init
 
@@ -79,8 +87,12 @@ class Context:
 SERIAL = Context()
 
 
+TOUCHES = ("pointwise", "spatial-reduction", "channel-reduction")
+
+
 class Module:
     layout = "NCHW"
+    touches = None  # for a user's own layer: one of TOUCHES (see the module docstring)
     buffer_names = ()  # attributes saved in state_dict that are not Parameters
     training = True
     context = SERIAL
@@ -105,6 +117,20 @@ class Module:
 
     def _backward(self, dy):
         return self.backward(dy)
+
+    # Reductions over the whole map, for layers of one's own (touches = "spatial-reduction").
+    def spatial_sum(self, x):
+        """Sum of the NCHW array ``x`` over height and width, (N, C, 1, 1), over the whole
+        map even when its rows and columns are split over ranks."""
+        s = x.sum(axis=(2, 3), keepdims=True)
+        return self.context.spatial_reduce(s, "sum") if self.context.spatial else s
+
+    def spatial_mean(self, x):
+        """Mean of ``x`` over height and width of the whole map, (N, C, 1, 1)."""
+        area = np.array([float(x.shape[2] * x.shape[3])])
+        if self.context.spatial:
+            self.context.spatial_reduce(area, "sum")
+        return self.spatial_sum(x) / x.dtype.type(area[0])
 
     # Tree walking: attributes in definition order, as PyTorch registers them.
     def named_children(self):

@@ -9,6 +9,7 @@ from .. import backend
 from ..errors import UserError
 from ..faults import FaultPlan
 from ..nn import CrossEntropyLoss
+from ..nn.module import TOUCHES
 from ..parallel.balance import Balancer
 from ..parallel.collectives import bcast_array, node_local, sum_in_place
 from ..parallel.failure import agree
@@ -91,6 +92,8 @@ class GridRank(Layout):
         model = build_model(args, self.comm, self.train_set.shape, self.train_set.num_classes, self.dtype,
                             deferred=self.defer_init)
         model.set_context(self.context)
+        with agree(self.comm):
+            _check_declared(model, args.parallel, self.spec)
         if self.context.spatial:
             self.context.name_layers(model)
             with agree(self.comm):
@@ -187,3 +190,29 @@ class GridRank(Layout):
     def close(self):
         self.batches.close()
         self.grid.free()
+
+
+def _check_declared(model, parallel, spec):
+    """Under spatial or channel splits every layer of one's own (a leaf defined outside
+    mpicnn) must say how it touches space and channels; spatial splits cannot run a
+    window of one's own (convolutions and pools come from mpicnn.nn)."""
+    spatial, channel = spec.spatial != (1, 1), spec.channel > 1
+    if not (spatial or channel):
+        return
+    for name, layer in _named_leaves(model):
+        if type(layer).__module__.startswith("mpicnn."):
+            continue
+        kind = type(layer).__name__
+        if layer.touches not in TOUCHES:
+            raise UserError(f"--parallel {parallel} splits the feature maps, and layer {name} ({kind}) does "
+                            f"not say how it touches them; declare it in the class: touches = 'pointwise', "
+                            f"'spatial-reduction' (through self.spatial_sum/spatial_mean) or "
+                            f"'channel-reduction' (README, Your own layers)")
+
+
+def _named_leaves(module, prefix=""):
+    for name, child in module.named_children():
+        if child.children():
+            yield from _named_leaves(child, prefix + name + ".")
+        else:
+            yield prefix + name, child

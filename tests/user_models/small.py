@@ -13,3 +13,39 @@ def build(in_channels=3, num_classes=10, dtype=np.float32, image_size=None, widt
 
 def not_a_model(in_channels=3, num_classes=10, dtype=np.float32, image_size=None):
     return [nn.ReLU()]
+
+
+class Center(nn.Module):
+    """x minus its per-channel mean over the whole map: a spatial reduction, declared."""
+    touches = "spatial-reduction"
+
+    def forward(self, x):
+        return x - self.spatial_mean(x)
+
+    def backward(self, dy):
+        return dy - self.spatial_mean(dy)
+
+
+class CenterUndeclared(nn.Module):
+    """The same, computed on whatever block of the map this rank holds, and not declared."""
+
+    def forward(self, x):
+        return x - x.mean(axis=(2, 3), keepdims=True)
+
+    def backward(self, dy):
+        return dy - dy.mean(axis=(2, 3), keepdims=True)
+
+
+def _centered(center, in_channels, num_classes, dtype):
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 8, 3, padding=1, dtype=dtype), nn.ReLU(), center,
+        nn.Conv2d(8, 8, 3, padding=1, dtype=dtype), nn.ReLU(), nn.GlobalAvgPool2d(),
+        nn.Linear(8, num_classes, dtype=dtype))
+
+
+def centered(in_channels=3, num_classes=10, dtype=np.float32, image_size=None):
+    return _centered(Center(), in_channels, num_classes, dtype)
+
+
+def centered_undeclared(in_channels=3, num_classes=10, dtype=np.float32, image_size=None):
+    return _centered(CenterUndeclared(), in_channels, num_classes, dtype)
