@@ -26,6 +26,7 @@ from dataclasses import dataclass
 BANNER = ("cupy: this is mpicnn's CuPy TEST STAND-IN (tests/cupy_standin), not a GPU: arrays "
           "live in host memory and kernels run on the CPU emulator")
 _HERE = os.path.dirname(os.path.abspath(__file__))
+_PASS_THROUGH = os.path.join("mpicnn", "backend.py")  # its asarray/to_host only pass arrays on
 
 
 @dataclass(frozen=True)
@@ -60,9 +61,10 @@ def cuda_aware_mpi():
 
 
 def caller():
-    """file:line function of the innermost frame outside the stand-in package."""
+    """file:line function of the innermost frame outside the stand-in and mpicnn.backend."""
     for frame in reversed(traceback.extract_stack()):
-        if not os.path.abspath(frame.filename).startswith(_HERE):
+        path = os.path.abspath(frame.filename)
+        if not path.startswith(_HERE) and not path.endswith(_PASS_THROUGH):
             return f"{frame.filename}:{frame.lineno} {frame.name}"
     return "?"
 
