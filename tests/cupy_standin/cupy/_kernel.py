@@ -11,13 +11,9 @@ import numpy
 from . import standin
 from ._array import ndarray
 from .cuda.compiler import CompileException
-from .cuda.runtime import CUDARuntimeError
+from .cuda.driver import CUDADriverError
 
 DEFAULT_DYNAMIC_SHARED = 48 * 1024
-
-
-class CUDADriverError(RuntimeError):
-    pass
 
 
 class RawModule:
@@ -79,6 +75,3 @@ class RawKernel:
             memory.append(a._a if isinstance(a, ndarray) else a)
         standin.queued()
         self._module._library().launch(self.name, grid, block, memory, shared_mem)
-
-
-__all__ = ["RawModule", "RawKernel", "CUDADriverError", "CUDARuntimeError"]

@@ -6,7 +6,7 @@ import time
 import weakref
 
 from .. import standin
-from . import compiler, runtime
+from . import compiler, driver, runtime  # noqa: F401 - cupy.cuda.driver as in CuPy
 
 _current = [0]
 
