@@ -6,6 +6,8 @@ kernel suite's cupy parametrisation, the trainer with ``--backend cupy`` on ever
 under mpiexec (checks_train.py: equality with NumPy, transfers per step, a stream sync
 before each MPI call on a device buffer, checkpoints across paths) and the command line.
 """
+import json
+import math
 import os
 import re
 import subprocess
@@ -54,9 +56,15 @@ def test_trainer_on_the_standin(ranks, select):
     assert_all_passed(proc, 3)
 
 
-def test_command_line_trains_on_the_standin_and_says_so():
+def test_command_line_trains_on_the_standin_and_says_so(tmp_path):
+    metrics = tmp_path / "m.jsonl"
     proc = run_mpi(2, "-m", "mpicnn.train", "--backend", "cupy", "--steps", "2", "--batch-size", "16",
-                   "--no-progress", "--eval-batch-size", "1000", timeout=600, env=standin_env())
+                   "--no-progress", "--eval-batch-size", "1000", "--log-every", "1", "--metrics", str(metrics),
+                   timeout=600, env=standin_env())
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "test accuracy" in proc.stdout
     assert proc.stderr.count("TEST STAND-IN") == 2 and "not a GPU" in proc.stderr  # once per rank
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    steps = [r for r in records if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2] and all(math.isfinite(r["loss"]) for r in steps), records
+    assert records[-1]["final"] and 0.0 <= records[-1]["test_accuracy"] <= 1.0, records[-1]

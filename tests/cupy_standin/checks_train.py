@@ -204,3 +204,24 @@ def test_checkpoints_cross_between_cupy_and_numpy(layout, writer, reader):
         return max_rel_diff(got, ref)
 
     assert agreed_max(on_ranks(ranks, resume)) < TOLERANCE["float64"]
+
+
+def test_each_rank_takes_its_node_local_device(monkeypatch):
+    """With 2 devices, each of 2 ranks on a node uses device node-local rank % 2."""
+    monkeypatch.setenv("CUPY_STANDIN_DEVICES", "2")
+    seen = []
+    fit = train.Trainer.fit
+
+    def noted(self):
+        seen.append(cupy.cuda.runtime.getDevice())
+        return fit(self)
+
+    monkeypatch.setattr(train.Trainer, "fit", noted)
+    comm = MPI.COMM_WORLD.Split(MPI.COMM_WORLD.Get_rank() // 2)
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    expected = [node.Get_rank() % 2]
+    node.Free()
+    train.run(["--steps", "1", "--batch-size", "16", "--no-progress", "--eval-batch-size", "1000",
+               "--parallel", f"data={comm.Get_size()}", "--backend", "cupy"], comm)
+    comm.Free()
+    assert agreed_max(float(seen != expected)) == 0
