@@ -124,7 +124,7 @@ class ndarray:
 
     def __array_function__(self, func, types, args, kwargs):
         from . import _functions
-        impl = _functions.IMPLEMENTED.get(func.__name__)
+        impl = _functions.IMPLEMENTED.get(func.__name__) if func.__module__ == "numpy" else None
         if impl is None or not all(issubclass(t, (ndarray, numpy.ndarray)) for t in types):
             return NotImplemented  # NumPy then raises "no implementation found for ..."
         return impl(*args, **kwargs)
