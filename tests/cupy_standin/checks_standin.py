@@ -121,7 +121,9 @@ def test_raw_kernels_run_the_source_on_the_emulator():
           '{ long long i = blockIdx.x * blockDim.x + threadIdx.x; if (i < n) x[i] *= a; }\n'
     k = cupy.RawKernel(src, "scale")
     x = cupy.arange(300, dtype=np.float32)
+    launches = standin.launches
     k((2,), (256,), (x, np.float32(2.0), np.int64(300)))
+    assert standin.launches == launches + 1
     np.testing.assert_array_equal(x.get(), 2 * np.arange(300, dtype=np.float32))
     with pytest.raises(TypeError, match="Unsupported type"):
         k((1,), (32,), (np.zeros(3, np.float32), np.float32(1), np.int64(3)))

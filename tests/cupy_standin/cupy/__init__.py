@@ -16,7 +16,7 @@ from . import cuda, standin
 from ._array import ndarray
 from ._functions import FUNCTIONS, UFUNCS, asnumpy, get_array_module
 from ._kernel import RawKernel, RawModule
-from .cuda import get_default_memory_pool, get_default_pinned_memory_pool
+from .cuda import get_default_memory_pool
 
 __version__ = "14.2.0+standin"
 IS_STANDIN = True

@@ -76,10 +76,6 @@ def queued():
     _pending = True
 
 
-def pending():
-    return _pending
-
-
 def synchronized(record=True):
     """The host waited for the device: nothing is pending any more."""
     global _pending

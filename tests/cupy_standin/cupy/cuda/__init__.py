@@ -23,10 +23,6 @@ class Device:
     def synchronize(self):
         standin.synchronized()
 
-    @property
-    def compute_capability(self):
-        return "80"
-
     def __enter__(self):
         self._previous = _current[0]
         self.use()
@@ -68,11 +64,6 @@ class Stream:
     def __exit__(self, *exc):
         _stream[0] = self._previous
 
-    def record(self, event=None):
-        event = event or Event()
-        event.record(self)
-        return event
-
 
 Stream.null = Stream(null=True)
 _stream = [Stream.null]
@@ -91,10 +82,6 @@ class Event:
 
     def synchronize(self):
         standin.synchronized()
-
-    @property
-    def done(self):
-        return True
 
 
 def get_elapsed_time(start_event, end_event):
@@ -117,7 +104,6 @@ class MemoryPool:
 
     def __init__(self):
         self._used = 0
-        self._limit = 0
 
     def _allocated(self, array):
         nbytes = array.nbytes
@@ -133,29 +119,12 @@ class MemoryPool:
     def total_bytes(self):
         return self._used
 
-    def free_bytes(self):
-        return 0
-
     def free_all_blocks(self, stream=None):
-        pass
-
-    def n_free_blocks(self):
-        return 0
-
-    def set_limit(self, size=None, fraction=None):
-        self._limit = int(size or 0)
-
-    def get_limit(self):
-        return self._limit
+        """Nothing to free: the stand-in gives memory back as soon as an array dies."""
 
 
 _pool = MemoryPool()
-_pinned_pool = MemoryPool()
 
 
 def get_default_memory_pool():
     return _pool
-
-
-def get_default_pinned_memory_pool():
-    return _pinned_pool
