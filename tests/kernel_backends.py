@@ -1,5 +1,7 @@
 """Which kernel backends the kernel tests run on: the emulator always, CuPy when a GPU
-is visible or MPICNN_REQUIRE_GPU=1 (jobs/gpu_check.sh: a GPU node must not skip them)."""
+is visible or MPICNN_REQUIRE_GPU=1 (jobs/gpu_check.sh: a GPU node must not skip them).
+With the CuPy test stand-in first on PYTHONPATH (tests/cupy_standin) "a GPU is visible"
+and the cupy parametrisation runs on it (tests/test_cupy_standin.py does that)."""
 import os
 
 import pytest

@@ -5,7 +5,8 @@ mpi4py 4.1 has no query for CUDA support (FACTS.md). ``cuda_aware()`` asks, in o
 ``MPICNN_CUDA_AWARE=1|0`` (the user knows best), ``MPIX_Query_cuda_support()`` in the
 loaded libmpi (MPICH, Open MPI), and the MPI-4.1 info key ``mpi_memory_alloc_kinds``
 (a CUDA-aware build lists ``cuda``). The CuPy stream is synchronised before MPI reads
-or writes a device buffer, on both paths.
+or writes a device buffer, on both paths (``before`` for sends, ``before_receive`` for
+receives).
 """
 import ctypes
 import os
@@ -75,6 +76,13 @@ class MPIBuffer:
                 self.array.get(out=self.host)
             else:
                 np.copyto(self.host, self.array)
+
+    def before_receive(self):
+        """Call before posting a receive into the buffer. MPI writes device memory outside
+        CuPy's stream order, and the memory pool may have handed this block out while
+        queued kernels still use its previous owner: wait for them first."""
+        if self.device and not self.staged:
+            backend.synchronize()
 
     def after(self):
         if self.staged:

@@ -89,7 +89,10 @@ class GradientBuckets:
 
     def all_finite(self):
         """True when no summed gradient is NaN or Inf (the same answer on every rank)."""
-        return all(bool(array_module(b.flat).isfinite(b.flat).all()) for b in self.buckets)
+        if not self.buckets:
+            return True
+        xp = array_module(self.buckets[0].flat)
+        return bool(xp.stack([xp.isfinite(b.flat).all() for b in self.buckets]).all())  # one copy to the host
 
     def begin(self, reduce=True):
         """Arm the buckets for one backward pass. ``reduce=False``: a backward whose

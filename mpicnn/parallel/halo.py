@@ -53,15 +53,16 @@ def start_exchange(comm, buf, recvs, sends):
         return None
     xp = array_module(buf)
     N, C = buf.shape[0], buf.shape[3]
-    incoming, outgoing, requests = [], [], []
+    incoming, requests = [], []
+    outgoing = [(peer, MPIBuffer(halo_pack(buf, rows, cols))) for peer, (rows, cols) in sends]
+    for _, staged in outgoing:
+        staged.before()  # the packs are done (the first one waits for the device)
     for peer, (rows, cols) in recvs:
         staged = MPIBuffer(xp.empty((N, rows[1] - rows[0], cols[1] - cols[0], C), buf.dtype))
+        staged.before_receive()
         incoming.append((staged, rows, cols))
         requests.append(comm.Irecv(staged.buf, source=peer, tag=7))
-    for peer, (rows, cols) in sends:
-        staged = MPIBuffer(halo_pack(buf, rows, cols))
-        staged.before()
-        outgoing.append(staged)  # keeps the send buffer alive until Waitall
+    for peer, staged in outgoing:  # kept until Waitall: the send buffers stay alive
         requests.append(comm.Isend(staged.buf, dest=peer, tag=7))
     return buf, incoming, outgoing, requests
 

@@ -5,6 +5,8 @@ from ...backend import array_module, is_array, to_host
 from ._launch import Family, i64, launch1d, float_array
 
 K = Family("loss")
+# The last labels copied to the device: forward and backward of one batch share one copy.
+_uploaded = {}  # array module -> (host int64 labels, device copy)
 
 
 def _labels(xp, labels, N, K_):
@@ -19,7 +21,11 @@ def _labels(xp, labels, N, K_):
         raise ValueError(f"cross_entropy label {int(bad)!r} out of range [0, {K_})")
     if xp is np or not isinstance(labels, np.ndarray):
         return xp.ascontiguousarray(xp.asarray(labels), dtype=np.int64)
-    return xp.asarray(host.astype(np.int64))
+    host = host.astype(np.int64)
+    last = _uploaded.get(xp)
+    if last is None or not np.array_equal(last[0], host):
+        last = _uploaded[xp] = (host, xp.asarray(host))
+    return last[1]
 
 
 def cross_entropy_forward(logits, labels, total=None):
@@ -37,9 +43,10 @@ def cross_entropy_forward(logits, labels, total=None):
     correct = xp.empty(N, np.int32)
     launch1d(K.fn("softmax_xent_forward", logits.dtype), N,
              (logits, lab, probs, logp, correct, i64(N), i64(Kc)))
-    logp = to_host(logp)
-    loss = float(-logp.sum() / total) if total else 0.0
-    return loss, probs, int(np.count_nonzero(to_host(correct)))
+    # One copy to the host: the two figures, not the (N,) vectors.
+    logp_sum, n_correct = to_host(xp.stack([logp.sum(), (correct != 0).sum(dtype=np.float64)]))
+    loss = float(-logp_sum / total) if total else 0.0
+    return loss, probs, int(n_correct)
 
 
 def cross_entropy_backward(probs, labels, total=None):

@@ -3,8 +3,10 @@
 The per-channel sums are reduced on the device, copied to the host as float64 (C,)
 vectors (a few bytes), handed to ``allreduce`` there (MPI sees host memory only) and
 the per-channel factors are computed on the host exactly as the NumPy op does, then
-sent back as (C,) vectors of x's dtype. The cache has the NumPy op's layout
-(xhat, invstd float64 on the host, count, weight, training).
+sent back, all the vectors a kernel needs in one copy: per layer and training step,
+three copies to the host (sums, squared deviations, gradient sums) and three back.
+The cache has the NumPy op's layout (xhat, invstd float64 on the host, count, weight,
+training).
 """
 import numpy as np
 
@@ -46,15 +48,21 @@ def _affine(x, weight, bias, C):
     return w, b
 
 
+def _to_device(x, *vectors):
+    """Host float64 vectors -> views of ONE copy of them in x's array module."""
+    block = array_module(x).asarray(np.concatenate(vectors))
+    edges = np.cumsum([0] + [v.size for v in vectors])
+    return [block[a:b] for a, b in zip(edges[:-1], edges[1:])]
+
+
 def _normalize(x2, mean, invstd, weight, bias):
+    """``mean`` and ``invstd``: (C,) vectors of x's dtype, in x's array module."""
     rows, C = x2.shape
     xp, dt = array_module(x2), x2.dtype
     w, b = _affine(x2, weight, bias, C)
     xhat = xp.empty_like(x2)
     y = xp.empty_like(x2)
-    launch1d(K.fn("bn_normalize", dt), x2.size,
-             (x2, like(x2, np.asarray(mean).astype(dt), dt), like(x2, invstd.astype(dt), dt),
-              w, b, xhat, y, i64(rows), i64(C)))
+    launch1d(K.fn("bn_normalize", dt), x2.size, (x2, mean, invstd, w, b, xhat, y, i64(rows), i64(C)))
     return xhat, y
 
 
@@ -73,20 +81,24 @@ def batch_norm_train_forward(x, weight, bias, eps=1e-5, allreduce=None):
     if count < 1:
         raise ValueError(f"batch_norm in training mode needs at least one value per channel, got count {count!r}")
     mean = stats[1:] / count
-    sq = _column_sums(K.fn("bn_sqdev_partial", dt), (x2, like(x2, mean.astype(dt), dt)), rows, C, C)
+    mean_dt = like(x2, mean.astype(dt), dt)
+    sq = _column_sums(K.fn("bn_sqdev_partial", dt), (x2, mean_dt), rows, C, C)
     allreduce(sq)
     var = sq / count
     invstd = 1.0 / np.sqrt(var + eps)
-    xhat, y = _normalize(x2, mean, invstd, weight, bias)
+    mean_d, var_d, invstd_d = _to_device(x2, mean, var, invstd)
+    xhat, y = _normalize(x2, mean_dt, invstd_d.astype(dt), weight, bias)
     cache = (xhat.reshape(x.shape), invstd, count, weight, True)
-    return y.reshape(x.shape), cache, xp.asarray(mean), xp.asarray(var), count
+    return y.reshape(x.shape), cache, mean_d, var_d, count
 
 
 def batch_norm_eval_forward(x, weight, bias, mean, var, eps=1e-5):
     """Returns (y, cache) normalising with the given (running) ``mean`` and ``var``."""
     x2 = _channels(x, "batch_norm")
+    dt = x2.dtype
     invstd = 1.0 / np.sqrt(to_host(var).astype(np.float64) + eps)
-    xhat, y = _normalize(x2, to_host(mean), invstd, weight, bias)
+    xhat, y = _normalize(x2, like(x2, to_host(mean).astype(dt), dt), like(x2, invstd.astype(dt), dt),
+                         weight, bias)
     return y.reshape(x.shape), (xhat.reshape(x.shape), invstd, None, weight, False)
 
 
@@ -102,16 +114,18 @@ def batch_norm_backward(dy, cache, allreduce=None):
     rows, C = dy2.shape
     xp, dt = array_module(dy2), dy2.dtype
     sums = _column_sums(K.fn("bn_grad_partial", dt), (dy2, xh2), rows, C, 2 * C)
-    dw_local, db_local = xp.asarray(sums[C:].astype(dt)), xp.asarray(sums[:C].astype(dt))
-    g = invstd if weight is None else invstd * to_host(weight)
     dx = xp.empty_like(dy2)
     if training:
+        local = sums.copy()
         allreduce(sums)
         db, dw = sums[:C], sums[C:]
-        launch1d(K.fn("bn_backward_train", dt), dy2.size,
-                 (dy2, xh2, like(dy2, (dw / count).astype(dt), dt), like(dy2, (db / count).astype(dt), dt),
-                  like(dy2, g.astype(dt), dt), dx, i64(rows), i64(C)))
+        local, dw_mean, db_mean, invstd_d = _to_device(dy2, local, dw / count, db / count, invstd)
     else:
-        launch1d(K.fn("bn_backward_eval", dt), dy2.size,
-                 (dy2, like(dy2, g.astype(dt), dt), dx, i64(rows), i64(C)))
-    return dx.reshape(dy.shape), dw_local, db_local
+        local, invstd_d = _to_device(dy2, sums, invstd)
+    g = invstd_d if weight is None else invstd_d * like(dy2, weight, weight.dtype)  # float64, as the NumPy op
+    if training:
+        launch1d(K.fn("bn_backward_train", dt), dy2.size,
+                 (dy2, xh2, dw_mean.astype(dt), db_mean.astype(dt), g.astype(dt), dx, i64(rows), i64(C)))
+    else:
+        launch1d(K.fn("bn_backward_eval", dt), dy2.size, (dy2, g.astype(dt), dx, i64(rows), i64(C)))
+    return dx.reshape(dy.shape), local[C:].astype(dt), local[:C].astype(dt)
