@@ -47,6 +47,7 @@ class Link:
     def post(self, tag, n):
         """Start receiving message ``tag``: ``n`` samples."""
         buf = MPIBuffer(backend.xp().empty((n,) + self.sample_shape, self.dtype))
+        buf.before_receive()  # queued device work must not race MPI writing into device memory
         self.posted[tag] = (self.comm.Irecv(buf.buf, source=self.peer, tag=tag), buf)
 
     def take(self, tag):

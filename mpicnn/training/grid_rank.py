@@ -132,7 +132,7 @@ class GridRank(Layout):
             x, y = self.batches.read(self.test_set, idx)
             logits = self.model.forward(backend.asarray(x))
             loss = self.criterion(logits, y)
-            totals += (loss * len(idx), np.count_nonzero(backend.to_host(logits).argmax(1) == y))
+            totals += (loss * len(idx), self.criterion.correct)
         sum_in_place(self.grid.data, totals)
         self.model.train()
         n = self.test_set.num_samples

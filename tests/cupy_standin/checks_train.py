@@ -11,7 +11,6 @@ import shutil
 import sys
 import tempfile
 
-import numpy as np
 import pytest
 from mpi4py import MPI
 
@@ -19,6 +18,7 @@ import cupy
 from cupy import standin
 
 from mpicnn import train
+from mpicnn.training.batches import Batches
 from mpicnn.parallel import device_buffers
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
@@ -34,8 +34,6 @@ LAYOUTS = {  # --parallel -> (ranks, model and data)
     "serial": (1, LENET), "data=2": (2, LENET), "spatial=2x1": (2, CONVNET),
     "channel=2": (2, CONVNET), "pipeline=2": (2, LENET), "ps=1": (3, LENET)}
 TOLERANCE = {"float32": 1e-4, "float64": 1e-9}
-PIPELINE_RECV = ("parallel/pipeline.py posts Irecv into a device buffer without a stream sync "
-                 "(PipelineLink.post: call buf.before_receive() before comm.Irecv)")
 
 
 def layout_param(layout, *marks):
@@ -90,8 +88,7 @@ def test_cupy_path_equals_numpy(layout, dtype):
 
 
 @pytest.mark.parametrize("cuda_aware", [True], indirect=True)
-@pytest.mark.parametrize("layout", [layout_param(name) for name in LAYOUTS if name not in ("serial", "pipeline=2")]
-                         + [layout_param("pipeline=2", pytest.mark.xfail(strict=True, reason=PIPELINE_RECV))])
+@pytest.mark.parametrize("layout", [layout_param(name) for name in LAYOUTS if name != "serial"])
 def test_stream_synced_before_every_mpi_call_on_a_device_buffer(layout, cuda_aware):
     """With a CUDA-aware MPI, device buffers go to MPI directly: the stand-in records
     every time MPI takes a device pointer and whether device work was still queued."""
@@ -116,17 +113,21 @@ def test_stream_synced_before_every_mpi_call_on_a_device_buffer(layout, cuda_awa
 
 def step_events(monkeypatch, steps, layout="data=2", micro_batches="1"):
     """Run ``steps`` steps of lenet5 (global batch 64) on the cupy path; returns (the
-    stand-in events of each whole step, the trainer). A step runs from reading its batch
+    stand-in events of each whole step, the layout). A step runs from reading its batch
     to reading the next one."""
-    trainers = []
-    read = train.Trainer.next_batch
+    layouts = []
+    make, read = train.make_layout, Batches.next_batch
 
-    def noted(self, step):
+    def made(*args):
+        layouts.append(make(*args))
+        return layouts[-1]
+
+    def noted(self, step, reader=None):
         standin.note("step")
-        trainers.append(self)
-        return read(self, step)
+        return read(self, step, reader)
 
-    monkeypatch.setattr(train.Trainer, "next_batch", noted)
+    monkeypatch.setattr(train, "make_layout", made)
+    monkeypatch.setattr(Batches, "next_batch", noted)
     argv = ["--model", "lenet5", "--batch-size", "64", "--micro-batches", micro_batches, "--steps", str(steps),
             "--no-progress", "--eval-batch-size", "1000", "--dtype", "float32", "--parallel", layout,
             "--backend", "cupy"]
@@ -139,11 +140,11 @@ def step_events(monkeypatch, steps, layout="data=2", micro_batches="1"):
             per_step.append(current)
         elif current is not None:
             current.append(e)
-    return per_step[:-1], trainers[0]  # the last one runs on into the final evaluation
+    return per_step[:-1], layouts[0]  # the last one runs on into the final evaluation
 
 
-# This rank's half of the batch of 64: float32 images, int64 labels, float32 logits of 10 classes.
-IMAGES, LABELS, LOGITS = 32 * 28 * 28 * 4, 32 * 8, 32 * 10 * 4
+# This rank's half of the batch of 64: float32 images, int64 labels.
+IMAGES, LABELS = 32 * 28 * 28 * 4, 32 * 8
 
 
 @pytest.mark.parametrize("cuda_aware", [True, False], indirect=True)
@@ -151,15 +152,13 @@ def test_step_copies_the_batch_in_and_scalars_out(monkeypatch, cuda_aware):
     """Per step, host->device: the images and the labels; device->host: the loss and
     correct count (one copy) and the finiteness of the summed gradients (one copy), plus,
     when MPI is not CUDA-aware, each gradient bucket out and back around its allreduce.
-    (The trainer's own copy of the logits, which this leaves out, is the xfail below.)"""
-    steps, trainer = step_events(monkeypatch, 4)
-    buckets = [b.flat.nbytes for b in trainer.buckets.buckets]
+    Nothing else: the correct count comes from the loss, not from a copy of the logits."""
+    steps, layout = step_events(monkeypatch, 4)
+    buckets = [b.flat.nbytes for b in layout.buckets.buckets]
     staging = [] if cuda_aware else buckets
     for events in steps:
         h2d = sorted(e.nbytes for e in events if e.kind == "h2d")
         d2h = sorted(e.nbytes for e in events if e.kind == "d2h")
-        if LOGITS in d2h:  # the trainer's own copy of the logits: the xfail below
-            d2h.remove(LOGITS)
         assert h2d == sorted([IMAGES, LABELS] + staging), [(e.kind, e.nbytes, e.where) for e in events]
         assert d2h == sorted([1, 16] + staging), [(e.kind, e.nbytes, e.where) for e in events]
         kinds = [e.kind for e in events if e.kind in ("sync", "d2h", "mpi")]
@@ -167,16 +166,6 @@ def test_step_copies_the_batch_in_and_scalars_out(monkeypatch, cuda_aware):
             if e.kind == "d2h" and e.nbytes in staging:
                 assert events[i - 1].kind == "sync", kinds
     assert standin.count("implicit") == 0
-
-
-@pytest.mark.xfail(strict=True, reason="mpicnn/train.py Trainer.compute copies the logits to the host to count "
-                   "correct samples (np.count_nonzero(backend.to_host(logits).argmax(1) == ys)); "
-                   "use self.criterion.correct, which the loss already counted on the device")
-@pytest.mark.parametrize("cuda_aware", [True], indirect=True)
-def test_step_copies_nothing_else_out(monkeypatch, cuda_aware):
-    steps, _ = step_events(monkeypatch, 3)
-    for events in steps:
-        assert sorted(e.nbytes for e in events if e.kind == "d2h") == [1, 16]
 
 
 @pytest.mark.parametrize("layout", [layout_param("serial"), layout_param("data=2")])
@@ -209,13 +198,13 @@ def test_each_rank_takes_its_node_local_device(monkeypatch):
     """With 2 devices, each of 2 ranks on a node uses device node-local rank % 2."""
     monkeypatch.setenv("CUPY_STANDIN_DEVICES", "2")
     seen = []
-    fit = train.Trainer.fit
+    fit = train.fit
 
-    def noted(self):
+    def noted(layout):
         seen.append(cupy.cuda.runtime.getDevice())
-        return fit(self)
+        return fit(layout)
 
-    monkeypatch.setattr(train.Trainer, "fit", noted)
+    monkeypatch.setattr(train, "fit", noted)
     comm = MPI.COMM_WORLD.Split(MPI.COMM_WORLD.Get_rank() // 2)
     node = comm.Split_type(MPI.COMM_TYPE_SHARED)
     expected = [node.Get_rank() % 2]

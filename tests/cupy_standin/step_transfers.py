@@ -17,16 +17,17 @@ from mpi4py import MPI
 
 from cupy import standin
 from mpicnn import train
+from mpicnn.training.batches import Batches
 
 
 def main(argv):
-    read = train.Trainer.next_batch
+    read = Batches.next_batch
 
-    def noted(self, step):
+    def noted(self, step, reader=None):
         standin.note(f"step {step}")
-        return read(self, step)
+        return read(self, step, reader)
 
-    train.Trainer.next_batch = noted
+    Batches.next_batch = noted
     mark = standin.mark()
     train.run(argv + ["--backend", "cupy", "--no-progress"], MPI.COMM_WORLD)
     steps, current = [], None
