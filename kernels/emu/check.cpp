@@ -81,8 +81,8 @@ size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
     const char* what = write ? "write" : "read";
     uintptr_t off = (uintptr_t)pc - base - 1;  // inside the call instruction
     if (!best)
-        __emu_fail_thread("memcheck: invalid %s of %zu bytes at address %p @pc=0x%lx", what, n, (void*)a,
-                          (unsigned long)off);
+        __emu_fail_thread("memcheck: invalid %s of %zu bytes at address 0x%lx @pc=0x%lx", what, n,
+                          (unsigned long)a, (unsigned long)off);
     if (after) {
         long long past = (long long)a - (long long)(best->beg + best->size);
         if (past >= 0)

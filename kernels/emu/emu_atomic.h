@@ -87,6 +87,5 @@ static inline void __threadfence_system() { __atomic_signal_fence(__ATOMIC_SEQ_C
 // A back-off in a spin-wait: a spin point that changes nothing.
 static inline void __nanosleep(unsigned int) {
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
-    __emu_spin_addr = nullptr;
     if (--__emu_spin_budget <= 0) __emu_spin_check();
 }
