@@ -232,9 +232,12 @@ def test_80_kb_of_static_shared_memory_is_refused(kernel_cache):
             x[threadIdx.x] = huge[threadIdx.x];
         }
     """)
+    k = kernels.RawKernel(src, "big")
     with pytest.raises(kernels.LaunchError, match=r"kernel 'big'.*81920 bytes of static __shared__ memory; a GPU "
                                                   r"allows at most 49152 bytes \(48 KB\).*__shared__ huge at <source>:4"):
-        kernels.RawKernel(src, "big")((1,), (32,), (np.zeros(32, np.float32),))
+        k((1,), (32,), (np.zeros(32, np.float32),))
+    with pytest.raises(kernels.LaunchError, match=r"^kernel 'big': 81920 bytes of static __shared__ memory"):
+        k((1,), (32,), (np.zeros(32, np.float32),))  # now known before the launch
 
 
 def test_static_plus_dynamic_shared_memory_over_48_kb_needs_an_opt_in(kernel_cache):
@@ -251,16 +254,25 @@ def test_static_plus_dynamic_shared_memory_over_48_kb_needs_an_opt_in(kernel_cac
     """)
     k = kernels.RawKernel(src, "both")
     x = np.zeros(32, np.float32)
+    over = r"32768 bytes of static __shared__ memory \+ shared_mem=16388 bytes is over the 49152 bytes.*" \
+        r"max_dynamic_shared_size_bytes"
+    with pytest.raises(kernels.LaunchError, match=r"^kernel 'both', block \(0,0,0\): " + over):
+        k((1,), (32,), (x,), shared_mem=16 * 1024 + 4)  # found as the kernel runs, the first time
+    with pytest.raises(kernels.LaunchError, match=r"^kernel 'both': " + over):
+        k((1,), (32,), (x,), shared_mem=16 * 1024 + 4)  # then before it runs
+    x[:] = 0
     k((1,), (32,), (x,), shared_mem=16 * 1024)  # 32 KB + 16 KB: allowed
-    with pytest.raises(kernels.LaunchError, match=r"32768 bytes of static __shared__ memory \+ shared_mem=16388 "
-                                                  r"bytes is over the 49152 bytes.*max_dynamic_shared_size_bytes"):
-        k((1,), (32,), (x,), shared_mem=16 * 1024 + 4)
+    np.testing.assert_array_equal(x, 1)
     with pytest.raises(kernels.LaunchError, match=r"shared_mem=65536 bytes is over the 49152 bytes \(48 KB\).*"
                                                   r"kernel.max_dynamic_shared_size_bytes = 65536"):
         k((1,), (32,), (x,), shared_mem=64 * 1024)
     k.max_dynamic_shared_size_bytes = 64 * 1024
     k((1,), (32,), (x,), shared_mem=64 * 1024)
     np.testing.assert_array_equal(x, 2)
+    k.max_dynamic_shared_size_bytes = 200 * 1024
+    with pytest.raises(kernels.LaunchError, match=r"32768 bytes of static __shared__ memory \+ "
+                                                  r"shared_mem=204800 bytes is over the 232448 bytes"):
+        k((1,), (32,), (x,), shared_mem=200 * 1024)
 
 
 @pytest.mark.parametrize("make,what", [

@@ -73,6 +73,7 @@ Fiber* g_cur;     // fiber running now
 Fiber* g_dying;   // finished fiber, recycled once we are off its stack
 bool g_in_launch, g_failed;
 char g_error[8192];
+char g_shared_fault[2048];  // a static __shared__ variable took the launch over the limit
 
 const char* op_name(int op) {
     static const char* names[] = {"?", "__syncwarp", "__shfl_sync", "__shfl_up_sync", "__shfl_down_sync",
@@ -227,7 +228,16 @@ int first_in_state(int state) {
     return -1;
 }
 
+void shared_fault() {
+    if (!g_shared_fault[0]) return;
+    char msg[sizeof g_shared_fault];
+    memcpy(msg, g_shared_fault, sizeof msg);
+    g_shared_fault[0] = 0;
+    fail("%s", msg);
+}
+
 void thread_exited(int t) {
+    shared_fault();
     B.t[t].state = EXITED;
     B.exited++;
     B.progress++;
@@ -425,6 +435,7 @@ void sync_check_arrival(int t, const char* file, int line) {
 
 int __emu_barrier(int kind, int pred, const char* file, int line) {
     int t = __emu_tid;
+    if (g_shared_fault[0]) shared_fault();
     if (B.cfg->flags & EMU_CHECK_SYNC) sync_check_arrival(t, file, line);
     B.t[t].bar_file = file;
     B.t[t].bar_line = line;
@@ -512,6 +523,8 @@ const char* shared_over_limit(char* buf, size_t n) {
 }
 }  // namespace
 
+// Called while a static local is initialised (the C++ guard is held), so a launch over
+// the limit fails at the thread's next barrier or exit, not here.
 void __emu_note_static_shared(size_t bytes, const char* name, const char* file, int line) {
     if (!g_in_launch) return;  // file-scope __shared__: not attributed to a kernel
     if (!g_static_shared) g_static_shared = (unsigned int*)calloc(__emu_table_size + 1, sizeof(unsigned int));
@@ -519,7 +532,8 @@ void __emu_note_static_shared(size_t bytes, const char* name, const char* file, 
     g_static_shared[B.cfg->index] += (unsigned int)bytes;
     char msg[1024], c[512];
     if (shared_over_limit(msg, sizeof msg))
-        fail("%s (__shared__ %s at %s is %zu bytes)", msg, name, site_str(file, line, c, sizeof c), bytes);
+        snprintf(g_shared_fault, sizeof g_shared_fault, "%s (__shared__ %s at %s is %zu bytes)", msg, name,
+                 site_str(file, line, c, sizeof c), bytes);
 }
 
 unsigned int __emu_activemask(int site) {
@@ -567,6 +581,7 @@ int __emu_run_grid(const __emu_config* cfg, void (*body)(void*), void* ctx) {
     }
     B.cfg = cfg;
     g_failed = false;
+    g_shared_fault[0] = 0;
     const unsigned int* bd = cfg->block;
     unsigned long long n = (unsigned long long)bd[0] * bd[1] * bd[2];
     if (n < 1 || n > EMU_MAX_THREADS || cfg->shared_bytes > EMU_MAX_DYNAMIC_SMEM) {
