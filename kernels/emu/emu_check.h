@@ -11,8 +11,14 @@ __EMU_HIDDEN unsigned char* __emu_check_dynamic_smem(const char* name);
 __EMU_HIDDEN unsigned char* __emu_check_launch_begin(unsigned int shared_bytes);
 }
 
-struct __emu_shared_note {
-    __emu_shared_note(size_t bytes, const char* name, const char* file, int line) {
-        __emu_note_static_shared(bytes, name, file, line);
-    }
-};
+// Once per variable, in the function that declares it: the first thread to pass the
+// declaration notes its size (a plain flag and a cold call, not a C++ static
+// initialiser: every thread takes this path, and barrier-heavy kernels felt the guard).
+#define __EMU_NOTE_SHARED(name)                                                      \
+    do {                                                                             \
+        static bool __emu_noted;                                                     \
+        if (__builtin_expect(!__emu_noted, 0)) {                                     \
+            __emu_noted = true;                                                      \
+            __emu_note_static_shared(sizeof(name), #name, __FILE__, __LINE__);       \
+        }                                                                            \
+    } while (0)

@@ -35,6 +35,6 @@ EMU_EXPORT const char* emu_last_error(void);
 // The running launch, or nullptr outside launches.
 __attribute__((visibility("hidden"))) const __emu_config* __emu_current_launch(void);
 // Adds a kernel's static __shared__ variable to its total, checked against the launch's limit.
-__attribute__((visibility("hidden"))) void __emu_note_static_shared(size_t bytes, const char* name, const char* file, int line);
+__attribute__((visibility("hidden"), cold)) void __emu_note_static_shared(size_t bytes, const char* name, const char* file, int line);
 // Measures one fiber switch, in nanoseconds, over n round trips.
 EMU_EXPORT double emu_fiber_switch_ns(int n);

@@ -39,10 +39,13 @@ struct Thread {
     unsigned int mask;     // the lanes that collective names (existing lanes only)
     int src;               // shuffle: lane whose value it receives, -1 for its own
     int site;              // __activemask call site
-    const char* bar_file;  // __syncthreads it waits at (synccheck)
-    int bar_line;
     unsigned long long value, result;
-    const void* spin_addr; // the atomic it spun on
+};
+
+struct Site {              // where a thread waits or spins, for checks and messages (kept out of
+    const char* bar_file;  // Thread, which the scheduler's loops walk): the __syncthreads it
+    int bar_line;          // waits at (synccheck) and the atomic it spun on
+    const void* spin_addr;
 };
 
 constexpr int kMaxWarps = EMU_MAX_THREADS / 32;
@@ -57,14 +60,16 @@ struct Block {
     int arrived, arrived_true;  // at __syncthreads now; how many with a nonzero predicate
     int bar_total, bar_true;    // of the barrier released last
     int activemask_waiting;
-    int spinning[EMU_MAX_THREADS], spinning_len;  // threads that yielded in a spin-wait
-    unsigned long long progress, progress_seen;   // events that may end a spin
+    int spinning_len;                            // threads that yielded in a spin-wait
+    unsigned long long progress, progress_seen;  // events that may end a spin
     int stale_rounds;
     int ready[EMU_MAX_THREADS], ready_head, ready_len;
     int bar_waiters[EMU_MAX_THREADS];
     unsigned int exists[kMaxWarps], exited_lanes[kMaxWarps], waiting_lanes[kMaxWarps];
     Thread t[EMU_MAX_THREADS];
     uint3 idx[EMU_MAX_THREADS];
+    int spinning[EMU_MAX_THREADS];
+    Site site[EMU_MAX_THREADS];
 };
 
 Block B;
@@ -150,8 +155,6 @@ void enter(int t) {  // make t the current CUDA thread
     B.t[t].state = RUNNING;
     __emu_tid = t;
     __emu_threadIdx = B.idx[t];
-    __emu_spin_budget = kSpinBudget;
-    __emu_spin_effect = 0;
 }
 
 void switch_to(Fiber* to) {
@@ -164,7 +167,8 @@ void switch_to(Fiber* to) {
 void fiber_main();
 [[noreturn]] void deadlock();
 [[noreturn]] void spin_deadlock();
-bool release_activemask();
+__attribute__((noinline)) bool release_activemask();
+__attribute__((noinline)) bool resume_spinners();
 
 // The current fiber cannot go on (its thread waits, or it finished): run something
 // else. Returns when the current thread may continue.
@@ -189,18 +193,7 @@ void schedule() {
             switch_to(&g_main);
             return;
         }
-        if (release_activemask()) continue;
-        if (B.spinning_len) {  // only spinning threads can run: give them another round
-            if (B.progress != B.progress_seen) {
-                B.progress_seen = B.progress;
-                B.stale_rounds = 0;
-            } else if (++B.stale_rounds >= kStaleRounds) {
-                spin_deadlock();
-            }
-            for (int i = 0; i < B.spinning_len; ++i) push_ready(B.spinning[i]);
-            B.spinning_len = 0;
-            continue;
-        }
+        if (release_activemask() || resume_spinners()) continue;
         deadlock();
     }
 }
@@ -228,26 +221,27 @@ int first_in_state(int state) {
     return -1;
 }
 
-void shared_fault() {
-    if (!g_shared_fault[0]) return;
+[[noreturn]] __attribute__((noinline, cold)) void shared_fault() {
     char msg[sizeof g_shared_fault];
     memcpy(msg, g_shared_fault, sizeof msg);
     g_shared_fault[0] = 0;
     fail("%s", msg);
 }
 
-void thread_exited(int t) {
-    shared_fault();
+[[noreturn]] __attribute__((noinline, cold)) void exited_before_barrier(int t) {
+    int w = B.bar_waiters[0];
+    char a[96], b[96], c[512];
+    fail("synccheck: %s exited while %s waits at __syncthreads() at %s; every thread of a block must "
+         "reach each barrier (no early return or divergent branch around it)", thread_str(t, a, sizeof a),
+         thread_str(w, b, sizeof b), site_str(B.site[w].bar_file, B.site[w].bar_line, c, sizeof c));
+}
+
+// Inlined into the loop that runs threads: kernels without barriers run nothing else.
+__attribute__((always_inline)) inline void thread_exited(int t) {
+    if (g_shared_fault[0]) shared_fault();
     B.t[t].state = EXITED;
     B.exited++;
-    B.progress++;
-    if ((B.cfg->flags & EMU_CHECK_SYNC) && B.arrived) {
-        int w = B.bar_waiters[0];
-        char a[96], b[96], c[512];
-        fail("synccheck: %s exited while %s waits at __syncthreads() at %s; every thread of a block must "
-             "reach each barrier (no early return or divergent branch around it)", thread_str(t, a, sizeof a),
-             thread_str(w, b, sizeof b), site_str(B.t[w].bar_file, B.t[w].bar_line, c, sizeof c));
-    }
+    if (B.arrived && (B.cfg->flags & EMU_CHECK_SYNC)) exited_before_barrier(t);
     int w = t >> 5;
     unsigned int bit = 1u << (t & 31);
     B.exited_lanes[w] |= bit;
@@ -271,7 +265,6 @@ void fiber_main() {
     Fiber* self = g_cur;
     while (B.next < B.n) {
         int t = B.next++;
-        B.progress++;
         B.t[t].fiber = self;
         enter(t);
         B.body(B.ctx);
@@ -364,6 +357,22 @@ bool release_activemask() {
     return true;
 }
 
+// Only spinning threads can run: give them another round, unless rounds go by with
+// nothing else happening in the block.
+bool resume_spinners() {
+    if (!B.spinning_len) return false;
+    unsigned long long progress = B.progress + B.next + B.exited;  // starts and exits count too
+    if (progress != B.progress_seen) {
+        B.progress_seen = progress;
+        B.stale_rounds = 0;
+    } else if (++B.stale_rounds >= kStaleRounds) {
+        spin_deadlock();
+    }
+    for (int i = 0; i < B.spinning_len; ++i) push_ready(B.spinning[i]);
+    B.spinning_len = 0;
+    return true;
+}
+
 void spin_deadlock() {
     int first = first_in_state(SPINNING), at_bar = 0, spinning = 0;
     for (int t = 0; t < B.n; ++t) {
@@ -375,7 +384,7 @@ void spin_deadlock() {
          "of the block can change that (%d spin, %d wait at __syncthreads, %d exited); blocks run one after "
          "another on the CPU emulator, so a value that a later block would write is never seen here, and a GPU "
          "does not promise that the blocks a spin-wait depends on run at the same time either",
-         thread_str(first, a, sizeof a), B.t[first].spin_addr, spinning, at_bar, B.exited);
+         thread_str(first, a, sizeof a), B.site[first].spin_addr, spinning, at_bar, B.exited);
 }
 
 void deadlock() {
@@ -414,7 +423,7 @@ void deadlock() {
 
 namespace {
 // synccheck, as a thread arrives at a barrier: nobody exited, and the others wait at the same one.
-void sync_check_arrival(int t, const char* file, int line) {
+__attribute__((noinline)) void sync_check_arrival(int t, const char* file, int line) {
     char a[96], b[96], c[512], d[512];
     if (B.exited) {
         int e = first_in_state(EXITED);
@@ -424,11 +433,11 @@ void sync_check_arrival(int t, const char* file, int line) {
     }
     if (B.arrived) {
         int w = B.bar_waiters[0];
-        if (B.t[w].bar_line != line || B.t[w].bar_file != file)
+        if (B.site[w].bar_line != line || B.site[w].bar_file != file)
             fail("synccheck: divergent barriers: %s reaches __syncthreads() at %s while %s waits at the one at "
                  "%s; all threads of a block must wait at the same barrier",
                  thread_str(t, a, sizeof a), site_str(file, line, c, sizeof c), thread_str(w, b, sizeof b),
-                 site_str(B.t[w].bar_file, B.t[w].bar_line, d, sizeof d));
+                 site_str(B.site[w].bar_file, B.site[w].bar_line, d, sizeof d));
     }
 }
 }  // namespace
@@ -437,8 +446,8 @@ int __emu_barrier(int kind, int pred, const char* file, int line) {
     int t = __emu_tid;
     if (g_shared_fault[0]) shared_fault();
     if (B.cfg->flags & EMU_CHECK_SYNC) sync_check_arrival(t, file, line);
-    B.t[t].bar_file = file;
-    B.t[t].bar_line = line;
+    B.site[t].bar_file = file;
+    B.site[t].bar_line = line;
     B.t[t].state = AT_BARRIER;
     B.bar_waiters[B.arrived++] = t;
     B.arrived_true += pred != 0;
@@ -494,7 +503,7 @@ extern "C" void __emu_spin_check(void) {
     }
     int t = __emu_tid;
     B.t[t].state = SPINNING;
-    B.t[t].spin_addr = __emu_spin_addr;
+    B.site[t].spin_addr = __emu_spin_addr;
     B.spinning[B.spinning_len++] = t;
     schedule();
 }
@@ -625,6 +634,8 @@ int __emu_run_grid(const __emu_config* cfg, void (*body)(void*), void* ctx) {
                 B.ready_head = B.ready_len = B.activemask_waiting = 0;
                 B.spinning_len = B.stale_rounds = 0;
                 B.progress = B.progress_seen = 0;
+                __emu_spin_budget = kSpinBudget;
+                __emu_spin_effect = 0;
                 memset(B.exited_lanes, 0, sizeof B.exited_lanes);
                 memset(B.waiting_lanes, 0, sizeof B.waiting_lanes);
                 Fiber* f = fiber_alloc();

@@ -2,8 +2,8 @@
 
 ``extern __shared__ T name[];`` (dynamic shared memory) cannot be a macro expansion
 (``extern static`` is not C++), so it is rewritten into a pointer to the per-launch
-buffer. A static ``__shared__ T name[N];`` keeps its declaration and gains a note of
-its size (a kernel over a GPU's 48 KB fails); under memcheck it becomes a reference to
+buffer. A static ``__shared__ T name[N];`` in a function keeps its declaration and gains
+a note of its size (a kernel over a GPU's 48 KB fails); under memcheck it becomes a reference to
 a guarded region instead (``static T (&name)[N] = ...``, kernels/emu/check.cpp), so
 ``sizeof``, indexing and decay to a pointer are unchanged. Rewrites stay on their
 line, so g++'s line numbers stay those of the ``.cu`` file; comments and string
@@ -44,6 +44,9 @@ def rewrite_shared(text, memcheck=False):
         if any(a <= m.start() < b for a, b in taken):
             continue
         line = text.count("\n", 0, m.start()) + 1
+        in_function = _in_function(masked, m.start())
+        if not (memcheck or in_function):
+            continue  # file scope: not a kernel's own, and a note would be a statement there
         replacement = _static_shared(m.group(0), m["decl"], line, memcheck)
         if replacement is not None:
             edits.append((m.start(), m.end(), replacement))
@@ -71,9 +74,23 @@ def _static_shared(original, decl, line, memcheck):
             out.append(f"typedef {ctype} {t}{dims}; static {t}& {name} = *static_cast<{t}*>("
                        f'__emu_check_shared(sizeof({t}), "{name}", __FILE__, __LINE__));')
         else:
-            out.append(f"static __emu_shared_note __emu_shared_{name}_{line}_note"
-                       f'(sizeof({name}), "{name}", __FILE__, __LINE__);')
+            out.append(f"__EMU_NOTE_SHARED({name});")
     return " ".join(out) + newlines
+
+
+_BLOCK = re.compile(r'\bnamespace\b[^{};]*\{|\bextern\s+"C"\s*\{|[{}]')
+
+
+def _in_function(masked, pos):
+    """Whether ``pos`` lies in a function body (not at namespace or extern "C" scope)."""
+    stack = []
+    for m in _BLOCK.finditer(masked, 0, pos):
+        if m.group(0) == "}":
+            if stack:
+                stack.pop()
+        else:
+            stack.append(m.group(0) == "{")
+    return bool(stack) and stack[-1]
 
 
 def _split_top_level(decl):
