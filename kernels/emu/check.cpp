@@ -95,17 +95,25 @@ size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
                       (long long)(best->beg - a), best->label, (unsigned long)off);
 }
 
-bool inside(uintptr_t a, size_t n, const Region* regions, int count) {
+// Whether [a, a + n) lies in one of the regions; `last` (the one that held the previous
+// access) is tried first, as consecutive accesses mostly go to the same array.
+inline bool inside(uintptr_t a, size_t n, const Region* regions, int count, int& last) {
+    const Region& r = regions[last];
+    if (a - r.beg < r.size && a + n <= r.beg + r.size) return true;
     for (int i = 0; i < count; ++i)
-        if (a - regions[i].beg < regions[i].size && a + n <= regions[i].beg + regions[i].size) return true;
+        if (a - regions[i].beg < regions[i].size && a + n <= regions[i].beg + regions[i].size) {
+            last = i;
+            return true;
+        }
     return false;
 }
+int g_last_arg, g_last_shared;
 
 inline void check(uintptr_t a, size_t n, bool write, const void* pc) {
     if (a - g_args_lo < g_args_span) {
-        if (!inside(a, n, g_args, g_nargs)) report(a, n, write, pc, g_args, g_nargs);
+        if (!inside(a, n, g_args, g_nargs, g_last_arg)) report(a, n, write, pc, g_args, g_nargs);
     } else if (g_arena && a - (uintptr_t)g_arena < kArena) {
-        if (!inside(a, n, g_shared, g_nshared)) report(a, n, write, pc, g_shared, g_nshared);
+        if (!inside(a, n, g_shared, g_nshared, g_last_shared)) report(a, n, write, pc, g_shared, g_nshared);
     } else if (a < 65536 && __emu_current_launch()) {
         report(a, n, write, pc, nullptr, 0);
     }
@@ -133,6 +141,7 @@ EMU_EXPORT void emu_check_set_args(int n, const uintptr_t* beg, const uintptr_t*
     g_args_lo = n ? lo : 0;
     g_args_span = n ? hi - lo : 0;
     g_last_load = 0;
+    g_last_arg = 0;
 }
 
 void* __emu_check_shared(size_t bytes, const char* name, const char* file, int line) {

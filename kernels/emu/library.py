@@ -49,6 +49,7 @@ class EmuLibrary:
                                            ctypes.c_size_t, ctypes.c_size_t]
         self._lib = lib
         self._lock = threading.Lock()  # the runtime's scheduler state is per library
+        self._arena = np.empty(0, np.uint8)  # memcheck: reused by launches (fresh pages are slow)
         self.kernels = {}
         buf = ctypes.create_string_buffer(4096)
         for i in range(lib.emu_kernel_count()):
@@ -82,15 +83,14 @@ class EmuLibrary:
         flags = _POISON_SHARED if os.environ.get("MPICNN_EMU_POISON_SHARED", "") not in ("", "0") else 0
         flags |= _CHECK_SYNC if "synccheck" in checks else 0
         arena = None
-        if self.memcheck:
-            flags |= _CHECK_MEM
-            arena = _Arena(args, params, values)
-        argv = (ctypes.c_void_p * max(len(values), 1))(*[ctypes.addressof(v) for v in values])
         g = (ctypes.c_uint * 3)(*grid)
         b = (ctypes.c_uint * 3)(*block)
         with self._lock:
-            if arena is not None:
+            if self.memcheck:
+                flags |= _CHECK_MEM
+                arena = _Arena(args, params, values, self)
                 arena.enter(self._lib)
+            argv = (ctypes.c_void_p * max(len(values), 1))(*[ctypes.addressof(v) for v in values])
             try:
                 rc = self._lib.emu_launch(index, g, b, shared_mem, shared_limit, flags, argv)
             finally:
@@ -113,7 +113,7 @@ class EmuLibrary:
 class _Arena:
     """Copies of a launch's array arguments, apart from each other, for memcheck."""
 
-    def __init__(self, args, params, values):
+    def __init__(self, args, params, values, library):
         arrays = [(i, a) for i, a in enumerate(args) if isinstance(a, np.ndarray) and params[i].pointer]
         spans = sorted((a.ctypes.data, a.ctypes.data + a.nbytes, i) for i, a in arrays)
         groups = []  # [lo, hi, members]: arguments that share memory are copied together
@@ -123,7 +123,10 @@ class _Arena:
                 groups[-1][2].append(i)
             else:
                 groups.append([lo, hi, [i]])
-        self.buffer = np.empty(sum(hi - lo + 256 + _ARENA_GAP for lo, hi, _ in groups) + _ARENA_GAP, np.uint8)
+        need = sum(hi - lo + 256 + _ARENA_GAP for lo, hi, _ in groups) + _ARENA_GAP
+        if library._arena.nbytes < need:
+            library._arena = np.empty(need, np.uint8)
+        self.buffer = library._arena
         base = self.buffer.ctypes.data
         self.copies, begs, sizes, labels = [], [], [], []
         at = base + _ARENA_GAP
