@@ -15,11 +15,16 @@ threads as fibers), which proves the same CUDA code correct on machines without 
 
 On the emulator each argument is checked against the kernel's parameter types: a
 Python float for a ``float`` parameter (CuPy would pass a double), an array of the
-wrong dtype or a wrong argument count is a TypeError. Launches beyond CUDA's limits
-raise LaunchError; a kernel that deadlocks, fails an assert or calls __trap raises
-LaunchError naming the kernel, block and thread.
+wrong dtype, a non-contiguous array or a wrong argument count is a TypeError. Launches
+beyond CUDA's limits (48 KB of static + dynamic shared memory unless
+``k.max_dynamic_shared_size_bytes`` opts in) raise LaunchError; a kernel that
+deadlocks (spin-waits included), fails an assert or calls __trap raises LaunchError
+naming the kernel, block and thread. With ``MPICNN_EMU_CHECK`` (or ``check=``) the
+emulator is a debugger: memcheck reports the access past an argument or shared buffer
+with its source line, synccheck a barrier not every thread of the block reaches.
 
 Environment:
+  MPICNN_EMU_CHECK=memcheck,synccheck  emulator checks (any subset; racecheck is not there)
   MPICNN_TRACE_KERNELS=1     count and time every launch; table on stderr at exit
   MPICNN_KERNEL_CACHE=DIR    emulator libraries (default ~/.cache/mpicnn/kernels)
   MPICNN_EMU_POISON_SHARED=1 fill dynamic shared memory with 0xff (NaN) bytes per block

@@ -12,7 +12,6 @@ from .errors import CompileError
 _modules = {}    # (code, options, name_expressions, device) -> cupy.RawModule
 _functions = {}  # (that key, kernel name) -> cupy.RawKernel
 _lock = threading.Lock()
-_DEFAULT_SHARED_LIMIT = 48 * 1024  # beyond it CUDA wants an explicit opt-in per kernel
 
 
 def is_device_array(x):
@@ -39,10 +38,11 @@ def function(code, options, name_expressions, name):
         return fn
 
 
-def launch(code, options, name_expressions, name, grid, block, args, shared_mem, tracer=None):
+def launch(code, options, name_expressions, name, grid, block, args, shared_mem, opt_in=0, tracer=None):
+    """``opt_in``: the kernel's max_dynamic_shared_size_bytes (0: CUDA's default)."""
     fn = function(code, options, name_expressions, name)
-    if shared_mem > _DEFAULT_SHARED_LIMIT and fn.max_dynamic_shared_size_bytes < shared_mem:
-        fn.max_dynamic_shared_size_bytes = shared_mem
+    if opt_in and fn.max_dynamic_shared_size_bytes != opt_in:
+        fn.max_dynamic_shared_size_bytes = opt_in
     if tracer is None:
         fn(grid, block, args, shared_mem=shared_mem)
         return

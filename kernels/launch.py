@@ -13,6 +13,7 @@ MAX_THREADS_PER_BLOCK = 1024
 MAX_BLOCK = (1024, 1024, 64)
 MAX_GRID = (2**31 - 1, 65535, 65535)
 MAX_DYNAMIC_SHARED = 227 * 1024  # bytes, with opt-in on sm_80 and sm_90
+DEFAULT_SHARED = 48 * 1024       # static + dynamic shared memory of a block without opt-in
 
 
 def dim3(value, what, kernel):
@@ -25,8 +26,15 @@ def dim3(value, what, kernel):
     return tuple(int(v) for v in items) + (1,) * (3 - len(items))
 
 
-def check(kernel, grid, block, shared_mem):
-    """Raises LaunchError when CUDA would refuse this launch."""
+def shared_limit(opt_in):
+    """Bytes of static + dynamic shared memory a block may have, given the kernel's
+    ``max_dynamic_shared_size_bytes``."""
+    return MAX_DYNAMIC_SHARED if opt_in > DEFAULT_SHARED else DEFAULT_SHARED
+
+
+def check(kernel, grid, block, shared_mem, opt_in=0):
+    """Raises LaunchError when CUDA would refuse this launch (the static shared memory
+    is checked by the emulator, which knows it)."""
     for name, dims, limits in (("grid", grid, MAX_GRID), ("block", block, MAX_BLOCK)):
         for axis, d, lim in zip("xyz", dims, limits):
             if not 1 <= d <= lim:
@@ -39,3 +47,11 @@ def check(kernel, grid, block, shared_mem):
     if not isinstance(shared_mem, numbers.Integral) or not 0 <= shared_mem <= MAX_DYNAMIC_SHARED:
         raise LaunchError(f"kernel {kernel!r}: shared_mem={shared_mem!r} bytes; dynamic shared "
                           f"memory is limited to {MAX_DYNAMIC_SHARED} bytes (227 KiB)")
+    if not isinstance(opt_in, numbers.Integral) or not 0 <= opt_in <= MAX_DYNAMIC_SHARED:
+        raise LaunchError(f"kernel {kernel!r}: max_dynamic_shared_size_bytes={opt_in!r}; CUDA allows 0 to "
+                          f"{MAX_DYNAMIC_SHARED}")
+    if shared_mem > DEFAULT_SHARED and shared_mem > opt_in:
+        raise LaunchError(f"kernel {kernel!r}: shared_mem={shared_mem} bytes is over the {DEFAULT_SHARED} "
+                          "bytes (48 KB) a block gets without an opt-in; set "
+                          f"kernel.max_dynamic_shared_size_bytes = {shared_mem} first (as "
+                          "cudaFuncSetAttribute(..., cudaFuncAttributeMaxDynamicSharedMemorySize, ...) does)")

@@ -4,14 +4,39 @@ They mirror CuPy's classes: ``module.get_function(name)(grid, block, args,
 shared_mem=0)``. The arrays in ``args`` choose where it runs: CuPy arrays launch on
 the GPU through CuPy, NumPy arrays run on the CPU emulator (kernels/emu), and a mix
 is a TypeError. With no arrays at all it runs on the emulator.
+
+On the emulator, ``check=`` (or the environment variable ``MPICNN_EMU_CHECK``) turns
+on the tools of NVIDIA's compute-sanitizer it imitates: ``memcheck`` (every global and
+shared memory access bounds-checked, kernels/emu/check.cpp) and ``synccheck`` (every
+thread of a block reaches the same barriers). A fault they find is a LaunchError.
 """
 
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 
 from . import gpu, launch, trace
+
+CHECK_TOOLS = ("memcheck", "synccheck")
+
+
+def parse_checks(value, where="MPICNN_EMU_CHECK"):
+    """``"memcheck,synccheck"`` (or a sequence of names) -> frozenset of tools."""
+    names = value.replace(",", " ").split() if isinstance(value, str) else list(value)
+    unknown = [n for n in names if n not in CHECK_TOOLS]
+    if unknown:
+        hint = (" (racecheck is not available on the emulator; compute-sanitizer --tool racecheck has it "
+                "on a GPU)" if "racecheck" in unknown else "")
+        raise ValueError(f"{where}: unknown check {unknown[0]!r}{hint}; choose from {', '.join(CHECK_TOOLS)}, "
+                         "comma-separated")
+    return frozenset(names)
+
+
+def env_checks():
+    """The tools MPICNN_EMU_CHECK names (read at each launch, so a test can set it)."""
+    return parse_checks(os.environ.get("MPICNN_EMU_CHECK", ""))
 
 
 class RawModule:
@@ -21,9 +46,11 @@ class RawModule:
     source file; its directory is on the include path. ``options`` are NVRTC options
     (``-D``/``-I`` also apply on the emulator). ``name_expressions`` instantiate
     templates (``"relu_fwd<float>"``); ``get_function`` takes the same strings.
+    ``check``: emulator checks for this module's launches (``"memcheck,synccheck"``);
+    None (the default) follows ``MPICNN_EMU_CHECK``.
     """
 
-    def __init__(self, code=None, path=None, options=(), name_expressions=()):
+    def __init__(self, code=None, path=None, options=(), name_expressions=(), check=None):
         if (code is None) == (path is None):
             raise TypeError("RawModule takes exactly one of code= and path=")
         if isinstance(options, str) or isinstance(name_expressions, str):
@@ -34,8 +61,9 @@ class RawModule:
         self.name_expressions = tuple(name_expressions)
         self.display = str(self.path) if self.path is not None else "<source>"
         self._include_dirs = (str(self.path.resolve().parent),) if self.path is not None else ()
+        self.check = None if check is None else parse_checks(check, "check=")
         self._functions = {}
-        self._emu = None
+        self._emu = {}  # memcheck (bool) -> library
 
     def get_function(self, name):
         """The kernel ``name``: an ``extern "C"`` kernel, or one of ``name_expressions``."""
@@ -44,13 +72,19 @@ class RawModule:
             kernel = self._functions[name] = Kernel(self, name)
         return kernel
 
-    def emulator(self):
-        """The compiled emulator library (built on first use, then cached)."""
-        if self._emu is None:
+    def checks(self):
+        """The emulator checks on for a launch now."""
+        return self.check if self.check is not None else env_checks()
+
+    def emulator(self, memcheck=False):
+        """The compiled emulator library (built on first use, then cached); ``memcheck``
+        gives the instrumented build."""
+        lib = self._emu.get(memcheck)
+        if lib is None:
             from . import emu
-            self._emu = emu.load_library(self.code, self.display, self._include_dirs,
-                                         self.options, self.name_expressions)
-        return self._emu
+            lib = self._emu[memcheck] = emu.load_library(self.code, self.display, self._include_dirs,
+                                                         self.options, self.name_expressions, memcheck)
+        return lib
 
     def kernel_names(self):
         """Names ``get_function`` accepts (from the emulator build's launch table)."""
@@ -65,11 +99,17 @@ class RawModule:
 
 
 class Kernel:
-    """One kernel of a RawModule; call it as ``k(grid, block, args, shared_mem=0)``."""
+    """One kernel of a RawModule; call it as ``k(grid, block, args, shared_mem=0)``.
+
+    ``max_dynamic_shared_size_bytes`` (as in CuPy; cudaFuncSetAttribute on a GPU) opts
+    the kernel in to more than 48 KB of shared memory: launches may then give it up to
+    that much dynamic shared memory.
+    """
 
     def __init__(self, module, name):
         self.module = module
         self.name = name
+        self.max_dynamic_shared_size_bytes = 0
 
     @property
     def signature(self):
@@ -79,7 +119,8 @@ class Kernel:
     def __call__(self, grid, block, args, *, shared_mem=0):
         grid = launch.dim3(grid, "grid", self.name)
         block = launch.dim3(block, "block", self.name)
-        launch.check(self.name, grid, block, shared_mem)
+        opt_in = self.max_dynamic_shared_size_bytes
+        launch.check(self.name, grid, block, shared_mem, opt_in)
         if not isinstance(args, (tuple, list)):
             raise TypeError(f"kernel {self.name!r}: args must be a tuple, got {type(args).__name__}")
         on_gpu = _on_gpu(self.name, args)
@@ -87,11 +128,12 @@ class Kernel:
         m = self.module
         if on_gpu:
             gpu.launch(m.code, m.gpu_options, m.name_expressions, self.name, grid, block,
-                       tuple(args), shared_mem, trace if tracing else None)
+                       tuple(args), shared_mem, opt_in, trace if tracing else None)
             return
-        lib = m.emulator()
+        checks = m.checks()
+        lib = m.emulator("memcheck" in checks)
         start = time.perf_counter()
-        lib.launch(self.name, grid, block, args, shared_mem)
+        lib.launch(self.name, grid, block, args, shared_mem, launch.shared_limit(opt_in), checks)
         if tracing:
             trace.record(self.name, "emu", (time.perf_counter() - start) * 1e3)
 
@@ -102,8 +144,8 @@ class Kernel:
 class RawKernel(Kernel):
     """A single kernel from source, as ``cupy.RawKernel(code, name, options)``."""
 
-    def __init__(self, code, name, options=()):
-        super().__init__(RawModule(code=code, options=options), name)
+    def __init__(self, code, name, options=(), check=None):
+        super().__init__(RawModule(code=code, options=options, check=check), name)
         self.code = code
         self.options = tuple(options)
 

@@ -1,7 +1,9 @@
 """Every CUDA kernel (``kernels/*.cu``) against its NumPy reference op.
 
-Each test runs on the CPU emulator (NumPy arrays) and, where a GPU is visible, on the
-GPU (CuPy arrays): the ``dev`` fixture gives the array module. Inputs are fresh random
+Each test runs on the CPU emulator (NumPy arrays), again on the emulator under
+MPICNN_EMU_CHECK=memcheck,synccheck (a bounds or barrier fault in a shipped kernel fails
+the test) and, where a GPU is visible, on the GPU (CuPy arrays): the ``dev`` fixture
+gives the array module. Inputs are fresh random
 arrays of odd sizes; every array the launchers allocate is POISONED (NaN, or a
 sentinel for integers) so an element a kernel forgets to write shows up. The
 references are the NumPy ops themselves (``op.numpy``), whatever the backend.
@@ -33,7 +35,7 @@ from mpicnn.ops.cuda import norm as knorm
 from mpicnn.ops.cuda import pool as kpool
 
 
-from kernel_backends import GPU, KERNEL_BACKENDS
+from kernel_backends import EMU_CHECKS, GPU, KERNEL_TARGETS
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-11, atol=1e-13)}
 DTYPES = [np.float32, np.float64]
 
@@ -53,9 +55,10 @@ def _poisoned(module, monkeypatch):
     monkeypatch.setattr(module, "empty_like", lambda *a, **k: fill(empty_like(*a, **k)))
 
 
-@pytest.fixture(params=KERNEL_BACKENDS)
+@pytest.fixture(params=KERNEL_TARGETS)
 def dev(request, monkeypatch):
-    """The array module the kernels run on: numpy (emulator) or cupy (GPU), poisoned."""
+    """The array module the kernels run on: numpy (emulator, also under its memcheck and
+    synccheck) or cupy (GPU), poisoned."""
     if request.param == "cupy":
         import cupy
         _poisoned(cupy, monkeypatch)
@@ -63,6 +66,10 @@ def dev(request, monkeypatch):
             yield cupy
     else:
         _poisoned(np, monkeypatch)
+        if request.param == "emu-checked":
+            monkeypatch.setenv("MPICNN_EMU_CHECK", EMU_CHECKS)
+        else:
+            monkeypatch.delenv("MPICNN_EMU_CHECK", raising=False)
         with backend.using("emu"):
             yield np
 

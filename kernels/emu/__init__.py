@@ -16,15 +16,15 @@ _loaded = {}
 _lock = threading.Lock()
 
 
-def load_library(code, display, include_dirs=(), options=(), name_expressions=()):
+def load_library(code, display, include_dirs=(), options=(), name_expressions=(), memcheck=False):
     from . import build
     key = (code, display, tuple(include_dirs), tuple(options), tuple(name_expressions),
-           str(cache_dir()), tuple(build._runtime_flags()))
+           str(cache_dir()), tuple(build._runtime_flags()), memcheck)
     with _lock:
         lib = _loaded.get(key)
         if lib is None:
-            path = build.library(code, display, include_dirs, options, name_expressions)
-            lib = _loaded[key] = EmuLibrary(path, display)
+            path = build.library(code, display, include_dirs, options, name_expressions, memcheck)
+            lib = _loaded[key] = EmuLibrary(path, display, memcheck)
         return lib
 
 

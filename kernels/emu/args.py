@@ -1,13 +1,17 @@
 """Kernel parameter signatures and argument checks for the emulator.
 
 Each compiled kernel exports its parameter types as codes (see ``emu_launch.h``):
-``f`` float, ``i`` int, ... (NumPy type codes), ``pf:16`` a pointer to float data
-aligned to 16 bytes (``float4*``), ``V8`` a struct of 8 bytes passed by value.
+``f`` float, ``i`` int, ... (NumPy type codes), ``pf:16:16`` a pointer to float data
+aligned to 16 bytes, 16 bytes an element (``float4*``), ``V8`` a struct of 8 bytes
+passed by value.
 
 An argument is accepted when a GPU, given it through CuPy, would read the intended
 value; otherwise it is a TypeError naming the kernel, the position and both types.
 CuPy passes a Python ``int`` as int64 and a Python ``float`` as float64, so a Python
 float for a ``float`` parameter, which a GPU would read as garbage, is refused here.
+An array for a pointer must be C-contiguous (a kernel indexes it as a flat row-major
+block: ``x[:, ::2]`` or ``x.T`` would be read wrongly) and hold a whole number of the
+pointee (a ``float4*`` needs a multiple of 4 floats).
 """
 
 import ctypes
@@ -32,12 +36,13 @@ class Param:
     code: str   # scalar code of the value or pointee
     size: int   # bytes of a by-value struct
     align: int  # required alignment of a pointer's target
+    elem: int = 1  # bytes of a pointer's target (16 for float4*)
 
     @classmethod
     def parse(cls, text):
         if text.startswith("p"):
-            code, align = text[1:].split(":")
-            return cls(True, code, 0, int(align))
+            code, align, elem = text[1:].split(":")
+            return cls(True, code, 0, int(align), int(elem))
         if text.startswith("V"):
             return cls(False, "V", int(text[1:]), 1)
         return cls(False, text, 0, 1)
@@ -90,6 +95,14 @@ def _pointer(where, param, value):
         same_int = want.kind in "iu" and value.dtype.kind in "iu" and want.itemsize == value.dtype.itemsize
         if value.dtype != want and not same_int:
             raise TypeError(f"{where} (a {want} array), got {describe(value)}")
+    if not value.flags.c_contiguous:
+        layout = "Fortran-ordered (a transpose?)" if value.flags.f_contiguous else "a strided view"
+        raise TypeError(f"{where} (a C-contiguous array), got {describe(value)} of shape {value.shape} that "
+                        f"is {layout}; the kernel would read it as a flat row-major block: pass "
+                        "numpy.ascontiguousarray(...)")
+    if value.nbytes % param.elem:
+        raise TypeError(f"{where}, whose elements are {param.elem} bytes, got {describe(value)} of "
+                        f"{value.nbytes} bytes, not a whole number of them")
     address = value.ctypes.data
     if address % param.align:
         raise TypeError(f"{where}: the array's data at 0x{address:x} is not aligned to "

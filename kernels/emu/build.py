@@ -30,7 +30,13 @@ EMU_DIR = Path(__file__).resolve().parent
 # with --fmad=false) on every host, not only on x86-64 without -mfma.
 _BASE_FLAGS = ["-x", "c++", "-std=c++17", "-O2", "-fPIC", "-fvisibility=hidden",
                "-fno-gnu-unique", "-fno-strict-aliasing", "-ffp-contract=off"]
-_RUNTIME_SOURCES = ("fiber.cpp", "runtime.cpp")
+_RUNTIME_SOURCES = ("fiber.cpp", "runtime.cpp", "check.cpp")
+# memcheck: every load and store of the kernel's code calls kernels/emu/check.cpp
+# (kernel-address mode, so no sanitizer runtime is needed), and -g lets a report name
+# the source line of the access.
+_MEMCHECK_FLAGS = ["-fsanitize=kernel-address", "--param", "asan-instrumentation-with-call-threshold=0",
+                   "--param", "asan-stack=0", "--param", "asan-globals=0",
+                   "-fno-sanitize-address-use-after-scope", "-g"]
 
 stats = {"compiles": 0, "disk_hits": 0}  # read by tests: a cached load compiles nothing
 _lock = threading.Lock()
@@ -59,10 +65,10 @@ def _compiler_id(cxx):
 def emulator_version():
     """Hash of the emulator's own files: a change to any of them invalidates the cache."""
     h = hashlib.sha256()
-    files = sorted(EMU_DIR.glob("*.h")) + sorted(EMU_DIR.glob("*.cpp")) + \
+    files = sorted(EMU_DIR.rglob("*.h")) + sorted(EMU_DIR.glob("*.cpp")) + \
         [EMU_DIR / "source.py", Path(__file__)]
     for f in files:
-        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+        h.update(str(f.relative_to(EMU_DIR)).encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
 
@@ -85,11 +91,14 @@ def gxx_options(options):
     return out
 
 
-def library(code, display, include_dirs=(), options=(), name_expressions=()):
-    """Path of the compiled library for this source, compiling it if not cached."""
+def library(code, display, include_dirs=(), options=(), name_expressions=(), memcheck=False):
+    """Path of the compiled library for this source, compiling it if not cached;
+    ``memcheck`` builds the instrumented variant (kernels/emu/check.cpp)."""
     cxx = compiler()
-    text = source.rewrite_extern_shared(code)
+    text = source.rewrite_shared(code, memcheck)
     flags = gxx_options(options) + [f"-I{d}" for d in include_dirs]
+    if memcheck:
+        flags += _MEMCHECK_FLAGS
     material = [emulator_version(), _compiler_id(cxx), _runtime_flags(), display, text, flags,
                 list(name_expressions)]
     with _lock:

@@ -6,7 +6,7 @@
 namespace cooperative_groups {
 
 struct thread_block {
-    void sync() const { __syncthreads(); }
+    void sync(__EMU_SITE) const { __syncthreads(file, line); }
     unsigned int thread_rank() const { return (unsigned int)__emu_tid; }
     unsigned int size() const { return blockDim.x * blockDim.y * blockDim.z; }
     unsigned int num_threads() const { return size(); }
@@ -22,7 +22,7 @@ struct thread_block_tile {
     static_assert(N >= 1 && N <= 32 && (N & (N - 1)) == 0, "tile size must be a power of two up to 32");
     unsigned int base() const { return (unsigned int)__emu_tid & 31u & ~(N - 1); }
     unsigned int mask() const { return N == 32 ? 0xffffffffu : ((1u << N) - 1) << base(); }
-    void sync() const { __syncwarp(mask()); }
+    void sync(__EMU_SITE) const { (void)file, (void)line; __syncwarp(mask()); }
     unsigned int thread_rank() const { return (unsigned int)__emu_tid & (N - 1); }
     static constexpr unsigned int size() { return N; }
     static constexpr unsigned int num_threads() { return N; }
@@ -41,7 +41,7 @@ static inline thread_block_tile<N> tiled_partition(const thread_block&) { return
 
 struct grid_group {
     template <class T = void>
-    void sync() const {
+    void sync(__EMU_SITE) const {
         static_assert(__emu_refused<T>::value,
                       "mpicnn emulator: grid-wide sync (cooperative_groups grid_group::sync) cannot run on the "
                       "CPU emulator, which runs blocks one after another");
@@ -53,6 +53,6 @@ struct grid_group {
 static inline grid_group this_grid() { return grid_group(); }
 
 template <class G>
-static inline void sync(const G& g) { g.sync(); }
+static inline void sync(const G& g, __EMU_SITE) { g.sync(file, line); }
 
 }  // namespace cooperative_groups

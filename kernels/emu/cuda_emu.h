@@ -21,5 +21,7 @@
 #include "emu_math.h"
 #include "emu_atomic.h"
 #include "emu_sync.h"
+#include "emu_runtime.h"
+#include "emu_check.h"
 #include "emu_refuse.h"
 #endif

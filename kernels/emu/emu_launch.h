@@ -24,17 +24,18 @@ template <class T> constexpr char __emu_scalar_code() {
 }
 
 // Parameter code (kernels/emu/args.py reads it): a scalar code; "V<size>" for a struct
-// passed by value; "p<code>:<alignment>" for a pointer, where the code is that of the
-// pointee's scalar (float4* -> f), 'v' for void and 'V' for a struct.
+// passed by value; "p<code>:<alignment>:<size>" for a pointer, where the code is that of
+// the pointee's scalar (float4* -> f), 'v' for void and 'V' for a struct, and size is
+// the pointee's (an array for it must hold a whole number of them).
 template <class P> int __emu_param_code(char* out, size_t n) {
     using D = std::decay_t<P>;
     if constexpr (std::is_pointer_v<D>) {
         using E = std::remove_cv_t<std::remove_pointer_t<D>>;
         if constexpr (std::is_void_v<E>) {
-            return snprintf(out, n, "pv:1");
+            return snprintf(out, n, "pv:1:1");
         } else {
             char c = __emu_scalar_code<std::remove_cv_t<typename __emu_vec_elem<E>::type>>();
-            return snprintf(out, n, "p%c:%zu", c ? c : 'V', alignof(E));
+            return snprintf(out, n, "p%c:%zu:%zu", c ? c : 'V', alignof(E), sizeof(E));
         }
     } else {
         char c = __emu_scalar_code<D>();
@@ -81,8 +82,8 @@ EMU_EXPORT int emu_kernel_count(void) { return __emu_table_size; }
 EMU_EXPORT const char* emu_kernel_name(int i) { return __emu_table[i].name; }
 EMU_EXPORT void emu_kernel_signature(int i, char* out, int n) { __emu_table[i].signature(out, (size_t)n); }
 EMU_EXPORT int emu_launch(int i, const unsigned int* grid, const unsigned int* block, unsigned int shared_bytes,
-                          int flags, void** args) {
-    __emu_config cfg = {__emu_table[i].name, {grid[0], grid[1], grid[2]}, {block[0], block[1], block[2]},
-                        shared_bytes, flags};
+                          unsigned int shared_limit, int flags, void** args) {
+    __emu_config cfg = {__emu_table[i].name, i, {grid[0], grid[1], grid[2]}, {block[0], block[1], block[2]},
+                        shared_bytes, shared_limit, flags};
     return __emu_table[i].launch(&cfg, args);
 }

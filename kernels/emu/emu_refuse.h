@@ -9,12 +9,3 @@
 
 template <class T>
 struct __emu_refused { static constexpr bool value = false; };
-
-// Spin-waiting on other threads or blocks never ends here: blocks run one after another
-// and threads only switch at barriers and warp collectives.
-template <class T = void>
-static inline void __nanosleep(unsigned int) {
-    static_assert(__emu_refused<T>::value,
-                  "mpicnn emulator: __nanosleep (spin-waiting on other threads or blocks) cannot run on the "
-                  "CPU emulator, which runs blocks one after another");
-}

@@ -14,7 +14,8 @@ enum __emu_warp_op {
 enum __emu_barrier_kind { __EMU_BAR_PLAIN, __EMU_BAR_COUNT, __EMU_BAR_AND, __EMU_BAR_OR };
 
 extern "C" {
-__EMU_HIDDEN int __emu_barrier(int kind, int pred);
+// file, line: where the barrier is in the user's source (synccheck compares them).
+__EMU_HIDDEN int __emu_barrier(int kind, int pred, const char* file, int line);
 // src: the lane whose value this lane receives (shuffles), or -1 for its own value.
 __EMU_HIDDEN unsigned long long __emu_warp(int op, unsigned int mask, unsigned long long value, int src);
 __EMU_HIDDEN unsigned int __emu_activemask(int site);
@@ -25,10 +26,11 @@ int printf(const char* fmt, ...);
 long clock(void) noexcept;
 }
 
-static inline void __syncthreads() { __emu_barrier(__EMU_BAR_PLAIN, 0); }
-static inline int __syncthreads_count(int p) { return __emu_barrier(__EMU_BAR_COUNT, p); }
-static inline int __syncthreads_and(int p) { return __emu_barrier(__EMU_BAR_AND, p); }
-static inline int __syncthreads_or(int p) { return __emu_barrier(__EMU_BAR_OR, p); }
+#define __EMU_SITE const char* file = __builtin_FILE(), int line = __builtin_LINE()
+static inline void __syncthreads(__EMU_SITE) { __emu_barrier(__EMU_BAR_PLAIN, 0, file, line); }
+static inline int __syncthreads_count(int p, __EMU_SITE) { return __emu_barrier(__EMU_BAR_COUNT, p, file, line); }
+static inline int __syncthreads_and(int p, __EMU_SITE) { return __emu_barrier(__EMU_BAR_AND, p, file, line); }
+static inline int __syncthreads_or(int p, __EMU_SITE) { return __emu_barrier(__EMU_BAR_OR, p, file, line); }
 static inline void __syncwarp(unsigned int mask = 0xffffffffu) { __emu_warp(__EMU_SYNCWARP, mask, 0, -1); }
 // Lanes that reach the same __activemask() call together (one id per call site).
 #define __activemask() __emu_activemask(__COUNTER__)

@@ -3,10 +3,13 @@
 // wait (__syncthreads, a warp collective) keeps that fiber while the loop continues
 // on a fresh one, so kernels without barriers never switch. Waiting threads resume
 // when their barrier or collective is complete. When nothing can run, the launch
-// fails with a description of who waits for whom instead of hanging.
+// fails with a description of who waits for whom instead of hanging. A thread that
+// spins (atomics that change nothing) yields to the others; a spin no thread of the
+// block can end is a deadlock too.
 #include "emu_types.h"
 #include "emu_sync.h"
 #include "emu_runtime.h"
+#include "emu_check.h"
 #include "fiber.h"
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,10 +21,16 @@ uint3 __emu_threadIdx, __emu_blockIdx;
 dim3 __emu_blockDim, __emu_gridDim;
 int __emu_tid;
 alignas(256) unsigned char __emu_dynamic_smem[EMU_MAX_DYNAMIC_SMEM];
+int __emu_spin_budget = 1 << 30;
+int __emu_spin_effect;
+const void* __emu_spin_addr;
+extern const int __emu_table_size;  // generated with the kernel table
 
 namespace {
 
-enum State : unsigned char { UNSTARTED, RUNNING, READY, AT_BARRIER, AT_WARP_OP, AT_ACTIVEMASK, EXITED };
+enum State : unsigned char { UNSTARTED, RUNNING, READY, AT_BARRIER, AT_WARP_OP, AT_ACTIVEMASK, SPINNING, EXITED };
+constexpr int kSpinBudget = 256;       // atomics between two spin checks
+constexpr int kStaleRounds = 4096;     // spin checks of a whole block without progress: deadlock
 
 struct Thread {
     Fiber* fiber;
@@ -31,6 +40,12 @@ struct Thread {
     int src;               // shuffle: lane whose value it receives, -1 for its own
     int site;              // __activemask call site
     unsigned long long value, result;
+};
+
+struct Site {              // where a thread waits or spins, for checks and messages (kept out of
+    const char* bar_file;  // Thread, which the scheduler's loops walk): the __syncthreads it
+    int bar_line;          // waits at (synccheck) and the atomic it spun on
+    const void* spin_addr;
 };
 
 constexpr int kMaxWarps = EMU_MAX_THREADS / 32;
@@ -45,11 +60,16 @@ struct Block {
     int arrived, arrived_true;  // at __syncthreads now; how many with a nonzero predicate
     int bar_total, bar_true;    // of the barrier released last
     int activemask_waiting;
+    int spinning_len;                            // threads that yielded in a spin-wait
+    unsigned long long progress, progress_seen;  // events that may end a spin
+    int stale_rounds;
     int ready[EMU_MAX_THREADS], ready_head, ready_len;
     int bar_waiters[EMU_MAX_THREADS];
     unsigned int exists[kMaxWarps], exited_lanes[kMaxWarps], waiting_lanes[kMaxWarps];
     Thread t[EMU_MAX_THREADS];
     uint3 idx[EMU_MAX_THREADS];
+    int spinning[EMU_MAX_THREADS];
+    Site site[EMU_MAX_THREADS];
 };
 
 Block B;
@@ -58,6 +78,7 @@ Fiber* g_cur;     // fiber running now
 Fiber* g_dying;   // finished fiber, recycled once we are off its stack
 bool g_in_launch, g_failed;
 char g_error[8192];
+char g_shared_fault[2048];  // a static __shared__ variable took the launch over the limit
 
 const char* op_name(int op) {
     static const char* names[] = {"?", "__syncwarp", "__shfl_sync", "__shfl_up_sync", "__shfl_down_sync",
@@ -81,6 +102,7 @@ const char* state_str(int t, char* buf, size_t n) {
         case AT_BARRIER: return "waits at __syncthreads";
         case AT_WARP_OP: snprintf(buf, n, "waits at %s (mask 0x%08x)", op_name(th.op), th.mask); return buf;
         case AT_ACTIVEMASK: return "waits at __activemask";
+        case SPINNING: return "spins on an atomic";
         case EXITED: return "has exited";
         case UNSTARTED: return "has not started";
         default: return "is running";
@@ -101,6 +123,21 @@ const char* state_str(int t, char* buf, size_t n) {
     fiber_switch(from, &g_main);
     abort();  // an abandoned fiber is never resumed
 }
+
+}  // namespace
+
+void __emu_fail_thread(const char* fmt, ...) {
+    char a[96], msg[6144];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fail("%s: %s", thread_str(__emu_tid, a, sizeof a), msg);
+}
+
+const __emu_config* __emu_current_launch(void) { return g_in_launch ? B.cfg : nullptr; }
+
+namespace {
 
 void recycle() {
     if (g_dying && g_dying != g_cur) {
@@ -129,7 +166,9 @@ void switch_to(Fiber* to) {
 
 void fiber_main();
 [[noreturn]] void deadlock();
-bool release_activemask();
+[[noreturn]] void spin_deadlock();
+__attribute__((noinline)) bool release_activemask();
+__attribute__((noinline)) bool resume_spinners();
 
 // The current fiber cannot go on (its thread waits, or it finished): run something
 // else. Returns when the current thread may continue.
@@ -154,12 +193,13 @@ void schedule() {
             switch_to(&g_main);
             return;
         }
-        if (release_activemask()) continue;
+        if (release_activemask() || resume_spinners()) continue;
         deadlock();
     }
 }
 
 void release_barrier() {
+    B.progress++;
     B.bar_total = B.arrived;
     B.bar_true = B.arrived_true;
     for (int i = 0; i < B.arrived; ++i) {
@@ -170,9 +210,38 @@ void release_barrier() {
     B.arrived = B.arrived_true = 0;
 }
 
-void thread_exited(int t) {
+const char* site_str(const char* file, int line, char* buf, size_t n) {
+    snprintf(buf, n, "%s:%d", file ? file : "?", line);
+    return buf;
+}
+
+int first_in_state(int state) {
+    for (int t = 0; t < B.n; ++t)
+        if (B.t[t].state == state) return t;
+    return -1;
+}
+
+[[noreturn]] __attribute__((noinline, cold)) void shared_fault() {
+    char msg[sizeof g_shared_fault];
+    memcpy(msg, g_shared_fault, sizeof msg);
+    g_shared_fault[0] = 0;
+    fail("%s", msg);
+}
+
+[[noreturn]] __attribute__((noinline, cold)) void exited_before_barrier(int t) {
+    int w = B.bar_waiters[0];
+    char a[96], b[96], c[512];
+    fail("synccheck: %s exited while %s waits at __syncthreads() at %s; every thread of a block must "
+         "reach each barrier (no early return or divergent branch around it)", thread_str(t, a, sizeof a),
+         thread_str(w, b, sizeof b), site_str(B.site[w].bar_file, B.site[w].bar_line, c, sizeof c));
+}
+
+// Inlined into the loop that runs threads: kernels without barriers run nothing else.
+__attribute__((always_inline)) inline void thread_exited(int t) {
+    if (g_shared_fault[0]) shared_fault();
     B.t[t].state = EXITED;
     B.exited++;
+    if (B.arrived && (B.cfg->flags & EMU_CHECK_SYNC)) exited_before_barrier(t);
     int w = t >> 5;
     unsigned int bit = 1u << (t & 31);
     B.exited_lanes[w] |= bit;
@@ -257,6 +326,7 @@ void complete_warp_op(int w, unsigned int mask, int op) {
         }
     }
     B.waiting_lanes[w] &= ~mask;
+    B.progress++;
     for (unsigned int m = mask; m; m &= m - 1) {
         int t = (w << 5) + __builtin_ctz(m);
         if (t == __emu_tid) B.t[t].state = RUNNING;
@@ -283,7 +353,38 @@ bool release_activemask() {
         }
     }
     B.activemask_waiting = 0;
+    B.progress++;
     return true;
+}
+
+// Only spinning threads can run: give them another round, unless rounds go by with
+// nothing else happening in the block.
+bool resume_spinners() {
+    if (!B.spinning_len) return false;
+    unsigned long long progress = B.progress + B.next + B.exited;  // starts and exits count too
+    if (progress != B.progress_seen) {
+        B.progress_seen = progress;
+        B.stale_rounds = 0;
+    } else if (++B.stale_rounds >= kStaleRounds) {
+        spin_deadlock();
+    }
+    for (int i = 0; i < B.spinning_len; ++i) push_ready(B.spinning[i]);
+    B.spinning_len = 0;
+    return true;
+}
+
+void spin_deadlock() {
+    int first = first_in_state(SPINNING), at_bar = 0, spinning = 0;
+    for (int t = 0; t < B.n; ++t) {
+        at_bar += B.t[t].state == AT_BARRIER;
+        spinning += B.t[t].state == SPINNING || B.t[t].state == READY;
+    }
+    char a[96];
+    fail("deadlock in a spin-wait: %s repeats atomics that change nothing (the last at @addr=%p) and no thread "
+         "of the block can change that (%d spin, %d wait at __syncthreads, %d exited); blocks run one after "
+         "another on the CPU emulator, so a value that a later block would write is never seen here, and a GPU "
+         "does not promise that the blocks a spin-wait depends on run at the same time either",
+         thread_str(first, a, sizeof a), B.site[first].spin_addr, spinning, at_bar, B.exited);
 }
 
 void deadlock() {
@@ -320,8 +421,33 @@ void deadlock() {
 
 // ---- entry points called from kernels (declared in emu_sync.h) ---------------------
 
-int __emu_barrier(int kind, int pred) {
+namespace {
+// synccheck, as a thread arrives at a barrier: nobody exited, and the others wait at the same one.
+__attribute__((noinline)) void sync_check_arrival(int t, const char* file, int line) {
+    char a[96], b[96], c[512], d[512];
+    if (B.exited) {
+        int e = first_in_state(EXITED);
+        fail("synccheck: %s reaches __syncthreads() at %s, but %s exited without reaching it; every thread "
+             "of a block must reach each barrier (no early return or divergent branch around it)",
+             thread_str(t, a, sizeof a), site_str(file, line, c, sizeof c), thread_str(e, b, sizeof b));
+    }
+    if (B.arrived) {
+        int w = B.bar_waiters[0];
+        if (B.site[w].bar_line != line || B.site[w].bar_file != file)
+            fail("synccheck: divergent barriers: %s reaches __syncthreads() at %s while %s waits at the one at "
+                 "%s; all threads of a block must wait at the same barrier",
+                 thread_str(t, a, sizeof a), site_str(file, line, c, sizeof c), thread_str(w, b, sizeof b),
+                 site_str(B.site[w].bar_file, B.site[w].bar_line, d, sizeof d));
+    }
+}
+}  // namespace
+
+int __emu_barrier(int kind, int pred, const char* file, int line) {
     int t = __emu_tid;
+    if (g_shared_fault[0]) shared_fault();
+    if (B.cfg->flags & EMU_CHECK_SYNC) sync_check_arrival(t, file, line);
+    B.site[t].bar_file = file;
+    B.site[t].bar_line = line;
     B.t[t].state = AT_BARRIER;
     B.bar_waiters[B.arrived++] = t;
     B.arrived_true += pred != 0;
@@ -364,6 +490,59 @@ unsigned long long __emu_warp(int op, unsigned int mask, unsigned long long valu
     if (complete) complete_warp_op(w, m, op);
     else schedule();
     return th.result;
+}
+
+extern "C" void __emu_spin_check(void) {
+    __emu_spin_budget = kSpinBudget;
+    bool changed = __emu_spin_effect;
+    __emu_spin_effect = 0;
+    if (!g_in_launch) return;
+    if (changed) {
+        B.progress++;
+        return;
+    }
+    int t = __emu_tid;
+    B.t[t].state = SPINNING;
+    B.site[t].spin_addr = __emu_spin_addr;
+    B.spinning[B.spinning_len++] = t;
+    schedule();
+}
+
+namespace {
+unsigned int* g_static_shared;  // static __shared__ bytes of each kernel of the table, as seen so far
+constexpr unsigned int kStaticSharedLimit = 48 * 1024;
+
+// The launch's shared memory is over a GPU's limits: the message, or nullptr.
+const char* shared_over_limit(char* buf, size_t n) {
+    const __emu_config* cfg = B.cfg;
+    unsigned int st = g_static_shared ? g_static_shared[cfg->index] : 0;
+    if (st > kStaticSharedLimit)
+        snprintf(buf, n, "%u bytes of static __shared__ memory; a GPU allows at most %u bytes (48 KB) of "
+                 "static shared memory per block (use extern __shared__ with an opt-in for more)", st,
+                 kStaticSharedLimit);
+    else if ((unsigned long long)st + cfg->shared_bytes > cfg->shared_limit)
+        snprintf(buf, n, "%u bytes of static __shared__ memory + shared_mem=%u bytes is over the %u bytes a "
+                 "GPU gives a block%s", st, cfg->shared_bytes, cfg->shared_limit,
+                 cfg->shared_limit <= kStaticSharedLimit
+                     ? " without an opt-in (set kernel.max_dynamic_shared_size_bytes, as cudaFuncSetAttribute "
+                       "does)" : "");
+    else
+        return nullptr;
+    return buf;
+}
+}  // namespace
+
+// Called while a static local is initialised (the C++ guard is held), so a launch over
+// the limit fails at the thread's next barrier or exit, not here.
+void __emu_note_static_shared(size_t bytes, const char* name, const char* file, int line) {
+    if (!g_in_launch) return;  // file-scope __shared__: not attributed to a kernel
+    if (!g_static_shared) g_static_shared = (unsigned int*)calloc(__emu_table_size + 1, sizeof(unsigned int));
+    if (!g_static_shared) return;
+    g_static_shared[B.cfg->index] += (unsigned int)bytes;
+    char msg[1024], c[512];
+    if (shared_over_limit(msg, sizeof msg))
+        snprintf(g_shared_fault, sizeof g_shared_fault, "%s (__shared__ %s at %s is %zu bytes)", msg, name,
+                 site_str(file, line, c, sizeof c), bytes);
 }
 
 unsigned int __emu_activemask(int site) {
@@ -411,6 +590,7 @@ int __emu_run_grid(const __emu_config* cfg, void (*body)(void*), void* ctx) {
     }
     B.cfg = cfg;
     g_failed = false;
+    g_shared_fault[0] = 0;
     const unsigned int* bd = cfg->block;
     unsigned long long n = (unsigned long long)bd[0] * bd[1] * bd[2];
     if (n < 1 || n > EMU_MAX_THREADS || cfg->shared_bytes > EMU_MAX_DYNAMIC_SMEM) {
@@ -420,6 +600,11 @@ int __emu_run_grid(const __emu_config* cfg, void (*body)(void*), void* ctx) {
     B.body = body;
     B.ctx = ctx;
     B.n = (int)n;
+    char over[1024];
+    if (shared_over_limit(over, sizeof over)) {
+        snprintf(g_error, sizeof g_error, "kernel '%s': %s", cfg->kernel, over);
+        return -1;
+    }
     for (int t = 0; t < B.n; ++t) {
         B.idx[t] = uint3{t % bd[0], (t / bd[0]) % bd[1], t / (bd[0] * bd[1])};
         B.t[t].state = UNSTARTED;
@@ -430,15 +615,27 @@ int __emu_run_grid(const __emu_config* cfg, void (*body)(void*), void* ctx) {
     }
     __emu_blockDim = dim3(bd[0], bd[1], bd[2]);
     __emu_gridDim = dim3(cfg->grid[0], cfg->grid[1], cfg->grid[2]);
+    unsigned char* dynamic_smem = __emu_dynamic_smem;
+    if (cfg->flags & EMU_CHECK_MEM) {
+        dynamic_smem = __emu_check_launch_begin(cfg->shared_bytes);
+        if (!dynamic_smem) {
+            snprintf(g_error, sizeof g_error, "kernel '%s': memcheck could not reserve its arena", cfg->kernel);
+            return -1;
+        }
+    }
     fiber_capture_fp_state();
     g_in_launch = true;
     for (unsigned int z = 0; z < cfg->grid[2] && !g_failed; ++z)
         for (unsigned int y = 0; y < cfg->grid[1] && !g_failed; ++y)
             for (unsigned int x = 0; x < cfg->grid[0] && !g_failed; ++x) {
                 __emu_blockIdx = uint3{x, y, z};
-                if (cfg->flags & EMU_POISON_SHARED) memset(__emu_dynamic_smem, 0xff, cfg->shared_bytes);
+                if (cfg->flags & EMU_POISON_SHARED) memset(dynamic_smem, 0xff, cfg->shared_bytes);
                 B.next = B.exited = B.arrived = B.arrived_true = 0;
                 B.ready_head = B.ready_len = B.activemask_waiting = 0;
+                B.spinning_len = B.stale_rounds = 0;
+                B.progress = B.progress_seen = 0;
+                __emu_spin_budget = kSpinBudget;
+                __emu_spin_effect = 0;
                 memset(B.exited_lanes, 0, sizeof B.exited_lanes);
                 memset(B.waiting_lanes, 0, sizeof B.waiting_lanes);
                 Fiber* f = fiber_alloc();
@@ -453,6 +650,7 @@ int __emu_run_grid(const __emu_config* cfg, void (*body)(void*), void* ctx) {
                 if (g_failed) break;
             }
     g_in_launch = false;
+    __emu_spin_budget = 1 << 30;  // atomics outside launches (static initialisers) never spin-check
     g_cur = nullptr;
     g_dying = nullptr;
     fflush(stdout);

@@ -1,8 +1,13 @@
-"""Source handling for the emulator: the one rewrite g++ needs, and kernel discovery.
+"""Source handling for the emulator: the rewrites of ``__shared__``, and kernel discovery.
 
 ``extern __shared__ T name[];`` (dynamic shared memory) cannot be a macro expansion
 (``extern static`` is not C++), so it is rewritten into a pointer to the per-launch
-buffer, keeping the line count so g++'s line numbers stay those of the ``.cu`` file.
+buffer. A static ``__shared__ T name[N];`` in a function keeps its declaration and gains
+a note of its size (a kernel over a GPU's 48 KB fails); under memcheck it becomes a reference to
+a guarded region instead (``static T (&name)[N] = ...``, kernels/emu/check.cpp), so
+``sizeof``, indexing and decay to a pointer are unchanged. Rewrites stay on their
+line, so g++'s line numbers stay those of the ``.cu`` file; comments and string
+literals are left alone.
 
 Kernels are found in the *preprocessed* source (so macros and ``#if`` are honoured):
 every ``extern "C"`` kernel that is not a template gets an entry in the launch table;
@@ -19,14 +24,85 @@ KERNEL_MARKER = "__emu_kernel_marker__"  # what cuda_emu.h turns __global__ into
 _TOKEN = re.compile(r'"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'|[A-Za-z_]\w*|::|\S')
 
 
-def rewrite_extern_shared(text):
-    """``extern __shared__ float s[];`` -> ``float *const s = reinterpret_cast<float *>(buffer);``"""
-    def pointer(m):
+_STATIC_SHARED = re.compile(r"(?<![\w])(?:static\s+)?__shared__\b(?P<decl>[^;{}]*);")
+_DECLARATOR = re.compile(r"^(?P<type>.*?)\b(?P<name>[A-Za-z_]\w*)\s*(?P<dims>(?:\[[^\]]*\]\s*)*)$", re.S)
+_MASKED = re.compile(r'//[^\n]*|/\*.*?\*/|"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'', re.S)
+
+
+def rewrite_shared(text, memcheck=False):
+    """The source with its ``__shared__`` declarations rewritten for the emulator."""
+    masked = _MASKED.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), text)
+    edits = []  # (start, end, replacement), found in the masked text, applied to the original
+    for m in _EXTERN_SHARED.finditer(masked):
         ctype = " ".join(_ATTRIBUTE.sub(" ", m["type"]).split())
+        buffer = f'__emu_check_dynamic_smem("{m["name"]}")' if memcheck else "__emu_dynamic_smem"
         newlines = "\n" * m.group(0).count("\n")
-        return (f"{ctype} *const {m['name']} = "
-                f"reinterpret_cast<{ctype} *>(__emu_dynamic_smem);{newlines}")
-    return _EXTERN_SHARED.sub(pointer, text)
+        edits.append((m.start(), m.end(),
+                      f"{ctype} *const {m['name']} = reinterpret_cast<{ctype} *>({buffer});{newlines}"))
+    taken = [(a, b) for a, b, _ in edits]
+    for m in _STATIC_SHARED.finditer(masked):
+        if any(a <= m.start() < b for a, b in taken):
+            continue
+        line = text.count("\n", 0, m.start()) + 1
+        in_function = _in_function(masked, m.start())
+        if not (memcheck or in_function):
+            continue  # file scope: not a kernel's own, and a note would be a statement there
+        replacement = _static_shared(m.group(0), m["decl"], line, memcheck)
+        if replacement is not None:
+            edits.append((m.start(), m.end(), replacement))
+    for start, end, new in sorted(edits, reverse=True):
+        text = text[:start] + new + text[end:]
+    return text
+
+
+def _static_shared(original, decl, line, memcheck):
+    """One declaration ``__shared__ T a[N], b;`` rewritten; None leaves it as it is."""
+    newlines = "\n" * original.count("\n")
+    parts = _split_top_level(" ".join(_ATTRIBUTE.sub(" ", decl).split()))
+    first = _DECLARATOR.match(parts[0])
+    if first is None or not first["type"].strip():
+        return None
+    ctype = first["type"].strip()
+    out = [] if memcheck else [original.replace("\n", " ")]
+    for k, part in enumerate(parts):
+        d = _DECLARATOR.match(part) if k == 0 else _DECLARATOR.match(f"{ctype} {part}")
+        if d is None or "(" in d["dims"] or "=" in part:
+            return None
+        name, dims = d["name"], d["dims"].strip()
+        t = f"__emu_shared_{name}_{line}_t"
+        if memcheck:
+            out.append(f"typedef {ctype} {t}{dims}; static {t}& {name} = *static_cast<{t}*>("
+                       f'__emu_check_shared(sizeof({t}), "{name}", __FILE__, __LINE__));')
+        else:
+            out.append(f"__EMU_NOTE_SHARED({name});")
+    return " ".join(out) + newlines
+
+
+_BLOCK = re.compile(r'\bnamespace\b[^{};]*\{|\bextern\s+"C"\s*\{|[{}]')
+
+
+def _in_function(masked, pos):
+    """Whether ``pos`` lies in a function body (not at namespace or extern "C" scope)."""
+    stack = []
+    for m in _BLOCK.finditer(masked, 0, pos):
+        if m.group(0) == "}":
+            if stack:
+                stack.pop()
+        else:
+            stack.append(m.group(0) == "{")
+    return bool(stack) and stack[-1]
+
+
+def _split_top_level(decl):
+    """``float a[N], b[M]`` -> [``float a[N]``, ``b[M]``] (commas inside brackets stay)."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(decl):
+        depth += ch in "([<" and 1 or (-1 if ch in ")]>" else 0)
+        if ch == "," and depth == 0:
+            parts.append(decl[start:i].strip())
+            start = i + 1
+    parts.append(decl[start:].strip())
+    return parts
 
 
 def find_kernels(preprocessed):

@@ -10,11 +10,15 @@ with CUDA is importable.
     python -m mpicnn.bench.kernels                         # GPU (cupy backend)
     python -m mpicnn.bench.kernels --backend emu --small   # the same code on the emulator
     python -m mpicnn.bench.kernels --json out.json
+    python -m mpicnn.bench.kernels --backend emu --check memcheck,synccheck   # debugger cost
 
 GPU times come from CUDA events around each call (median of ``--repeats`` after
 warm-up); emulator times from ``time.perf_counter`` (a smoke test, not a benchmark).
+``--check TOOLS`` (emulator only) times every case a second time under
+``MPICNN_EMU_CHECK=TOOLS`` and adds its time and the slowdown against the default mode.
 """
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -73,8 +77,23 @@ def _copy_fn(xp, src, dst):
     return lambda: dst.data.copy_from_device_async(src.data, src.nbytes)  # cudaMemcpyAsync D2D
 
 
-def bench_memory(n, timer, dtype=np.float32, image=(64, 56, 56, 64)):
-    """Rows of (kernel, bytes, ms, GB/s, fraction of the copy's GB/s)."""
+def checked(timer, fn, tools, ms):
+    """Columns of ``fn`` timed again with the emulator's checks ``tools`` on."""
+    before = os.environ.get("MPICNN_EMU_CHECK")
+    os.environ["MPICNN_EMU_CHECK"] = tools
+    try:
+        check_ms = timer(fn)
+    finally:
+        if before is None:
+            del os.environ["MPICNN_EMU_CHECK"]
+        else:
+            os.environ["MPICNN_EMU_CHECK"] = before
+    return dict(check_ms=check_ms, check_slowdown=check_ms / ms)
+
+
+def bench_memory(n, timer, dtype=np.float32, image=(64, 56, 56, 64), check=None):
+    """Rows of (kernel, bytes, ms, GB/s, fraction of the copy's GB/s), and with ``check``
+    (emulator tools) the time under them."""
     xp = backend.xp()
     rng = np.random.default_rng(0)
     dt = np.dtype(dtype)
@@ -90,9 +109,11 @@ def bench_memory(n, timer, dtype=np.float32, image=(64, 56, 56, 64)):
     def add(name, nbytes, fn):
         ms = timer(fn)
         gbs = nbytes / ms / 1e6
-        rows.append(dict(kernel=name, mbytes=nbytes / 1e6, ms=ms, gb_s=gbs, of_copy=gbs / copy_gbs))
+        rows.append(dict(kernel=name, mbytes=nbytes / 1e6, ms=ms, gb_s=gbs, of_copy=gbs / copy_gbs,
+                         **(checked(timer, fn, check, ms) if check else {})))
 
-    rows.append(dict(kernel="device copy", mbytes=2 * x.nbytes / 1e6, ms=copy_ms, gb_s=copy_gbs, of_copy=1.0))
+    rows.append(dict(kernel="device copy", mbytes=2 * x.nbytes / 1e6, ms=copy_ms, gb_s=copy_gbs, of_copy=1.0,
+                     **(dict(check_ms=copy_ms, check_slowdown=1.0) if check else {})))
     s = dt.itemsize
     add("relu_forward", 2 * n * s, lambda: activation.relu_forward(x, out=y))
     add("relu_backward", 3 * n * s, lambda: activation.relu_backward(g, x, out=y))
@@ -141,8 +162,9 @@ def _torch_cuda():
     return torch if torch.cuda.is_available() else None
 
 
-def bench_conv(shapes, timer, dtype=np.float32):
-    """Forward / dW / dX TFLOP/s of our conv against cuDNN (when PyTorch has CUDA)."""
+def bench_conv(shapes, timer, dtype=np.float32, check=None):
+    """Forward / dW / dX TFLOP/s of our conv against cuDNN (when PyTorch has CUDA); with
+    ``check`` (emulator tools) the forward's time under them."""
     xp = backend.xp()
     rng = np.random.default_rng(0)
     torch = _torch_cuda() if backend.current() == "cupy" else None
@@ -162,6 +184,8 @@ def bench_conv(shapes, timer, dtype=np.float32):
         dx = timer(lambda: conv.conv2d_backward(x, w, dy, s, p, need_dw=False, need_db=False))
         row = dict(conv=name, fwd_ms=fwd, dw_ms=dw, dx_ms=dx, fwd_tflops=tflop / fwd * 1e3,
                    dw_tflops=tflop / dw * 1e3, dx_tflops=tflop / dx * 1e3)
+        if check:
+            row.update(checked(timer, lambda: conv.conv2d_forward(x, w, None, s, p), check, fwd))
         if torch is not None:
             row.update(_torch_conv(torch, x, w, dy, s, p, timer, tflop))
             for kind in ("fwd", "dw", "dx"):  # > 1: faster than cuDNN
@@ -212,7 +236,18 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=None, help="timed calls per case (default 20 GPU, 3 emu)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     ap.add_argument("--json", default="bench-results/kernels.json", help="where to write the results")
+    ap.add_argument("--check", default=None, metavar="TOOLS",
+                    help="emulator only: also time each case under MPICNN_EMU_CHECK=TOOLS "
+                         "(memcheck,synccheck) and report the slowdown")
     args = ap.parse_args(argv)
+    if args.check is not None:
+        from kernels.module import parse_checks
+        try:
+            parse_checks(args.check, "--check")
+        except ValueError as e:
+            ap.exit(2, f"mpicnn: error: {e}\n")
+        if args.backend != "emu":
+            ap.exit(2, "mpicnn: error: --check times the emulator's checks: add --backend emu\n")
     backend.use(args.backend)
     small = args.small or args.backend == "emu"
     repeats = args.repeats or (3 if args.backend == "emu" else 20)
@@ -221,9 +256,11 @@ def main(argv=None):
     results = {"info": device_info(), "dtype": dtype.name}
     n = 1 << 16 if small else 1 << 26
     image = (2, 16, 16, 64) if small else (64, 112, 112, 64)
-    results["memory"] = bench_memory(n, timer, dtype, image)
+    if args.check:
+        results["check"] = args.check
+    results["memory"] = bench_memory(n, timer, dtype, image, args.check)
     table(f"memory-bound kernels, {dtype.name}, {n} elements ({results['info']['device']})", results["memory"])
-    results["conv"] = bench_conv(SMALL_CONV_SHAPES if small else CONV_SHAPES, timer, dtype)
+    results["conv"] = bench_conv(SMALL_CONV_SHAPES if small else CONV_SHAPES, timer, dtype, args.check)
     table("convolutions: im2col + GEMM (+ cuDNN when PyTorch has CUDA)", results["conv"])
     write_json(args.json, results)
     return 0

@@ -1,7 +1,9 @@
 // Barrier patterns.
 // shift_left: y[i] = x[i + 1] within each block (the block's last element keeps its
-//             own value). Threads past n return before the barrier, which is valid:
-//             exited threads count as arrived. blockDim.x <= 256.
+//             own value). Threads past n return before the barrier: exited threads
+//             count as arrived on Volta and later GPUs, so it works, but synccheck
+//             reports it (the CUDA guide wants every thread to reach a barrier).
+//             blockDim.x <= 256.
 // count_above: per block, how many x > threshold (__syncthreads_count), whether all
 //             in-range elements are (__syncthreads_and) and whether any is (_or).
 // scale_gridstride: x *= a with a grid smaller than n.
