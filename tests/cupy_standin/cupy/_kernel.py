@@ -61,11 +61,11 @@ class RawKernel:
         from kernels import launch
         grid = launch.dim3(grid, "grid", self.name)
         block = launch.dim3(block, "block", self.name)
-        launch.check(self.name, grid, block, shared_mem)
         if shared_mem > self.max_dynamic_shared_size_bytes:
             raise CUDADriverError(f"CUDA_ERROR_INVALID_VALUE: kernel {self.name!r} asks for {shared_mem} "
                                   f"bytes of dynamic shared memory; max_dynamic_shared_size_bytes is "
                                   f"{self.max_dynamic_shared_size_bytes}")
+        launch.check(self.name, grid, block, shared_mem, self.max_dynamic_shared_size_bytes)
         if not isinstance(args, (tuple, list)):
             raise TypeError(f"args must be a tuple, got {type(args).__name__}")
         memory = []
@@ -74,4 +74,5 @@ class RawKernel:
                 raise TypeError(f"Unsupported type {type(a)}")
             memory.append(a._a if isinstance(a, ndarray) else a)
         standin.queued()
-        self._module._library().launch(self.name, grid, block, memory, shared_mem)
+        self._module._library().launch(self.name, grid, block, memory, shared_mem,
+                                       launch.shared_limit(self.max_dynamic_shared_size_bytes))
