@@ -8,7 +8,8 @@ open, so other steps pay nothing), the straggler switch's sleep, and
 pipeline messages, parameter-server pushes and pulls).
 
 Events stay in memory as tuples; the file ``DIR/rank{R}.trace.json`` is written once,
-when the window closes (the first step past it, a stop, or the end of the run), to a
+when the window closes (the first step past it, or the loop's end: the last step, a
+stop, a preemption), to a
 temporary file renamed into place. Times are ``time.perf_counter`` seconds moved onto
 rank 0's clock (``parallel.clock_sync``), written in microseconds.
 
@@ -76,12 +77,22 @@ class Tracer:
         if grid is not None and getattr(grid, "coords", None) is not None:
             self.info["grid"] = dict(zip(GRID_AXES, (int(c) for c in grid.coords)))
         self.info["role"] = type(layout).__name__
+        # What each leaf layer's gradients add to an allreduce (the report's bytes per layer).
+        self.info["layers"] = [{"name": name, "type": type(layer).__name__, "parameter_bytes": int(sum(
+            v.data.nbytes for v in vars(layer).values() if getattr(v, "requires_grad", False)))}
+            for name, layer in leaf_layers(layout.model)]
         start_step = clock.start_step
 
         def traced_start_step(step):
             self._step_starts(step)
             start_step(step)
         clock.start_step = traced_start_step  # this clock only
+        finish = layout.finish
+
+        def traced_finish(step, stopped):  # the loop has ended: close the window
+            self._end_window()
+            return finish(step, stopped)
+        layout.finish = traced_finish
         clock.hooks.append(self.phase)
         straggler = getattr(layout, "straggler", None)
         if straggler is not None and straggler.factor > 1.0:
@@ -100,12 +111,16 @@ class Tracer:
         a, b = self.window
         now = time.perf_counter()
         if self.active and step >= b:
-            self.starts["end"] = now
-            self.close()
+            self._end_window(now)
         elif not self.active and not self.written and a <= step < b:
             self._open()
         if self.active:
             self.starts[step] = now
+
+    def _end_window(self, now=None):
+        if self.active:
+            self.starts["end"] = now or time.perf_counter()
+            self.close()
 
     def _open(self):
         self.active = True
