@@ -8,8 +8,8 @@
   inside ProfilerStep and no phase is idle (loop overhead, bookkeeping). Anything
   under an evaluation or checkpoint phase counts as ``evaluation``.
 - ``straggler``: the rank that arrives last at the step's collectives (start of its
-  exchange phase, on rank 0's clock) most often; ``factor``: its compute per step over
-  the median of the other ranks'; ``late_ms``: how much later it arrives (median).
+  exchange phase, on rank 0's clock) most often; ``factor``: its median compute per
+  step over the median of the other ranks' medians; ``late_ms``: how much later it arrives (median).
 - ``allreduce_hidden_fraction``: the share of the gradient buckets' allreduce time
   (launch to completion) that overlaps backward.
 - ``pipeline_bubble``: per stage 1 - busy/wall as the summary measures it: busy is
@@ -66,19 +66,18 @@ def step_kinds(trace):
     return out
 
 
-def breakdown(traces):
-    """{rank: {kind: mean seconds per step}}."""
+def breakdown(per_step):
+    """{rank: {kind: mean seconds per step}} from {rank: step_kinds}."""
     result = {}
-    for t in traces:
-        per_step = step_kinds(t)
-        n = max(len(per_step), 1)
-        result[t.rank] = {k: sum(s[k] for s in per_step.values()) / n for k in KINDS}
-        result[t.rank]["steps"] = len(per_step)
+    for rank, steps in per_step.items():
+        n = max(len(steps), 1)
+        result[rank] = {k: sum(s[k] for s in steps.values()) / n for k in KINDS}
+        result[rank]["steps"] = len(steps)
     return result
 
 
-def straggler(traces, kinds):
-    if len(traces) < 2:
+def straggler(traces, per_step):
+    if len(traces) < 2 or not all(per_step.values()):
         return None
     arrivals = {}  # step -> {rank: start of its first exchange phase}
     for t in traces:
@@ -94,7 +93,8 @@ def straggler(traces, kinds):
         last[r] = last.get(r, 0) + 1
         others = [v for k, v in at.items() if k != r]
         late.setdefault(r, []).append((at[r] - statistics.median(others)) / 1e3)
-    compute = {t.rank: kinds[t.rank]["compute"] for t in traces}
+    # Medians over steps: on a shared node single steps stretch when a rank loses its core.
+    compute = {t.rank: statistics.median(s["compute"] for s in per_step[t.rank].values()) for t in traces}
     rank = max(last, key=lambda r: (last[r], compute[r])) if last else max(compute, key=compute.get)
     others = [v for r, v in compute.items() if r != rank]
     base = statistics.median(others)
@@ -195,12 +195,12 @@ def ps_weight_age(traces):
 
 
 def analyse(traces):
-    kinds = breakdown(traces)
+    per_step = {t.rank: step_kinds(t) for t in traces}
     hidden, hidden_per_rank = allreduce_hidden(traces)
     return {"ranks": len(traces), "window": {t.rank: sorted(t.steps()) for t in traces},
             "layout": traces[0].info.get("layout") if traces else None,
             "clock_error_us": {t.rank: t.info.get("clock_error_us") for t in traces},
-            "breakdown": kinds, "straggler": straggler(traces, kinds),
+            "breakdown": breakdown(per_step), "straggler": straggler(traces, per_step),
             "allreduce_hidden_fraction": hidden, "allreduce_hidden_per_rank": hidden_per_rank,
             "pipeline_bubble": pipeline_bubble(traces), "halo": halo(traces),
             "allreduce_bytes_per_layer": allreduce_bytes_per_layer(traces), "ps_weight_age": ps_weight_age(traces)}
