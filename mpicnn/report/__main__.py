@@ -2,14 +2,16 @@
 
 Writes into ``--out`` (default: ``report/`` in the first directory given, else beside
 the metrics file): ``merged.trace.json`` (every rank, ``pid`` = rank; opens in Perfetto
-or chrome://tracing), ``report.json``, the PNG plots and ``report.html``; prints the
-analyses (``--json``: as one JSON object).
+or chrome://tracing), ``report.json``, the PNG plots and ``report.html`` (``--hta``: also ``hta/``, the traces
+as Holistic Trace Analysis reads them); prints the analyses (``--json``: as one JSON
+object).
 """
 import argparse
 import json
 import os
 import sys
 
+from . import hta
 from .analyse import KINDS, analyse
 from .html import write_html
 from .traces import check_nesting, find_inputs, load_metrics, load_traces, merge
@@ -56,6 +58,8 @@ def main(argv=None):
     p.add_argument("--out", help="where to write the merged trace, plots and report.html")
     p.add_argument("--json", action="store_true", help="print the analyses as one JSON object")
     p.add_argument("--no-plots", action="store_true", help="no PNGs (without matplotlib)")
+    p.add_argument("--hta", action="store_true",
+                   help="also write OUT/hta/: the traces as Holistic Trace Analysis reads them")
     args = p.parse_args(argv)
     try:
         files, metrics = find_inputs(args.paths)
@@ -82,6 +86,8 @@ def main(argv=None):
         analysis["summary_pipeline_bubble"] = final["pipeline"].get("bubble")
     if traces:
         analysis["merged_trace"] = merge(traces, os.path.join(out, "merged.trace.json"))
+    if traces and args.hta:
+        analysis["hta_traces"] = hta.export(traces, os.path.join(out, "hta"))
     plots = {}
     if not args.no_plots:
         from .plots import draw_all
