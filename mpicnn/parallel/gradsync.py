@@ -128,6 +128,7 @@ class GradientBuckets:
             for b in self.buckets:
                 if b.launched is not None and b.request.Test():
                     b.completed(rec, time.perf_counter())
+            rec.span("compute", "allreduce launch and test", t0, time.perf_counter())
         elif live:
             MPI.Request.Testall(live)
         self.comm_seconds += time.perf_counter() - t0

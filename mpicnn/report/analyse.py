@@ -8,8 +8,8 @@
   inside ProfilerStep and no phase is idle (loop overhead, bookkeeping). Anything
   under an evaluation or checkpoint phase counts as ``evaluation``.
 - ``straggler``: the rank that arrives last at the step's collectives (start of its
-  exchange phase, on rank 0's clock) most often; ``factor``: its median compute per
-  step over the median of the other ranks' medians; ``late_ms``: how much later it arrives (median).
+  exchange phase, on rank 0's clock) most often; ``factor``: the median over steps of
+  its compute over the other ranks' (median) in the same step; ``late_ms``: how much later it arrives (median).
 - ``allreduce_hidden_fraction``: the share of the gradient buckets' allreduce time
   (launch to completion) that overlaps backward.
 - ``pipeline_bubble``: per stage 1 - busy/wall as the summary measures it: busy is
@@ -93,12 +93,16 @@ def straggler(traces, per_step):
         last[r] = last.get(r, 0) + 1
         others = [v for k, v in at.items() if k != r]
         late.setdefault(r, []).append((at[r] - statistics.median(others)) / 1e3)
-    # Medians over steps: on a shared node single steps stretch when a rank loses its core.
     compute = {t.rank: statistics.median(s["compute"] for s in per_step[t.rank].values()) for t in traces}
     rank = max(last, key=lambda r: (last[r], compute[r])) if last else max(compute, key=compute.get)
-    others = [v for r, v in compute.items() if r != rank]
-    base = statistics.median(others)
-    return {"rank": rank, "factor": compute[rank] / base if base else None,
+    # Per step against the others' in the same step, then the median: on a shared node a
+    # rank that loses its core stretches single steps, and the steps' loads differ.
+    ratios = []
+    for step, mine in per_step[rank].items():
+        others = [per_step[r][step]["compute"] for r in per_step if r != rank and step in per_step[r]]
+        if others and statistics.median(others) > 0:
+            ratios.append(mine["compute"] / statistics.median(others))
+    return {"rank": rank, "factor": statistics.median(ratios) if ratios else None,
             "last_at_collectives": f"{last.get(rank, 0)}/{len(arrivals)} steps",
             "late_ms": statistics.median(late[rank]) if rank in late else None,
             "compute_s_per_step": compute}

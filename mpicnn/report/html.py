@@ -40,8 +40,10 @@ def write_html(path, analysis, plots, title):
     a = analysis
     parts = [f"<h1>{html.escape(title)}</h1>"]
     if a.get("ranks"):
-        parts.append(f"<p>{a['ranks']} rank(s), {html.escape(str(a.get('layout')))}; clock alignment error "
-                     f"(µs): {_cell(a.get('clock_error_us'))}</p>")
+        errors = ", ".join(f"rank {r} {e:.1f} µs" for r, e in a.get("clock_error_us", {}).items() if e is not None)
+        steps = next(iter((a.get("window") or {}).values()), [])
+        window = f"steps {steps[0]}-{steps[-1]}" if steps else "no steps"
+        parts.append(f"<p>Traced: {window}. Clock alignment error to rank 0: {errors}</p>")
     parts += [_image(name, p) for name, p in plots.items()]
     parts.append(_table("Seconds per step", a.get("breakdown")))
     if a.get("straggler"):

@@ -8,7 +8,7 @@ from .analyse import KINDS
 
 COLORS = {"compute": "#4c72b0", "communication": "#dd8452", "waiting": "#c44e52", "data": "#55a868",
           "idle": "#bbbbbb", "evaluation": "#8172b3", "forward": "#4c72b0", "backward": "#64b5cd",
-          "wait": "#c44e52", "comm": "#dd8452", "phase": "#dddddd"}
+          "wait": "#c44e52", "comm": "#dd8452", "phase": "#dddddd", "straggler": "#937860"}
 
 
 def pyplot():
@@ -87,8 +87,8 @@ def gantt(traces, path, steps=3):
                 color, height = COLORS[e["name"]], 0.6
             elif cat in ("wait", "comm"):
                 color, height = COLORS[cat], 0.35
-            elif cat == "phase" or cat == "straggler":
-                color, height = COLORS["phase"] if cat == "phase" else COLORS["idle"], 0.6
+            elif cat in ("phase", "straggler"):
+                color, height = COLORS[cat], 0.6
             else:
                 continue  # layers: inside their phase
             ax.broken_barh([((e["ts"] - t0) / 1e3, e["dur"] / 1e3)], (row - height / 2, height), color=color)
@@ -97,8 +97,10 @@ def gantt(traces, path, steps=3):
                                        for t in traces])
     ax.invert_yaxis()
     ax.set_xlabel("milliseconds (rank 0's clock)")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=COLORS[k]) for k in ("forward", "backward", "wait", "comm", "phase")]
-    ax.legend(handles, ["forward", "backward", "wait", "communication", "other phases"], ncol=5, fontsize=8,
+    kinds = ("forward", "backward", "wait", "comm", "phase", "straggler")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=COLORS[k]) for k in kinds]
+    ax.legend(handles, ["forward", "backward", "wait", "communication", "other phases", "straggler sleep"], ncol=6,
+              fontsize=8,
               loc="upper center", bbox_to_anchor=(0.5, -0.35))
     ax.set_title(f"timeline of steps {first}-{first + steps - 1}")
     return _save(fig, path)
