@@ -61,7 +61,7 @@ def test_default_window_files_are_valid_nested_small_and_aligned(data_parallel):
 
 
 def test_a_straggler_is_named_with_its_factor(tmp_path):
-    traces, _ = traced_run(tmp_path, 2, "--steps", "34", "--trace-steps", "8:32",
+    traces, _ = traced_run(tmp_path, 2, "--steps", "50", "--trace-steps", "8:48",
                            env=mpi_env(MPICNN_SLOW_RANK="1:2.0"))
     s = analyse(traces)["straggler"]
     assert s["rank"] == 1
