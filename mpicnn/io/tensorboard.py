@@ -2,7 +2,7 @@
 
 A metrics sink (it adds itself with ``io.metrics.add_sink``): each metrics record's numbers become scalars at
 its step (loss, accuracy, lr, images_per_sec, test_accuracy, test_loss, under
-``train/`` and ``test/``), and, as a ``PhaseClock`` hook, the mean seconds per step of
+``train/`` and ``test/``; of the closing summary only the final evaluation), and, as a ``PhaseClock`` hook, the mean seconds per step of
 each phase over every ``every`` steps (``phase/forward``, ...). The writer is
 tensorboardX's (``pip install mpicnn[tensorboard]``).
 """
@@ -26,13 +26,17 @@ class TensorBoardSink:
         self.writer = open_writer(directory)
         self.every = every
         self.sums, self.steps, self.step = {}, set(), None
+        self.tested = set()  # steps whose test figures are logged
         add_sink(self)
 
     def record(self, record):
-        if record.get("final"):
-            return  # the summary repeats the last figures
         step = record.get("step")
-        for key, tag in SCALARS.items():
+        keys = SCALARS
+        if record.get("final"):  # the summary: only the final evaluation, if not logged yet
+            keys = {} if step in self.tested else {k: SCALARS[k] for k in ("test_accuracy", "test_loss")}
+        if record.get("test_accuracy") is not None:
+            self.tested.add(step)
+        for key, tag in keys.items():
             value = record.get(key)
             if step is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
                 self.writer.add_scalar(tag, value, step)
