@@ -5,7 +5,8 @@ Rank 0 sends each other rank pings; the rank answers with its own
 ``t``, rank r's clock reads ``t - (t0 + t1) / 2`` ahead of rank 0's, give or take half
 the round trip; the round with the shortest round trip wins, and half of it is the
 reported error bound. On a busy node most round trips include a descheduled rank, so
-rank 0 pings until one round trip is short (``GOOD``) or ``SECONDS`` have passed. On one node ``perf_counter`` is the same monotonic clock in
+rank 0 pings each rank until one round trip is short (``GOOD``) or its share of
+``SECONDS`` has passed. On one node ``perf_counter`` is the same monotonic clock in
 every process, so the offset comes out near 0 and the error is the shared-memory
 latency (microseconds).
 """
@@ -15,7 +16,8 @@ import numpy as np
 
 MIN_ROUNDS = 20
 GOOD = 10e-6  # a round trip this short bounds the error to 5 us
-SECONDS = 3.0  # per rank, at most (a quiet node needs milliseconds)
+SECONDS = 3.0  # in all, at most (a quiet node needs milliseconds per rank)
+MIN_SECONDS = 0.1  # per rank, at least, in a large job
 
 
 def clock_offsets(comm):
@@ -27,7 +29,8 @@ def clock_offsets(comm):
     comm.Barrier()
     if rank == 0:
         for r in range(1, size):
-            best, rounds, deadline = (np.inf, 0.0), 0, time.perf_counter() + SECONDS
+            best, rounds = (np.inf, 0.0), 0
+            deadline = time.perf_counter() + max(MIN_SECONDS, SECONDS / (size - 1))
             ping[0] = 1.0
             while ping[0]:
                 t0 = time.perf_counter()
