@@ -24,7 +24,8 @@ def _fail(message):
 
 def _print(analysis, out):
     a = analysis
-    print(f"mpicnn report: {a['ranks']} rank(s), {a.get('layout')}; files in {out}")
+    what = f"{a['ranks']} rank(s), {a.get('layout')}" if a["ranks"] else "the metrics file (no traces)"
+    print(f"mpicnn report: {what}; files in {out}")
     if a["breakdown"]:
         print("ms per step   " + "  ".join(f"{k:>13}" for k in KINDS))
         for rank, row in a["breakdown"].items():
