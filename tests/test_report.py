@@ -105,3 +105,11 @@ def test_report_errors_are_one_line(tmp_path):
     assert proc.stderr.strip().startswith("mpicnn: error: no rank*.trace.json") and len(proc.stderr.splitlines()) == 1
     proc = report(str(tmp_path / "missing"))
     assert proc.returncode == 2 and "no such file" in proc.stderr
+
+
+def test_metrics_file_alone(run_dir, tmp_path):
+    proc = report(str(run_dir / "m.jsonl"), "--json", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    a = json.loads(proc.stdout)
+    assert a["ranks"] == 0 and not a["breakdown"] and list(a["plots"]) == ["training"]
+    assert os.path.getsize(tmp_path / "training.png") > 5000 and (tmp_path / "report.html").exists()
