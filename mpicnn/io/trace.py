@@ -133,17 +133,18 @@ class Tracer:
 
     def _traced(self, layer, name, inner, kind):
         label, typename = f"{kind} {name}", type(layer).__name__
+        clock, events, now = self.layout.clock, self.events, time.perf_counter
 
         def traced(x):
             outer = self.layer
             self.layer = name
-            t0 = time.perf_counter()
+            t0 = now()
             y = inner(x)
-            t1 = time.perf_counter()
+            t1 = now()
             self.layer = outer
             if layer.training:  # evaluation's forwards stay inside its phase
-                self.events.append(("compute", label, kind, t0, t1, self.layout.clock.step,
-                                    {"layer": name, "type": typename, "shape": list(getattr(x, "shape", ()))}))
+                events.append(("compute", label, kind, t0, t1, clock.step,
+                               {"layer": name, "type": typename, "shape": getattr(x, "shape", ())}))
             return y
         return traced
 
@@ -209,6 +210,8 @@ class Tracer:
             event = {"ph": "X", "name": name, "cat": cat, "pid": self.rank, "tid": tracks[track],
                      "ts": self._us(start), "dur": round(1e6 * (end - start), 3)}
             event["args"] = dict(args or {}, step=step)
+            if "shape" in event["args"]:
+                event["args"]["shape"] = [int(n) for n in event["args"]["shape"]]
             out.append(event)
         return out
 
