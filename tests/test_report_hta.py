@@ -1,6 +1,7 @@
 """The report's HTA view (--hta) read by Holistic Trace Analysis itself: temporal
-breakdown, idle time, comm/comp overlap and straggler detection on a 2-rank run whose
-rank 1 computes twice as long."""
+breakdown, idle time and comm/comp overlap on a 2-rank run whose rank 1 computes twice
+as long. (HTA's straggler detection does not work on these traces: README, Seeing
+where time goes.)"""
 import json
 
 import pytest
@@ -41,7 +42,3 @@ def test_hta_idle_time_and_overlap(analysis):
     assert sorted(set(idle["rank"])) == [0, 1] and (idle["idle_time"] >= 0).all()
     overlap = analysis.get_comm_comp_overlap(visualize=False)
     assert sorted(overlap["rank"]) == [0, 1] and overlap["comp_comm_overlap_pctg"].notna().all()
-
-
-def test_hta_names_the_straggler(analysis):
-    assert analysis.get_potential_stragglers(num_candidates=1) == [1]

@@ -5,18 +5,22 @@ HTA analyses GPU kernels: events with ``cat`` "kernel" and an ``args.stream``, w
 names say what they are (``nccl...Kernel``: communication; anything else: compute).
 mpicnn's device is the CPU, so this view puts on one "compute stream" (7) every span
 that computes (the layers' forward and backward, the optimizer, the straggler's
-stretch), on a "communication stream" (8) every communication span (bucket allreduces
-from launch to completion, halo exchanges, collectives) named ``ncclKernel_...``, and
-keeps ``ProfilerStep#N`` as CPU annotations, with a zero-length CPU "launch" per
-kernel at its start (HTA gives a kernel the iteration of the launch that shares its
-``correlation``, and drops the last iteration's). Waits
-and loop overhead are gaps: HTA's idle time. The "rank": N in ``distributedInfo``
-is written with a space after the colon: HTA finds ranks with that regular expression.
+stretch), and every communication span, named ``ncclKernel_...``, on communication
+streams: 8 for blocking communication and the waits for communication (a NCCL kernel
+on a GPU runs from the moment its rank arrives until its peers have: HTA finds a
+straggler by when its kernels start), one more per track of traffic in flight (each
+bucket's allreduce from launch to completion, halo exchanges), so that no stream's
+kernels overlap, as HTA's idle time assumes. ``ProfilerStep#N`` stay CPU annotations,
+with a zero-length CPU "launch" per kernel at its start (HTA gives a kernel the
+iteration of the launch that shares its ``correlation``, and drops the last
+iteration's). Loop overhead is a gap: HTA's idle time. The "rank": N in
+``distributedInfo`` is written with a space after the colon: HTA finds ranks with
+that regular expression.
 """
 import json
 import os
 
-COMPUTE_STREAM, COMM_STREAM = 7, 8
+COMPUTE_STREAM, BLOCKING_STREAM = 7, 8  # then one stream per track of traffic in flight
 
 
 def _kernel(e, name, stream, correlation):
@@ -28,6 +32,11 @@ def _kernel(e, name, stream, correlation):
 
 
 def hta_events(trace):
+    # One stream per track of traffic in flight (buckets overlap one another), and one for
+    # the blocking communication of the compute track: a stream's kernels never overlap.
+    tracks = sorted({e["track"] for e in trace.spans if e["track"] != "compute"})
+    streams = {name: BLOCKING_STREAM + 1 + i for i, name in enumerate(tracks)}
+    streams["compute"] = BLOCKING_STREAM
     out, correlation = [], 0
     for e in trace.spans:
         cat = e.get("cat")
@@ -38,8 +47,8 @@ def hta_events(trace):
         correlation += 1
         if cat in ("forward", "backward", "straggler") or (cat == "phase" and e["name"] == "optimizer"):
             out += _kernel(e, f"{cat} {e['args'].get('layer', e['name'])}", COMPUTE_STREAM, correlation)
-        elif cat == "comm":
-            out += _kernel(e, "ncclKernel_" + e["name"].replace(" ", "_"), COMM_STREAM, correlation)
+        elif cat in ("comm", "wait"):  # a NCCL kernel on a GPU also runs while it waits for peers
+            out += _kernel(e, "ncclKernel_" + e["name"].replace(" ", "_"), streams[e["track"]], correlation)
     return out
 
 
