@@ -1,10 +1,11 @@
 """``--tensorboard DIR``: TensorBoard scalars of the run, written by the reporting rank.
 
-A metrics sink (it adds itself with ``io.metrics.add_sink``): each metrics record's numbers become scalars at
-its step (loss, accuracy, lr, images_per_sec, test_accuracy, test_loss, under
-``train/`` and ``test/``; of the closing summary only the final evaluation), and, as a ``PhaseClock`` hook, the mean seconds per step of
-each phase over every ``every`` steps (``phase/forward``, ...). The writer is
-tensorboardX's (``pip install mpicnn[tensorboard]``).
+A metrics sink (it adds itself with ``io.metrics.add_sink``): each metrics record's
+numbers become scalars at its step (loss, accuracy, lr, images_per_sec, test_accuracy,
+test_loss, under ``train/`` and ``test/``; of the closing summary only the final
+evaluation), and, as a ``PhaseClock`` hook, the mean seconds per step of each phase
+over every ``every`` steps (``phase/<name>_seconds``). The writer is tensorboardX's
+(``pip install 'mpicnn[tensorboard]'``).
 """
 from .metrics import add_sink, remove_sink
 

@@ -102,7 +102,8 @@ class Tracer:
                 t0 = time.perf_counter()
                 extra = after(seconds)
                 if self.active:
-                    self.span("compute", "straggler sleep", t0, time.perf_counter(), "straggler", factor=straggler.factor)
+                    self.span("compute", "straggler sleep", t0, time.perf_counter(), "straggler",
+                              factor=straggler.factor)
                 return extra
             straggler.after = traced_after
         return self
@@ -191,7 +192,8 @@ class Tracer:
                {"ph": "M", "name": "process_sort_index", "pid": self.rank, "tid": 0, "args": {"sort_index": self.rank}}]
         for track, tid in tracks.items():
             out.append({"ph": "M", "name": "thread_name", "pid": self.rank, "tid": tid, "args": {"name": track}})
-            out.append({"ph": "M", "name": "thread_sort_index", "pid": self.rank, "tid": tid, "args": {"sort_index": tid}})
+            out.append({"ph": "M", "name": "thread_sort_index", "pid": self.rank, "tid": tid,
+                        "args": {"sort_index": tid}})
         ends = {}
         for track, name, cat, start, end, step, args in self.events:
             if track == "compute":

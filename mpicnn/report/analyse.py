@@ -116,7 +116,8 @@ def allreduce_hidden(traces):
     """(mean over ranks, {rank: fraction}) of allreduce time overlapping backward."""
     per = {}
     for t in traces:
-        backward = [(e["ts"], e["end"]) for e in t.track("compute") if e.get("cat") == "phase" and e["name"] == "backward"]
+        backward = [(e["ts"], e["end"]) for e in t.track("compute")
+                    if e.get("cat") == "phase" and e["name"] == "backward"]
         buckets = [e for e in t.spans if e["track"].startswith("allreduce ")]
         total = sum(e["dur"] for e in buckets)
         if total:
