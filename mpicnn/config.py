@@ -120,6 +120,9 @@ def build_parser():
     g.add_argument("--eval-batch-size", type=_positive(int), default=500)
     g.add_argument("--log-every", type=_positive(int), default=10, help="steps between metrics records")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--trace", metavar="DIR", help="every rank writes DIR/rank{R}.trace.json of --trace-steps")
+    g.add_argument("--trace-steps", default="10:20", metavar="A:B", help="steps A <= step < B to trace (default 10:20)")
+    g.add_argument("--tensorboard", metavar="DIR", help="write TensorBoard scalars to DIR (rank 0)")
     g.add_argument("--config", help="TOML file with the same keys as these options")
     return p
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from . import backend, blas
 from .config import parse_args
 from .errors import UserError
+from .io.trace import Tracer, parse_window
+from .parallel.clock_sync import clock_offsets
 from .parallel.collectives import abort, node_local, world
 from .parallel.failure import agree, install_abort_hook
 from .signals import StopRequest
@@ -49,16 +51,43 @@ def run(argv=None, comm=None, phase_hooks=()):
     try:
         layout = make_layout(args, comm, stop)
         layout.clock.hooks.extend(phase_hooks)
+        observers = []
         try:
+            observers = observe(args, comm, layout)
             summary = fit(layout)
             params = layout.global_parameters()
         finally:
+            for observer in observers:
+                observer.close()
             layout.close()
     finally:
         stop.uninstall()
         backend.use(previous)
         gc.unfreeze()  # fit() froze setup objects; a long-lived process may collect this run
     return RunResult(layout.model, summary["steps"], summary, params)
+
+
+def observe(args, comm, layout):
+    """Attach --trace (every rank) and --tensorboard (the reporting rank) to the run;
+    returns what to close when it ends (a tracer writes its file then, if still open)."""
+    observers = []
+    if args.trace:
+        with agree(comm):
+            try:
+                window = parse_window(args.trace_steps)
+            except ValueError as e:
+                raise UserError(str(e))
+        offset, error = clock_offsets(comm)
+        observers.append(Tracer(args.trace, comm.Get_rank(), comm.Get_size(), window, offset, error).attach(layout))
+    if args.tensorboard and layout.reports:
+        from .io.tensorboard import TensorBoardSink
+        try:
+            sink = TensorBoardSink(args.tensorboard, args.log_every)
+        except ImportError as e:
+            raise UserError(str(e))
+        layout.clock.hooks.append(sink.phase)
+        observers.append(sink)
+    return observers
 
 
 def main(argv=None):

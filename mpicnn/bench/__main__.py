@@ -13,6 +13,7 @@ pipeline   pipeline=2 lenet5: images/s and measured bubble against (S-1)/(M+S-1)
 ps         parameter server ps=1 with 2 workers: images/s and accuracy for staleness 0, 2, 8,
            with and without a straggler
 balance    data parallelism with a straggler (MPICNN_SLOW_RANK=1:F): static vs dynamic balance
+trace      the default job with every step traced (--trace) against untraced: images/s, trace MB
 """
 import argparse
 import os
@@ -26,7 +27,7 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", nargs="?", default="all", choices=["all", "conv", "cnn", "scaling", "allreduce", "spatial",
                                                             "channel", "pipeline", "ps",
-                                                            "balance"])
+                                                            "balance", "trace"])
     p.add_argument("--compare", choices=["torch"], help="also time PyTorch's CPU build (if installed)")
     p.add_argument("--ranks", default="1,2", help="rank counts for the scaling bench (default 1,2)")
     p.add_argument("--steps", type=int, default=60, help="training steps per scaling run")
@@ -43,6 +44,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")  # before NumPy loads BLAS: one thread, as the figures assume
+    if args.what == "trace":  # its own JSON file, bench-results/trace.json
+        from .trace import main as bench_trace
+        return bench_trace(args)
     from .cnn import bench_cnn, bench_conv_layers, gemm_gflops
     from .scaling import bench_allreduce_under_mpi, bench_scaling
     from .channel import bench_channel

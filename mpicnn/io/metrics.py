@@ -1,6 +1,21 @@
-"""JSON-lines metrics, one record per line, written by rank 0 only."""
+"""JSON-lines metrics, one record per line, written by rank 0 only.
+
+Records also go to every sink in ``SINKS`` (``add_sink``; e.g. ``--tensorboard``'s
+writer, attached by ``mpicnn.train`` on the reporting rank): a sink's ``record(dict)``
+sees each record as written."""
 import json
 import os
+
+SINKS = []
+
+
+def add_sink(sink):
+    SINKS.append(sink)
+
+
+def remove_sink(sink):
+    if sink in SINKS:
+        SINKS.remove(sink)
 
 
 class MetricsLog:
@@ -13,6 +28,8 @@ class MetricsLog:
         if self.file:
             self.file.write(json.dumps(record, sort_keys=True) + "\n")
             self.file.flush()
+        for sink in SINKS:
+            sink.record(record)
 
     def close(self):
         if self.file:

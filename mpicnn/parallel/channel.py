@@ -75,6 +75,7 @@ from ..nn.module import Parameter
 from ..nn.norm import BatchNorm2d
 from ..nn.pool import AvgPool2d, GlobalAvgPool2d, GlobalMaxPool2d, GlobalRMSPool2d, MaxPool2d
 from ..nn.shape import Flatten
+from . import events
 from .blocks import block_range, block_sizes
 from .device_buffers import MPIBuffer
 
@@ -360,8 +361,13 @@ class _Split:
         t0 = time.perf_counter()
         y = getattr(self.channel, op)(x, *sizes)
         if self.training:  # training steps only: evaluation batches would skew the per-step figures
-            self.comm_stats[op + "_s"] += time.perf_counter() - t0
-            self.comm_stats[op + "_bytes"] += (x if op == "reduce_scatter" else y).nbytes
+            t1 = time.perf_counter()
+            nbytes = (x if op == "reduce_scatter" else y).nbytes
+            self.comm_stats[op + "_s"] += t1 - t0
+            self.comm_stats[op + "_bytes"] += nbytes
+            rec = events.recorder
+            if rec:
+                rec.span("compute", f"channel {op} {rec.layer}", t0, t1, layer=rec.layer, bytes=int(nbytes))
         return y
 
 

@@ -16,12 +16,15 @@ import time
 from mpi4py import MPI
 
 from ..backend import array_module
+from . import events
 from .device_buffers import MPIBuffer
 
 
 class Bucket:
-    def __init__(self, entries, dtype, staged):
+    def __init__(self, entries, dtype, staged, index=0):
         self.entries = entries  # (module, Parameter) pairs, backward order
+        self.index = index  # in launch order (the trace's track "allreduce {index}")
+        self.launched = None  # perf_counter of the launch, while a tracer records
         xp = array_module(entries[0][1].data)  # numpy, or cupy for the GPU backend
         self.flat = xp.zeros(sum(p.data.size for _, p in entries), dtype=dtype)
         self.pending = 0
@@ -36,7 +39,15 @@ class Bucket:
 
     def launch(self, comm):
         self.mpi.before()
+        self.launched = time.perf_counter() if events.recorder else None
         self.request = comm.Iallreduce(MPI.IN_PLACE, self.mpi.buf, op=MPI.SUM)
+
+    def completed(self, rec, end):
+        """Trace the allreduce from launch to ``end`` (at most once per launch)."""
+        if self.launched is not None:
+            rec.span(f"allreduce {self.index}", f"allreduce bucket {self.index}", self.launched, end,
+                     bytes=int(self.flat.nbytes), parameters=len(self.entries))
+            self.launched = None
 
 
 class GradientBuckets:
@@ -56,13 +67,13 @@ class GradientBuckets:
         for module, p in reversed(owned):
             nbytes = p.data.nbytes
             if current and (size + nbytes > bucket_bytes or p.data.dtype != dtype):
-                self.buckets.append(Bucket(current, dtype, staged))
+                self.buckets.append(Bucket(current, dtype, staged, len(self.buckets)))
                 current, size = [], 0
             current.append((module, p))
             size += nbytes
             dtype = p.data.dtype
         if current:
-            self.buckets.append(Bucket(current, dtype, staged))
+            self.buckets.append(Bucket(current, dtype, staged, len(self.buckets)))
         self.by_module = {}  # id(module) -> buckets holding its parameters, each once
         for b in self.buckets:
             for module, _ in b.entries:
@@ -115,7 +126,13 @@ class GradientBuckets:
                 b.launch(self.comm)
         # MPI moves nonblocking collectives only inside MPI calls: give it a turn.
         live = [b.request for b in self.buckets if b.request is not None]
-        if live:
+        rec = events.recorder
+        if rec:  # test each in-flight bucket, to trace when it completed
+            for b in self.buckets:
+                if b.launched is not None and b.request.Test():
+                    b.completed(rec, time.perf_counter())
+            rec.span("compute", "allreduce launch and test", t0, time.perf_counter())
+        elif live:
             MPI.Request.Testall(live)
         self.comm_seconds += time.perf_counter() - t0
 
@@ -127,7 +144,14 @@ class GradientBuckets:
         for b in self.buckets:
             if b.request is None:
                 b.launch(self.comm)
+        t_wait = time.perf_counter()
         MPI.Request.Waitall([b.request for b in self.buckets])
+        rec = events.recorder
+        if rec:
+            t1 = time.perf_counter()
+            rec.span("compute", "wait allreduce", t_wait, t1, "wait")
+            for b in self.buckets:
+                b.completed(rec, t1)
         for b in self.buckets:
             b.mpi.after()
         self.comm_seconds += time.perf_counter() - t0

@@ -27,6 +27,7 @@ from mpi4py import MPI
 
 from ..backend import array_module
 from ..ops.halo import halo_pack, halo_unpack
+from . import events
 from .device_buffers import MPIBuffer
 
 # Overlapped forward: the interior is computed in up to INTERIOR_CHUNKS row chunks of at
@@ -53,6 +54,7 @@ def start_exchange(comm, buf, recvs, sends):
         return None
     xp = array_module(buf)
     N, C = buf.shape[0], buf.shape[3]
+    started = time.perf_counter()
     incoming, requests = [], []
     outgoing = [(peer, MPIBuffer(halo_pack(buf, rows, cols))) for peer, (rows, cols) in sends]
     for _, staged in outgoing:
@@ -64,7 +66,7 @@ def start_exchange(comm, buf, recvs, sends):
         requests.append(comm.Irecv(staged.buf, source=peer, tag=7))
     for peer, staged in outgoing:  # kept until Waitall: the send buffers stay alive
         requests.append(comm.Isend(staged.buf, dest=peer, tag=7))
-    return buf, incoming, outgoing, requests
+    return buf, incoming, outgoing, requests, started
 
 
 def finish_exchange(pending, add):
@@ -72,16 +74,21 @@ def finish_exchange(pending, add):
     Returns (bytes received, seconds blocked in Waitall)."""
     if pending is None:
         return 0, 0.0
-    buf, incoming, _, requests = pending
+    buf, incoming, _, requests, started = pending
     t0 = time.perf_counter()
     MPI.Request.Waitall(requests)
-    waited = time.perf_counter() - t0
+    t1 = time.perf_counter()
     nbytes = 0
     for staged, rows, cols in incoming:
         staged.after()
         halo_unpack(staged.array, buf, rows, cols, add=add)
         nbytes += staged.array.nbytes
-    return nbytes, waited
+    rec = events.recorder
+    if rec:
+        layer, direction = rec.layer, "backward" if add else "forward"
+        rec.span("compute", f"wait halo {layer}", t0, t1, "wait", layer=layer, direction=direction, bytes=nbytes)
+        rec.span("halo", f"halo {direction} {layer}", started, t1, layer=layer, direction=direction, bytes=nbytes)
+    return nbytes, t1 - t0
 
 
 class Halo:

@@ -2,10 +2,13 @@
 forwards and backwards (``schedule``), the Sequential of a stage's layers (``Stage``)
 and the point-to-point messages between neighbouring stages (``Link``). The stage's
 role in a training step is ``mpicnn.training.pipeline_stage.PipelineStage``."""
+import time
+
 from mpi4py import MPI
 
 from .. import backend
 from ..nn import Sequential
+from . import events
 from .device_buffers import MPIBuffer
 
 
@@ -54,7 +57,12 @@ class Link:
         """Wait for message ``tag``; return its array."""
         request, buf = self.posted.pop(tag)
         status = MPI.Status()
+        t0 = time.perf_counter()
         request.Wait(status)
+        rec = events.recorder
+        if rec:
+            rec.span("compute", f"wait recv {tag} from stage {self.peer}", t0, time.perf_counter(), "wait",
+                     micro_batch=tag, peer=self.peer, bytes=int(buf.buf.nbytes))
         got = status.Get_count(MPI.BYTE)
         if got != buf.buf.nbytes:  # a larger message already failed in Wait (truncation)
             raise RuntimeError(f"pipeline: message {tag} from stage {self.peer} has {got} bytes, "
@@ -63,9 +71,14 @@ class Link:
         return buf.array
 
     def send(self, array, tag):
+        t0 = time.perf_counter()
         buf = MPIBuffer(backend.array_module(array).ascontiguousarray(array))
         buf.before()
         self.sending.append((self.comm.Isend(buf.buf, dest=self.peer, tag=tag), buf))
+        rec = events.recorder
+        if rec:
+            rec.span("compute", f"send {tag} to stage {self.peer}", t0, time.perf_counter(), micro_batch=tag,
+                     peer=self.peer, bytes=int(buf.buf.nbytes))
 
     def poke(self):
         """Give MPI a turn: on one node messages move only inside MPI calls (FACTS.md)."""
@@ -73,5 +86,9 @@ class Link:
             self.sending.clear()
 
     def finish(self):
+        t0 = time.perf_counter()
         MPI.Request.Waitall([r for r, _ in self.sending])
+        rec = events.recorder
+        if rec and self.sending:
+            rec.span("compute", f"wait sends to stage {self.peer}", t0, time.perf_counter(), "wait", peer=self.peer)
         self.sending.clear()

@@ -52,6 +52,7 @@ import numpy as np
 from mpi4py import MPI
 
 from ..signals import STOP_SIGNALS
+from . import events
 
 PUSH, PULL, DONE = 1, 2, 3  # message tags: gradients in, parameters out, last step pushed
 # Header of a push: the step, then the step's figures (loss sum, correct, non-finite,
@@ -137,12 +138,14 @@ class WorkerChannel:
         self.outbox = [plan.push(k, with_buffers) for k in range(len(servers))]
         self.inbox = [[plan.pull(k) for k in range(len(servers))] for _ in range(window)]
         self.requests = [[None] * len(servers) for _ in range(window)]
+        self.posted_at = [0.0] * window  # perf_counter of each slot's receives (for the trace)
 
     def post(self, version):
         """Start receiving ``version`` from every server."""
         slot = version % self.window
         self.requests[slot] = [pkt.irecv(self.link, server, PULL)
                                for pkt, server in zip(self.inbox[slot], self.servers)]
+        self.posted_at[slot] = time.perf_counter()
 
     def arrived(self, version):
         """Whether every server's ``version`` is in (checked: sizes and version numbers)."""
@@ -155,6 +158,10 @@ class WorkerChannel:
             if pkt.head[VERSION] != version:
                 raise RuntimeError(f"parameter server: rank {server} sent version "
                                    f"{pkt.head[VERSION]:g}, expected {version}")
+        rec = events.recorder
+        if rec:  # from posting the receive to seeing the version in
+            rec.span("ps pull", f"pull version {version}", self.posted_at[slot], time.perf_counter(), version=version,
+                     bytes=int(sum(pkt.buf.nbytes for pkt in self.inbox[slot])))
         return True
 
     def head(self, version):
@@ -178,7 +185,12 @@ class WorkerChannel:
                 dst[...] = grads[i]
             for dst, buf in zip(pkt.arrays[len(shard):], buffers):
                 dst[...] = buf
+        t0 = time.perf_counter()
         poll([pkt.isend(self.link, server, PUSH) for pkt, server in zip(self.outbox, self.servers)])
+        rec = events.recorder
+        if rec:
+            rec.span("compute", f"push step {step}", t0, time.perf_counter(), step_pushed=step,
+                     bytes=int(sum(pkt.buf.nbytes for pkt in self.outbox)))
 
     def drain(self, versions, pushed):
         """Cancel the receives posted for ``versions`` that will not come, and tell every
@@ -212,7 +224,11 @@ class ServerChannel:
         worker 0's buffers)."""
         slot = step % self.window
         statuses = [MPI.Status() for _ in range(self.workers)]
+        t0 = time.perf_counter()
         poll(self.requests[slot], statuses)
+        rec = events.recorder
+        if rec:
+            rec.span("compute", f"wait pushes of step {step}", t0, time.perf_counter(), "wait", step_pushed=step)
         figures = np.zeros(PUSH_HEAD - 1)
         for w, (pkt, status) in enumerate(zip(self.inbox[slot], statuses)):
             pkt.check(status, w)
@@ -224,12 +240,17 @@ class ServerChannel:
     def send(self, header, arrays):
         """Send ``arrays`` (host, this server's tensors) with ``header`` to every worker, from
         a packet whose earlier sends have completed (or a new one)."""
+        t0 = time.perf_counter()
         done = [i for i, (_, requests) in enumerate(self.outgoing) if MPI.Request.Testall(requests)]
         pkt = self.outgoing.pop(done[0])[0] if done else self.plan.pull(self.server)
         pkt.head[:] = header
         for dst, src in zip(pkt.arrays, arrays):
             dst[...] = src
         self.outgoing.append((pkt, [pkt.isend(self.link, w, PULL) for w in range(self.workers)]))
+        rec = events.recorder
+        if rec:
+            rec.span("compute", f"send version {int(header[0])}", t0, time.perf_counter(), version=int(header[0]),
+                     bytes=int(pkt.buf.nbytes) * self.workers)
 
     def drain(self, steps):
         """Receive the pushes the workers sent of ``steps``, cancel the receives posted for

@@ -25,12 +25,14 @@ the seam back into split maps, multiplies its incoming gradient by ``grad_seam =
 replicated parameters sum to one copy, split ones get the full gradient.
 """
 import os
+import time
 
 import numpy as np
 from mpi4py import MPI
 
 from .. import backend
 from ..errors import UserError
+from . import events
 from .blocks import block_range
 from .data_parallel import DataParallelContext
 from .device_buffers import MPIBuffer
@@ -92,15 +94,25 @@ class SpatialContext(DataParallelContext):
 
     # ---- reductions ------------------------------------------------------------
     def allreduce_stats(self, array):
+        t0 = time.perf_counter()
         self.bn_comm.Allreduce(MPI.IN_PLACE, array, op=MPI.SUM)
+        rec = events.recorder
+        if rec:
+            rec.span("compute", "allreduce batchnorm statistics", t0, time.perf_counter(), layer=rec.layer,
+                     bytes=int(array.nbytes))
         return array
 
     def spatial_reduce(self, array, op="sum"):
         """Reduce ``array`` (host or device) in place over the spatial blocks."""
+        t0 = time.perf_counter()
         staged = MPIBuffer(array)
         staged.before()
         self.grid.spatial.Allreduce(MPI.IN_PLACE, staged.buf, op=_OPS[op])
         staged.after()
+        rec = events.recorder
+        if rec:
+            rec.span("compute", f"spatial allreduce {op}", t0, time.perf_counter(), layer=rec.layer,
+                     bytes=int(array.nbytes))
         return array
 
     # ---- sizes -----------------------------------------------------------------
