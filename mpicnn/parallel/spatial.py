@@ -35,7 +35,7 @@ from .blocks import block_range
 from .data_parallel import DataParallelContext
 from .device_buffers import MPIBuffer
 from .halo import Halo, gather_and_apply, gather_halo, need_view, rebuild, save_bands, scatter_halo_grad
-from .halo_geometry import plan_2d, smallest_grid_note
+from .halo_geometry import plan_2d, smallest_grid_note, upsample_plan_2d
 
 _OPS = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
 OVERLAP_ENV = "MPICNN_HALO_OVERLAP"
@@ -164,6 +164,28 @@ class SpatialContext(DataParallelContext):
         buf, (nbytes, waited) = gather_halo(halo, x, fill, self.grid.height, self.grid.width)
         self._count(layer, nbytes, waited, "forward")
         return need_view(halo, buf), (layer, halo, save_bands(halo, buf))
+
+    def upsample_input(self, layer, x, factors):
+        """Input rows and columns of nearest upsampling by ``factors`` over this rank's
+        balanced output block (a halo from the neighbours when the sizes are uneven).
+        Returns (input, handle for ``window_input_grad``, (row offset, column offset) of
+        the output block inside the upsampled input)."""
+        key = (id(layer), "upsample", int(x.shape[1]), int(x.shape[2]))
+        halo = self._plans.get(key)
+        if halo is None:
+            hw = self.global_hw(layer, x.shape[1:3])
+            try:
+                halo = Halo(*upsample_plan_2d(hw, factors, self.shape, self.coords))
+            except ValueError as e:
+                error = UserError(f"{self._name(layer)} under --parallel spatial={self.shape[0]}x{self.shape[1]}: "
+                                  f"{e}; use fewer blocks or larger images")
+                error.agreed = True  # a pure function of global sizes: every rank raises it
+                raise error
+            self._plans[key] = halo
+        buf, (nbytes, waited) = gather_halo(halo, x, 0.0, self.grid.height, self.grid.width)
+        self._count(layer, nbytes, waited, "forward")
+        offset = tuple(plan.out[0] - f * plan.need[0] for plan, f in zip((halo.rows, halo.cols), factors))
+        return need_view(halo, buf), (layer, halo, ()), offset
 
     def window_apply(self, layer, x, kernel, stride, padding, dilation, fill, op):
         """``op`` (the layer's window op with padding 0, a function of its input) over

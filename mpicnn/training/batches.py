@@ -49,6 +49,10 @@ class Batches:
         P, Q = self.spec.spatial
         if (P, Q) == (1, 1):
             return {}
+        if len(image_hw) != 2:
+            raise UserError(f"--parallel {self.args.parallel} splits height and width, and "
+                            f"{self.args.dataset} holds volumes (C, D, H, W) = {self.train_set.shape}, "
+                            f"which cannot be split over ranks yet; use --parallel data=N")
         H, W = image_hw
         if H < P or W < Q:
             raise UserError(f"--parallel spatial={P}x{Q} cuts {H}x{W} images into empty blocks; "
