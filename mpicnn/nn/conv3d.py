@@ -8,14 +8,7 @@ from . import init
 from .conv import _positive_int
 from .module import Module, Parameter
 
-__all__ = ["Conv3d", "refuse_split"]
-
-
-def refuse_split(layer):
-    """Volumes are not split over ranks yet: say so instead of computing a wrong block."""
-    if layer.context.spatial:
-        raise ValueError(f"{layer!r} cannot run on feature maps split over ranks (spatial=) yet; "
-                         f"run volume models without a spatial split")
+__all__ = ["Conv3d"]
 
 
 class Conv3d(Module):
@@ -24,7 +17,9 @@ class Conv3d(Module):
 
     weight (out, in/groups, kd, kh, kw) and bias (out,) drawn as PyTorch does (kaiming
     uniform with a=sqrt(5), bias U(+-1/sqrt(fan_in))), weight first. Input (N, C, D, H, W).
-    ``needs_input_grad = False`` on a first layer skips the input gradient.
+    ``needs_input_grad = False`` on a first layer skips the input gradient. Under a
+    spatial split of volumes the context brings the halo (``volume_window``) and the
+    convolution runs with padding 0 on it, yielding exactly this rank's output block.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
@@ -54,6 +49,7 @@ class Conv3d(Module):
             self.bias = None
         self.needs_input_grad = True
         self._x = None
+        self._halo = None
 
     def output_shape(self, d, h, w):
         """Spatial output size for a (d, h, w) input."""
@@ -61,8 +57,9 @@ class Conv3d(Module):
                                    self.dilation)
 
     def _geometry(self):
-        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
-                    groups=self.groups)
+        # Under a spatial split the input arrives with its halo and padding included.
+        padding = (0, 0, 0) if self._halo is not None else self.padding
+        return dict(stride=self.stride, padding=padding, dilation=self.dilation, groups=self.groups)
 
     def forward(self, x):
         if not isinstance(x, np.ndarray) or x.ndim != 5:
@@ -73,7 +70,10 @@ class Conv3d(Module):
                              f"{x.shape[1]!r} (input shape {x.shape!r})")
         if x.dtype != self.weight.data.dtype:
             raise TypeError(f"{self!r} has dtype {self.weight.data.dtype!r}, got input of dtype {x.dtype!r}")
-        refuse_split(self)
+        self._halo = None
+        if self.context.spatial:
+            x, self._halo = self.context.volume_window(self, x, self.kernel_size, self.stride, self.padding,
+                                                       self.dilation, 0.0)
         self._x = x
         b = self.bias.data if self.bias is not None else None
         return conv3d_forward(x, self.weight.data, b, **self._geometry())
@@ -89,6 +89,8 @@ class Conv3d(Module):
             self.weight.grad += dw
         if db is not None:
             bias.grad += db
+        if dx is not None and self._halo is not None:
+            dx = self.context.volume_input_grad(self._halo, dx)
         return dx
 
     def extra_repr(self):

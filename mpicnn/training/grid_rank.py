@@ -56,7 +56,7 @@ class GridRank(Layout):
         # each spatial block holds its own pixels' share, summed rather than repeated.
         self.loss_copies = comm.Get_size() // (spec.data * spec.pipeline)
         if self.dense:
-            self.loss_copies //= spec.spatial[0] * spec.spatial[1]
+            self.loss_copies //= spec.blocks
         self.steps_per_epoch, self.total_steps = self.batches.steps_per_epoch, self.batches.total_steps
         self.balancer = self._balancer()
         whole = self._model()
@@ -255,7 +255,7 @@ def _check_declared(model, parallel, spec):
     """Under spatial or channel splits every layer of one's own (a leaf defined outside
     mpicnn) must say how it touches space and channels; spatial splits cannot run a
     window of one's own (convolutions and pools come from mpicnn.nn)."""
-    spatial, channel = spec.spatial != (1, 1), spec.channel > 1
+    spatial, channel = spec.blocks > 1, spec.channel > 1
     if not (spatial or channel):
         return
     for name, layer in _named_leaves(model):
