@@ -87,11 +87,16 @@ def blobs_sample(rng, size):
     return image.astype(np.float32), mask
 
 
-def generate(kind, path, size, num_train=None, overwrite=True):
+def generate(kind, path, size, num_train=None, num_test=None, seed=None, overwrite=True):
     """Write ``cosmo`` or ``blobs`` of ``size`` to ``path`` (atomically); returns the path."""
     check_size(kind, size, num_train)
     counts = dict(zip(("train", "test"), default_counts(kind, size, num_train)))
-    seed = COSMO_SEED if kind == "cosmo" else BLOBS_SEED
+    if num_test is not None:
+        if num_test < 1:
+            raise UserError(f"{kind}: test sample count {num_test} must be at least 1")
+        counts["test"] = num_test
+    if seed is None:
+        seed = COSMO_SEED if kind == "cosmo" else BLOBS_SEED
     with atomic_h5(path, overwrite=overwrite) as f:
         if kind == "cosmo":
             f.attrs["source"] = (f"mpicnn cosmo: Gaussian random fields {size}^3, P(k) = A (k/k0)^n; "
