@@ -27,22 +27,27 @@ _SERIAL = {}
 
 def volume_model(head):
     nn.init.manual_seed(5)
-    pool = {"avg": nn.GlobalAvgPool3d, "max": nn.GlobalMaxPool3d, "rms": nn.GlobalRMSPool3d}[head]()
+    pool = {"avg": nn.GlobalAvgPool3d, "max": nn.GlobalMaxPool3d, "rms": nn.GlobalRMSPool3d,
+            "unet": nn.GlobalAvgPool3d}[head]()
     d = np.float64
+    # a U-Net level (pool, conv, upsample back, concatenate): uneven sizes need halos
+    level = nn.ConcatSkip(nn.Sequential(nn.MaxPool3d(2), nn.Conv3d(2, 2, 3, padding=1, dtype=d),
+                                        nn.Upsample(2), nn.Conv3d(2, 1, 1, dtype=d)))
     return nn.Sequential(
+        *([level, nn.Conv3d(3, 2, 3, padding=1, dtype=d)] if head == "unet" else []),
         nn.Conv3d(2, 3, 3, padding=1, dtype=d), nn.ReLU(),
         nn.Conv3d(3, 4, (3, 2, 3), stride=2, padding=(1, 0, 1), bias=False, dtype=d), nn.BatchNorm3d(4, dtype=d),
         nn.MaxPool3d(3, stride=2, padding=1), nn.Conv3d(4, 4, 3, padding=2, dilation=2, dtype=d),
         nn.AvgPool3d(2, stride=1), pool, nn.Linear(4, 3, dtype=d))
 
 
-@pytest.mark.parametrize("head", ["avg", "max", "rms"])
+@pytest.mark.parametrize("head", ["avg", "max", "rms", "unet"])
 def test_volume_layers_on_split_blocks_equal_serial(head):
     """Output, this block's input gradient and parameter gradients (summed over blocks) of
     every depth x height x width grid of the world equal the serial model's, for uneven
     sizes and blocks thinner than the halos."""
     rng = np.random.default_rng(1)
-    x = rng.standard_normal((2, 2, 17, 19, 17))
+    x = rng.standard_normal((2, 2, 18, 20, 18))  # a U-Net level needs even sides
     dy = rng.standard_normal((2, 3))
     serial = volume_model(head)
     y0 = serial.forward(x)
@@ -71,7 +76,7 @@ def test_volume_layers_on_split_blocks_equal_serial(head):
 
 def run(argv, comm):
     result = train.run(BASE + argv, comm)
-    params = {n: p.data.copy() for n, p in result.model.named_parameters()}
+    params = {n: np.array(p) for n, p in result.params.items()}  # channel shards gathered
     return params, {k: np.array([result.summary[k]]) for k in FIGURES if result.summary.get(k) is not None}
 
 
@@ -90,7 +95,8 @@ def compare(argv, layout):
 
 
 @pytest.mark.parametrize("dataset", ["blobs:64:16", "blobs:60:16"])
-@pytest.mark.parametrize("layout, extra", [("spatial=2x1", []), ("spatial=1x2", []), ("data=2", ["--sync-bn"])])
+@pytest.mark.parametrize("layout, extra", [("spatial=2x1", []), ("spatial=1x2", []), ("data=2", ["--sync-bn"]),
+                                           ("channel=2", [])])
 def test_unet_split_equals_serial(dataset, layout, extra):
     argv = UNET + ["--dataset", dataset] + extra
     assert agreed_max(on_ranks(2, compare(argv, layout))) < 1e-9
@@ -109,7 +115,7 @@ COSMO = ["--model", "cosmoflow", "--width", "2", "--dataset", "cosmo:32:16"]
 
 
 @pytest.mark.parametrize("layout, extra", [("spatial=2x1x1", []), ("spatial=1x1x2", []),
-                                           ("data=2", ["--sync-bn"])])
+                                           ("data=2", ["--sync-bn"]), ("channel=2", [])])
 def test_cosmoflow_split_equals_serial(layout, extra):
     assert agreed_max(on_ranks(2, compare(COSMO + extra, layout))) < 1e-9
 

@@ -11,7 +11,7 @@ class Upsample(Module):
     """``Upsample(scale_factor, mode="nearest")`` as ``torch.nn.Upsample`` for integer
     scale factors: one per spatial axis (2 for images, 3 for volumes) or one for all.
 
-    Under a spatial split of images each rank computes its balanced block of the output,
+    Under a spatial split of images or volumes each rank computes its balanced block of the output,
     reading the input rows and columns it copies (a one-row halo where uneven sizes put
     them on a neighbour).
     """
@@ -48,25 +48,41 @@ class Upsample(Module):
         self._split = None
         if not self.context.spatial:
             return upsample_nearest_forward(x, *self._fa)
-        if x.ndim != 4:
-            raise ValueError(f"{self!r} cannot run on volumes split over ranks (spatial=) yet")
-        factors = self._fa[0]
-        xin, handle, (r0, c0) = self.context.upsample_input(self, x, factors)
-        out_hw = tuple(b - a for a, b in (handle[1].rows.out, handle[1].cols.out))
-        self._split = handle, xin.shape, (r0, c0), out_hw
-        y = upsample_nearest_forward(xin, *self._fa)
-        return np.ascontiguousarray(y[:, r0:r0 + out_hw[0], c0:c0 + out_hw[1]])
+        factors, axes = self._fa
+        if x.ndim == 4:  # NHWC image block
+            xin, handle, offset = self.context.upsample_input(self, x, factors)
+            plans = (handle[1].rows, handle[1].cols)
+        else:  # NCDHW volume block
+            xin, handle, offset = self.context.volume_upsample_input(self, x, factors)
+            plans = handle[1].axes
+        size = tuple(p.out[1] - p.out[0] for p in plans)
+        self._split = handle, xin.shape, offset, size
+        return np.ascontiguousarray(upsample_nearest_forward(xin, factors, axes)[self._block(axes, offset, size)])
+
+    @staticmethod
+    def _block(axes, offset, size):
+        """Index of this rank's output block inside the upsampled halo input."""
+        index = [slice(None)] * (len(axes) + 2)  # batch and channel axes besides the spatial ones
+        for ax, o, n in zip(axes, offset, size):
+            index[ax] = slice(o, o + n)
+        return tuple(index)
 
     def _backward(self, dy):
         if self._fa is None:
             raise RuntimeError(f"{self!r}: backward() called before forward()")
         if self._split is None:
             return upsample_nearest_backward(dy, *self._fa)
-        handle, xshape, (r0, c0), (h, w) = self._split
-        factors = self._fa[0]
-        full = np.zeros((dy.shape[0], xshape[1] * factors[0], xshape[2] * factors[1], dy.shape[3]), dy.dtype)
-        full[:, r0:r0 + h, c0:c0 + w] = dy
-        return self.context.window_input_grad(handle, upsample_nearest_backward(full, *self._fa))
+        handle, xshape, offset, size = self._split
+        factors, axes = self._fa
+        shape = list(dy.shape)
+        for ax, f in zip(axes, factors):
+            shape[ax] = xshape[ax] * f
+        full = np.zeros(shape, dy.dtype)
+        full[self._block(axes, offset, size)] = dy
+        dxin = upsample_nearest_backward(full, factors, axes)
+        if dy.ndim == 4:
+            return self.context.window_input_grad(handle, dxin)
+        return self.context.volume_input_grad(handle, dxin)
 
     def extra_repr(self):
         f = self.scale_factor[0] if len(set(self.scale_factor)) == 1 else self.scale_factor

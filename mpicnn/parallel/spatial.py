@@ -36,7 +36,7 @@ from .data_parallel import DataParallelContext
 from .device_buffers import MPIBuffer
 from .halo import Halo, gather_and_apply, gather_halo, need_view, rebuild, save_bands, scatter_halo_grad
 from .halo3d import Halo3d, gather_halo3d, scatter_halo3d_grad
-from .halo_geometry import axis_plan, plan_2d, smallest_grid_note, upsample_plan_2d
+from .halo_geometry import axis_plan, plan_2d, smallest_grid_note, upsample_axis_plan, upsample_plan_2d
 
 _OPS = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
 OVERLAP_ENV = "MPICNN_HALO_OVERLAP"
@@ -179,6 +179,28 @@ class SpatialContext(DataParallelContext):
         xin, (nbytes, waited) = gather_halo3d(halo, x, fill, self._volume_comms())
         self._count(layer, nbytes, waited, "forward")
         return xin, (layer, halo)
+
+    def volume_upsample_input(self, layer, x, factors):
+        """As ``upsample_input`` for volumes (N, C, d, h, w): the input this rank's balanced
+        output block copies, and (depth, row, column) offsets of that block inside it."""
+        key = (id(layer), "up3d") + tuple(int(v) for v in x.shape[2:])
+        halo = self._plans.get(key)
+        if halo is None:
+            dhw = self.global_dhw(layer, x.shape[2:])
+            parts, coords = (self.depth,) + tuple(self.shape), (self.depth_coord,) + tuple(self.coords)
+            try:
+                halo = Halo3d(tuple(upsample_axis_plan(dhw[a], factors[a], parts[a], coords[a],
+                                                       ("depths", "rows", "columns")[a]) for a in range(3)))
+            except ValueError as e:
+                error = UserError(f"{self._name(layer)} under --parallel spatial={'x'.join(map(str, parts))}: "
+                                  f"{e}; use fewer blocks or larger volumes")
+                error.agreed = True  # a pure function of global sizes: every rank raises it
+                raise error
+            self._plans[key] = halo
+        xin, (nbytes, waited) = gather_halo3d(halo, x, 0.0, self._volume_comms())
+        self._count(layer, nbytes, waited, "forward")
+        offset = tuple(plan.out[0] - f * plan.need[0] for plan, f in zip(halo.axes, factors))
+        return xin, (layer, halo), offset
 
     def volume_input_grad(self, handle, dneed):
         """Adjoint of ``volume_window``: gradient of the op's input -> of this rank's x."""
