@@ -151,3 +151,13 @@ def test_depth_split_of_images_is_refused():
             return 0.0 if "split images with spatial=PxQ" in str(e) else 1.0
         return 1.0
     assert agreed_max(on_ranks(2, attempt)) == 0.0
+
+
+def test_pipeline_stages_refuse_dense_and_regression_data():
+    def attempt(comm):
+        try:
+            train.run(BASE + UNET + ["--dataset", "blobs:32:16", "--parallel", "pipeline=2"], comm)
+        except UserError as e:
+            return 0.0 if "pipeline stages train classifiers only" in str(e) else 1.0
+        return 1.0
+    assert agreed_max(on_ranks(2, attempt)) == 0.0

@@ -51,6 +51,11 @@ class GridRank(Layout):
         # classification, regression or segmentation (the dataset's targets say which)
         self.task = getattr(self.train_set, "task", "classification")
         self.dense = self.task == "segmentation"  # per-pixel outputs, split like the maps
+        with agree(comm):
+            if self.task != "classification" and spec.pipeline > 1:
+                raise UserError(f"--parallel {args.parallel}: pipeline stages train classifiers only in "
+                                f"this version, and {args.dataset} is a {self.task} dataset; use data=, "
+                                f"spatial= or channel=")
         # Ranks holding each sample's loss: the spatial and channel blocks of one sample
         # (pipeline stages other than the last report none). Dense outputs stay split:
         # each spatial block holds its own pixels' share, summed rather than repeated.
