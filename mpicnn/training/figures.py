@@ -53,6 +53,7 @@ class RunFigures:
         self.skipped = 0
         self.test_accuracy = self.test_loss = self.evaluated_at = None
         self.extras = {}  # regression / segmentation figures of the last evaluation
+        self.regression = False  # no batch accuracy to show (the loop sets it from the layout's task)
 
     def print0(self, *text):
         if self.reports:
@@ -76,7 +77,8 @@ class RunFigures:
         elapsed = time.perf_counter() - self.started
         left = elapsed / (done - self.start_step) * (self.total_steps - done) if done > self.start_step else 0.0
         width = len(str(self.total_steps))
-        self.say(f"step {done:>{width}}/{self.total_steps}  epoch {epoch}  loss {loss:.4f}  acc {accuracy:.3f}  "
+        acc = "" if self.regression else f"acc {accuracy:.3f}  "
+        self.say(f"step {done:>{width}}/{self.total_steps}  epoch {epoch}  loss {loss:.4f}  {acc}"
                  f"{ips or 0:.0f} images/s  elapsed {_clock(elapsed)}  eta {_clock(left)}")
 
     def timed_step(self, step, seconds, data_seconds, comm_seconds):

@@ -19,6 +19,7 @@ def fit(layout):
     """Train ``layout`` from its start step to its last; returns the summary dict."""
     args, clock = layout.args, layout.clock
     figures = layout.figures = RunFigures(args, layout.reports, layout.start_step, layout.total_steps)
+    figures.regression = getattr(layout, "task", None) == "regression"
     figures.header(layout.layout_text)
     every = args.checkpoint_every if args.checkpoint_dir else 0
     schedule = make_schedule(args.schedule, args.lr, layout.total_steps, args.warmup, args.step_size, args.gamma)
