@@ -55,10 +55,10 @@ def build_parser():
     p = Parser(prog="python -m mpicnn.train",
                description="Train a CNN with MPI. With no arguments: LeNet-5 on the built-in mnist5k digits.")
     g = p.add_argument_group("model and data")
-    g.add_argument("--model", default="lenet5", help="lenet5, convnet, resnet8, resnet20, vgg11 (default lenet5)")
-    g.add_argument("--width", type=_positive(int), help="base channel width of convnet/resnet/vgg11")
+    g.add_argument("--model", default="lenet5", help="lenet5, convnet, resnet8, resnet20, vgg11, cosmoflow, unet, unet3d (default lenet5)")
+    g.add_argument("--width", type=_positive(int), help="base channel width of convnet/resnet/vgg11/cosmoflow/unet/unet3d")
     g.add_argument("--dataset", default="mnist5k",
-                   help="mnist5k, shapes:SIZE[:NTRAIN] or an HDF5 file path (default mnist5k)")
+                   help="mnist5k, shapes:SIZE[:NTRAIN], cosmo:SIZE[:NTRAIN], blobs:SIZE[:NTRAIN] or an HDF5 file path (default mnist5k)")
     g.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     g.add_argument("--backend", default="auto", choices=["auto", "numpy", "emu", "cupy"],
                    help="numpy (CPU), cupy (CUDA kernels on the GPU), emu (the same CUDA kernels on "

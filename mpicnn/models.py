@@ -103,7 +103,76 @@ def vgg11(in_channels=3, num_classes=10, dtype=np.float32, image_size=(32, 32), 
     return nn.Sequential(*layers, nn.GlobalAvgPool2d(), nn.Linear(c, num_classes, dtype=dtype))
 
 
-MODELS = {"lenet5": lenet5, "convnet": convnet, "resnet8": resnet8, "resnet20": resnet20, "vgg11": vgg11}
+def cosmoflow(in_channels=4, num_classes=4, dtype=np.float32, image_size=(32, 32, 32), width=16, stages=4):
+    """CosmoFlow-shaped regressor (Mathuriya et al. 2018, MLPerf HPC) for (C, D, H, W)
+    volumes: ``stages`` of (3x3x3 conv-BN-LeakyReLU, 2x2x2 max pool), widths
+    width*(1, 2, 4, 4...), a global average pool and an MLP head (64, 32) whose
+    ``num_classes`` outputs are the regression targets. Any cube of 16 or more voxels."""
+    if image_size is not None and (len(image_size) != 3 or min(image_size) < 2 ** stages):
+        raise ValueError(f"cosmoflow takes (D, H, W) volumes of at least {2 ** stages} voxels a side "
+                         f"(with {stages} pooling stages), got {'x'.join(map(str, image_size))}")
+    layers, c = [], in_channels
+    for i in range(stages):
+        cout = width * 2 ** min(i, 2)
+        layers += [nn.Conv3d(c, cout, 3, padding=1, bias=False, dtype=dtype), nn.BatchNorm3d(cout, dtype=dtype),
+                   nn.LeakyReLU(0.3), nn.MaxPool3d(2)]
+        c = cout
+    return nn.Sequential(*layers, nn.GlobalAvgPool3d(),
+                         nn.Linear(c, 64, dtype=dtype), nn.LeakyReLU(0.3),
+                         nn.Linear(64, 32, dtype=dtype), nn.LeakyReLU(0.3),
+                         nn.Linear(32, num_classes, dtype=dtype))
+
+
+def _unet_depth(image_size, depth, most, name):
+    """``depth`` checked against ``image_size``; None: the deepest <= ``most`` whose 2**depth
+    divides every side (each level halves the map and upsamples it back)."""
+    sizes = tuple(image_size) if image_size is not None else ()
+    if depth is None:
+        depth = most
+        while depth > 1 and any(s % 2 ** depth for s in sizes):
+            depth -= 1
+    if depth < 1 or any(s % 2 ** depth for s in sizes):
+        raise ValueError(f"{name} with depth {depth} needs sides divisible by {2 ** max(depth, 1)}, got "
+                         f"{'x'.join(map(str, sizes))}; use sides that halve {max(depth, 1)} times")
+    return depth
+
+
+def _unet(dims, in_channels, num_classes, dtype, width, depth):
+    conv = nn.Conv2d if dims == 2 else nn.Conv3d
+    norm = nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d
+    pool = nn.MaxPool2d if dims == 2 else nn.MaxPool3d
+
+    def double_conv(cin, cout):
+        return [conv(cin, cout, 3, padding=1, bias=False, dtype=dtype), norm(cout, dtype=dtype), nn.ReLU(),
+                conv(cout, cout, 3, padding=1, bias=False, dtype=dtype), norm(cout, dtype=dtype), nn.ReLU()]
+
+    def level(d, cin, c):
+        # encoder convs, then (deeper levels at half the size, upsampled) concatenated, decoder convs
+        if d == 0:
+            return double_conv(cin, c)
+        inner = nn.Sequential(pool(2), *level(d - 1, c, 2 * c), nn.Upsample(2),
+                              conv(2 * c, c, 1, dtype=dtype))
+        return double_conv(cin, c) + [nn.ConcatSkip(inner)] + double_conv(2 * c, c)
+
+    return nn.Sequential(*level(depth, in_channels, width), conv(width, num_classes, 1, dtype=dtype))
+
+
+def unet(in_channels=3, num_classes=2, dtype=np.float32, image_size=None, width=16, depth=None):
+    """2-D U-Net (Ronneberger et al. 2015) with same-padded convs and BatchNorm: per-pixel
+    logits (N, num_classes, H, W). ``depth`` levels of (two 3x3 conv-BN-ReLU, 2x2 max pool)
+    down, nearest upsampling, a 1x1 conv and channel concatenation with the skip up; None:
+    the deepest (at most 3) that the image sides allow."""
+    return _unet(2, in_channels, num_classes, dtype, width, _unet_depth(image_size, depth, 3, "unet"))
+
+
+def unet3d(in_channels=1, num_classes=2, dtype=np.float32, image_size=None, width=8, depth=None):
+    """Small 3-D U-Net (Cicek et al. 2016) on (C, D, H, W) volumes, per-voxel logits
+    (N, num_classes, D, H, W); as ``unet`` with 3x3x3 convs (depth at most 2 by default)."""
+    return _unet(3, in_channels, num_classes, dtype, width, _unet_depth(image_size, depth, 2, "unet3d"))
+
+
+MODELS = {"lenet5": lenet5, "convnet": convnet, "resnet8": resnet8, "resnet20": resnet20, "vgg11": vgg11,
+          "cosmoflow": cosmoflow, "unet": unet, "unet3d": unet3d}
 STANDARD = ("in_channels", "num_classes", "dtype", "image_size")  # what every builder is given
 
 

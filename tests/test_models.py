@@ -54,3 +54,29 @@ def test_float64_and_errors():
 def test_convnet_takes_large_images():
     model = models.get("convnet", 1, 2, width=2, image_size=(300, 200))
     assert model(np.zeros((1, 1, 300, 200), np.float32)).shape == (1, 2)
+
+
+@pytest.mark.parametrize("name, shape, width, out", [
+    ("cosmoflow", (2, 4, 16, 16, 16), 4, (2, 3)), ("cosmoflow", (1, 1, 32, 20, 24), 2, (1, 3)),
+    ("unet", (2, 3, 64, 64), 4, (2, 3, 64, 64)), ("unet", (1, 1, 60, 36), 2, (1, 3, 60, 36)),
+    ("unet3d", (1, 2, 8, 12, 8), 2, (1, 3, 8, 12, 8))])
+def test_volume_and_segmentation_models(name, shape, width, out):
+    nn.init.manual_seed(0)
+    model = models.get(name, shape[1], 3, dtype=np.float64, image_size=shape[2:], width=width)
+    x = np.random.default_rng(0).standard_normal(shape)
+    y = model(x)
+    assert y.shape == out and y.dtype == np.float64
+    assert model.backward(np.ones_like(y)).shape == shape
+    assert all(np.any(p.grad != 0) for p in model.parameters())
+
+
+def test_unet_depth_follows_the_image_and_refuses_odd_sides():
+    deep = models.get("unet", 1, 2, image_size=(64, 64), width=2)
+    shallow = models.get("unet", 1, 2, image_size=(60, 60), width=2)  # 60 halves twice only
+    pools = lambda m: sum(isinstance(x, nn.MaxPool2d) for x in m.modules())  # noqa: E731
+    assert (pools(deep), pools(shallow)) == (3, 2)
+    assert "6.block.1.weight" in dict(deep.named_parameters())  # the skip (after 2 convs) holds the inner level
+    with pytest.raises(ValueError, match="divisible by 8"):
+        models.get("unet", 1, 2, image_size=(60, 60), depth=3)
+    with pytest.raises(ValueError, match="at least 16 voxels"):
+        models.get("cosmoflow", 4, 4, image_size=(8, 8, 8))

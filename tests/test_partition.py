@@ -23,16 +23,20 @@ def test_block_index_checked():
 
 def test_parse_defaults_and_forms():
     assert parse_parallel(None, 4) == ParallelSpec(data=4)
-    assert parse_parallel("data=2", 2).dims == (2, 1, 1, 1, 1)
+    assert parse_parallel("data=2", 2).dims == (2, 1, 1, 1, 1, 1)
     assert parse_parallel("data=1,spatial=1x1,channel=1", 1).size == 1
-    assert parse_parallel("spatial=2x1", 2).dims == (1, 2, 1, 1, 1)
-    assert parse_parallel("data=2,spatial=1x2", 4).dims == (2, 1, 2, 1, 1)
-    assert parse_parallel("spatial=2x2", 8).dims == (2, 2, 2, 1, 1)  # data takes the rest
-    assert parse_parallel("channel=2", 4).dims == (2, 1, 1, 2, 1)
-    assert parse_parallel("pipeline=2", 4).dims == (2, 1, 1, 1, 2)
+    assert parse_parallel("spatial=2x1", 2).dims == (1, 1, 2, 1, 1, 1)
+    assert parse_parallel("data=2,spatial=1x2", 4).dims == (2, 1, 1, 2, 1, 1)
+    assert parse_parallel("spatial=2x2", 8).dims == (2, 1, 2, 2, 1, 1)  # data takes the rest
+    assert parse_parallel("channel=2", 4).dims == (2, 1, 1, 1, 2, 1)
+    assert parse_parallel("pipeline=2", 4).dims == (2, 1, 1, 1, 1, 2)
+    # volumes: spatial=PxQxR splits depth x height x width
+    spec = parse_parallel("data=2,spatial=2x1x3", 12)
+    assert (spec.dims, spec.blocks, str(spec)) == ((2, 2, 1, 3, 1, 1), 6, "data=2,spatial=2x1x3,channel=1")
+    assert str(parse_parallel("spatial=1x2", 2)) == "data=1,spatial=1x2,channel=1"
     assert parse_parallel("data=2,pipeline=2", 4).size == 4
     ps = parse_parallel("ps=1", 3)  # the servers sit outside the grid; the rest are workers
-    assert (ps.data, ps.ps, ps.size, ps.dims) == (2, 1, 3, (2, 1, 1, 1, 1))
+    assert (ps.data, ps.ps, ps.size, ps.dims) == (2, 1, 3, (2, 1, 1, 1, 1, 1))
 
 
 @pytest.mark.parametrize("spec, world, words", [

@@ -4,7 +4,8 @@ conv       forward/backward GFLOP/s per conv layer shape, against the measured G
 cnn        fwd+bwd step time of the benchmark CNN (``--compare torch``: PyTorch side by side)
 scaling    data-parallel images/s for 1 -> N ranks (the real trainer under mpiexec)
 allreduce  bucketed gradient allreduce against one plain Allreduce of the same bytes
-spatial    spatial-parallel convnet on 256^2 and 512^2 images against 1 rank: speedup, peak
+spatial    spatial-parallel convnet on 256^2 and 512^2 images (--volumes: cosmoflow on cosmo:SIZE
+           volumes, grids PxQxR) against 1 rank: speedup, peak
            memory per rank, halo bytes, waiting and the fraction hidden by overlap per layer
 channel    channel=C convnet against 1 rank for --channel-split filter, channel and auto:
            parameter and activation bytes per rank, traffic per step, and per split layer
@@ -36,6 +37,10 @@ def main(argv=None):
     p.add_argument("--grids", default="2x1", help="spatial grids for the spatial bench (default 2x1)")
     p.add_argument("--sizes", default="256,512", help="image sizes for the spatial bench (default 256,512)")
     p.add_argument("--spatial-steps", type=int, default=8, help="training steps per spatial run")
+    p.add_argument("--volumes", action="store_true",
+                   help="spatial bench: cosmoflow on cosmo:SIZE volumes, grids PxQxR (e.g. --sizes 64 "
+                        "--grids 2x1x1 --batch 4)")
+    p.add_argument("--batch", type=int, default=16, help="global batch of the spatial bench (default 16)")
     p.add_argument("--spatial-repeats", type=int, default=3, help="interleaved repeats per spatial run")
     p.add_argument("--channels", default="1,2", help="channel counts for the channel bench (default 1,2)")
     p.add_argument("--slow-factor", type=float, default=2.0,
@@ -71,9 +76,11 @@ def main(argv=None):
     if args.what == "spatial":  # minutes at 512^2: not part of "all"
         sizes = tuple(int(s) for s in args.sizes.split(","))
         grids = tuple(g.strip() for g in args.grids.split(","))
-        rows, layers = bench_spatial(sizes, grids, steps=args.spatial_steps, repeats=args.spatial_repeats)
+        rows, layers = bench_spatial(sizes, grids, batch_size=args.batch, steps=args.spatial_steps,
+                                     repeats=args.spatial_repeats, volumes=args.volumes)
         results["spatial"], results["spatial_layers"] = rows, layers
-        table("spatial convnet, global batch 16, float32, one BLAS thread per rank (medians)", rows)
+        what = "cosmoflow on volumes" if args.volumes else "convnet"
+        table(f"spatial {what}, global batch {args.batch}, float32, one BLAS thread per rank (medians)", rows)
         table("halo per layer (rank 0): bytes and forward waiting with/without overlap", layers)
     if args.what == "channel":
         rows, layers = bench_channel(tuple(int(c) for c in args.channels.split(",")))

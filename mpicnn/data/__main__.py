@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 
 from ..errors import UserError
-from . import builtin, shapes
+from . import builtin, shapes, volumes
 from .hdf5 import SPLITS, Dataset, open_h5, check_file, write_dataset, _sample_blocks
 
 PROG = "python -m mpicnn.data"
@@ -331,7 +331,12 @@ def cmd_convert(args):
 
 def cmd_generate(args):
     _check_output(args)
-    path = shapes.generate(args.output, args.size, args.train, args.test, args.seed, overwrite=args.force)
+    if args.kind == "shapes":
+        seed = shapes.SEED if args.seed is None else args.seed
+        path = shapes.generate(args.output, args.size, args.train, args.test, seed, overwrite=args.force)
+    else:
+        path = volumes.generate(args.kind, args.output, args.size, args.train, args.test, args.seed,
+                                overwrite=args.force)
     print(f"wrote {path}")
     inspect(path, value_range=False)
 
@@ -347,8 +352,9 @@ def inspect(spec, value_range=True):
         chunks = {s: f[f"{s}/images"].chunks for s in info.splits}
     size = os.path.getsize(path)
     print(f"file: {os.path.abspath(path)} ({size / 2 ** 20:.1f} MiB)")
-    origin = "the file attribute" if info.num_classes_from == "attribute" else "max label + 1"
-    print(f"num_classes: {info.num_classes} (from {origin})")
+    origin = {"attribute": "the file attribute", "targets": "the targets' columns"}.get(
+        info.num_classes_from, f"max {info.num_classes_from} + 1")
+    print(f"{'targets' if info.task == 'regression' else 'num_classes'}: {info.num_classes} (from {origin})")
     if info.class_names:
         print(f"class_names: {', '.join(info.class_names)}")
     for split in SPLITS:
@@ -358,13 +364,26 @@ def inspect(spec, value_range=True):
         with Dataset(path, split, cache_mb=0) as ds:   # full validation, NaN scan included
             s = info.splits[split]
             note = " (read as value/255, in [0, 1])" if ds.dtype == np.uint8 else ""
-            print(f"{split}: {ds.num_samples} samples, image shape (C, H, W) = {ds.shape}, "
+            axes = "(C, D, H, W)" if len(ds.shape) == 4 else "(C, H, W)"
+            print(f"{split}: {ds.num_samples} samples, {ds.task}, image shape {axes} = {ds.shape}, "
                   f"dtype {ds.dtype}{note}, chunks {chunks[split]}")
             if value_range:
                 lo, hi = _value_range(ds._images)
                 print(f"  values on disk: [{lo:g}, {hi:g}]")
-            counts = np.bincount(s.labels, minlength=info.num_classes)
-            print("  class counts: " + " ".join(f"{c}:{k}" for c, k in enumerate(counts.tolist())))
+            if ds.task == "regression":
+                t = s.labels
+                print("  targets (mean, std): " + " ".join(f"{k}:({m:.3g}, {d:.3g})" for k, (m, d)
+                                                            in enumerate(zip(t.mean(0).tolist(), t.std(0).tolist()))))
+                continue
+            if ds.task == "segmentation":
+                counts = np.zeros(info.num_classes, np.int64)
+                masks = ds._masks
+                for a, b in _sample_blocks(len(masks), masks[0].nbytes):
+                    counts += np.bincount(np.asarray(masks[a:b]).ravel(), minlength=info.num_classes)
+                what = "pixel class counts"
+            else:
+                counts, what = np.bincount(s.labels, minlength=info.num_classes), "class counts"
+            print(f"  {what}: " + " ".join(f"{c}:{k}" for c, k in enumerate(counts.tolist())))
     print("ok")
 
 
@@ -406,12 +425,15 @@ def build_parser():
     c.add_argument("-f", "--force", action="store_true", help="overwrite OUTPUT if it exists")
     c.set_defaults(func=cmd_convert)
 
-    g = sub.add_parser("generate", help="write a synthetic dataset (shapes)")
-    g.add_argument("kind", choices=["shapes"], help="synthetic dataset kind")
-    g.add_argument("--size", type=_positive, required=True, help="image height and width in pixels")
-    g.add_argument("--train", type=_positive, help="train samples (default clamp(2**26 // SIZE**2, 64, 2000))")
-    g.add_argument("--test", type=_positive, help="test samples (default max(train // 4, 32))")
-    g.add_argument("--seed", type=_nonneg, default=shapes.SEED, help="seed (default: the built-in's)")
+    g = sub.add_parser("generate", help="write a synthetic dataset (shapes, cosmo, blobs)")
+    g.add_argument("kind", choices=["shapes", "cosmo", "blobs"],
+                   help="synthetic dataset kind: shapes (classification), cosmo (3-D regression), "
+                        "blobs (segmentation)")
+    g.add_argument("--size", type=_positive, required=True, help="image (volume) side in pixels (voxels)")
+    g.add_argument("--train", type=_positive, help="train samples (default: the built-in's, e.g. shapes "
+                                                   "clamp(2**26 // SIZE**2, 64, 2000))")
+    g.add_argument("--test", type=_positive, help="test samples (default max(train // 4, 32); cosmo, blobs 16)")
+    g.add_argument("--seed", type=_nonneg, help="seed (default: the built-in's)")
     g.add_argument("-o", "--output", required=True, help="output .h5 file")
     g.add_argument("-f", "--force", action="store_true", help="overwrite OUTPUT if it exists")
     g.set_defaults(func=cmd_generate)

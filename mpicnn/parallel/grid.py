@@ -1,5 +1,5 @@
-"""The process grid: one Cartesian communicator over (sample, height, width, channel,
-stage) and one sub-communicator per axis and per combination a strategy reduces over."""
+"""The process grid: one Cartesian communicator over (sample, depth, height, width,
+channel, stage) and one sub-communicator per axis and per combination a strategy reduces over."""
 from mpi4py import MPI
 
 from .spec import ParallelSpec
@@ -16,8 +16,9 @@ class ProcessGrid:
     coordinate), where column halos travel; ``channel``: the ranks that split one
     layer's filters or features (activations are gathered and input gradients summed
     over it; never gradients); ``spatial``: all blocks of one sample set
-    (height x width), where global pooling and BatchNorm statistics are reduced;
-    ``pipeline``: the stages of one model copy (rank = stage), where activations and
+    (depth x height x width), where global pooling and BatchNorm statistics are reduced;
+    ``depth``: ranks of one row and column block (varying depth block of volumes),
+    where depth halos travel; ``pipeline``: the stages of one model copy (rank = stage), where activations and
     their gradients travel point to point. A stage's parameters are replicated over
     ``replicas`` of that stage only.
 
@@ -27,15 +28,20 @@ class ProcessGrid:
     def __init__(self, comm, spec: ParallelSpec):
         self.spec = spec
         self.world = comm
-        self.cart = comm.Create_cart(list(spec.dims), periods=[False] * 5, reorder=False)
+        self.cart = comm.Create_cart(list(spec.dims), periods=[False] * 6, reorder=False)
         self.coords = tuple(self.cart.Get_coords(self.cart.Get_rank()))
-        self.data = self.cart.Sub([True, False, False, False, False])
-        self.replicas = self.cart.Sub([True, True, True, False, False])
-        self.height = self.cart.Sub([False, True, False, False, False])
-        self.width = self.cart.Sub([False, False, True, False, False])
-        self.spatial = self.cart.Sub([False, True, True, False, False])
-        self.channel = self.cart.Sub([False, False, False, True, False])
-        self.pipeline = self.cart.Sub([False, False, False, False, True])
+        axes = ("data", "depth", "height", "width", "channel", "pipeline")
+
+        def sub(*names):
+            return self.cart.Sub([a in names for a in axes])
+        self.data = sub("data")
+        self.replicas = sub("data", "depth", "height", "width")
+        self.depth = sub("depth")
+        self.height = sub("height")
+        self.width = sub("width")
+        self.spatial = sub("depth", "height", "width")
+        self.channel = sub("channel")
+        self.pipeline = sub("pipeline")
 
     @property
     def rank(self):
@@ -48,13 +54,19 @@ class ProcessGrid:
     @property
     def spatial_coords(self):
         """(row block, column block) of this rank."""
-        return self.coords[1], self.coords[2]
+        return self.coords[2], self.coords[3]
+
+    @property
+    def depth_coord(self):
+        """Depth block of this rank (volumes split spatial=PxQxR)."""
+        return self.coords[1]
 
     @property
     def stage(self):
-        return self.coords[4]
+        return self.coords[5]
 
     def free(self):
-        for c in (self.pipeline, self.channel, self.spatial, self.width, self.height, self.replicas, self.data, self.cart):
+        for c in (self.pipeline, self.channel, self.spatial, self.width, self.height, self.depth, self.replicas,
+                  self.data, self.cart):
             if c != MPI.COMM_NULL:
                 c.Free()

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 from .blocks import block_range
 
-__all__ = ["AxisPlan", "axis_plan", "output_size", "plan_2d", "smallest_grid_note"]
+__all__ = ["AxisPlan", "axis_plan", "output_size", "plan_2d", "smallest_grid_note", "upsample_axis_plan",
+           "upsample_plan_2d"]
 
 
 def output_size(size, kernel, stride, padding, dilation=1):
@@ -114,6 +115,42 @@ def axis_plan(size, kernel, stride, padding, dilation, parts, index, axis="rows"
             send.append((peer, gave))
     return AxisPlan(size, out_size, parts, index, own, out, need, span, tuple(recv), tuple(send),
                     (kernel, stride, padding, dilation))
+
+
+def upsample_axis_plan(size, factor, parts, index, axis="rows"):
+    """The AxisPlan of nearest upsampling by ``factor`` along an axis of ``size`` input rows:
+    output rows [o0, o1) = block_range(factor*size, parts, index) copy input rows
+    [o0 // factor, (o1 - 1) // factor + 1), which cross block boundaries whenever the
+    balanced blocks of the output are not ``factor`` times those of the input (uneven
+    sizes). ``window`` is (factor, factor, 0, 1): the rows an output block reads."""
+    if size < parts:
+        raise ValueError(f"{size} {axis} cannot be cut into {parts} non-empty blocks")
+
+    def need_of(out):
+        return out[0] // factor, (out[1] - 1) // factor + 1
+
+    own = block_range(size, parts, index)
+    out = block_range(factor * size, parts, index)
+    need = need_of(out)
+    recv, send = [], []
+    for peer in range(parts):
+        if peer == index:
+            continue
+        got = _overlap(need, block_range(size, parts, peer))
+        if got:
+            recv.append((peer, got))
+        gave = _overlap(need_of(block_range(factor * size, parts, peer)), own)
+        if gave:
+            send.append((peer, gave))
+    span = (min(need[0], own[0]), max(need[1], own[1]))
+    return AxisPlan(size, factor * size, parts, index, own, out, need, span, tuple(recv), tuple(send),
+                    (factor, factor, 0, 1))
+
+
+def upsample_plan_2d(size_hw, factors, grid, coords):
+    """(row AxisPlan, column AxisPlan) of nearest upsampling on a ``grid`` = (P, Q)."""
+    return tuple(upsample_axis_plan(size_hw[i], factors[i], grid[i], coords[i], ("rows", "columns")[i])
+                 for i in range(2))
 
 
 def plan_2d(size_hw, kernel, stride, padding, dilation, grid, coords):

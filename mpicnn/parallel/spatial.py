@@ -37,7 +37,8 @@ from .blocks import block_range
 from .data_parallel import DataParallelContext
 from .device_buffers import MPIBuffer
 from .halo import Halo, gather_and_apply, gather_halo, need_view, rebuild, save_bands, scatter_halo_grad
-from .halo_geometry import plan_2d, smallest_grid_note
+from .halo3d import Halo3d, gather_halo3d, scatter_halo3d_grad
+from .halo_geometry import axis_plan, plan_2d, smallest_grid_note, upsample_axis_plan, upsample_plan_2d
 
 _OPS = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
 OVERLAP_ENV = "MPICNN_HALO_OVERLAP"
@@ -51,7 +52,8 @@ class SpatialContext(DataParallelContext):
         self.grid = grid
         self.shape = grid.spec.spatial  # (P, Q)
         self.coords = grid.spatial_coords
-        self.grad_seam = self.shape[0] * self.shape[1]
+        self.depth, self.depth_coord = grid.spec.depth, grid.depth_coord  # volumes: depth blocks
+        self.grad_seam = grid.spec.blocks
         # BatchNorm: the spatial blocks always; the samples of other data ranks with --sync-bn.
         self.bn_comm = grid.replicas if self.sync_bn else grid.spatial
         self._sizes = {}   # (id(layer), h, w) -> (H, W)
@@ -137,6 +139,91 @@ class SpatialContext(DataParallelContext):
             self._sizes[key] = hw
         return hw
 
+    def global_dhw(self, layer, local_dhw):
+        """Global (D, H, W) of the volume whose local block ``layer`` sees (as ``global_hw``)."""
+        key = (id(layer), "dhw") + tuple(int(v) for v in local_dhw)
+        dhw = self._sizes.get(key)
+        if dhw is None:
+            parts, coords = (self.depth,) + tuple(self.shape), (self.depth_coord,) + tuple(self.coords)
+            # each axis's length: the blocks along it that sit at coordinate 0 on the others
+            mine = np.array([local_dhw[a] if all(coords[b] == 0 for b in range(3) if b != a) else 0
+                             for a in range(3)], np.int64)
+            self.grid.spatial.Allreduce(MPI.IN_PLACE, mine, op=MPI.SUM)
+            dhw = tuple(int(v) for v in mine)
+            expect = tuple(block_range(dhw[a], parts[a], coords[a]) for a in range(3))
+            sizes = tuple(b - a for a, b in expect)
+            bad = np.array([sizes != tuple(local_dhw)], np.int64)
+            self.grid.spatial.Allreduce(MPI.IN_PLACE, bad, op=MPI.MAX)
+            if bad[0]:
+                raise UserError(f"{self._name(layer)}: the input blocks do not form a balanced "
+                                f"{'x'.join(map(str, parts))} split of a {'x'.join(map(str, dhw))} volume "
+                                f"(this rank has {tuple(local_dhw)}, expected {sizes})")
+            self._sizes[key] = dhw
+        return dhw
+
+    def volume_origin(self, layer, local_dhw):
+        """((d0, D), (h0, H), (w0, W)): global offset of this rank's block and the global size."""
+        dhw = self.global_dhw(layer, local_dhw)
+        parts, coords = (self.depth,) + tuple(self.shape), (self.depth_coord,) + tuple(self.coords)
+        return tuple((block_range(dhw[a], parts[a], coords[a])[0], dhw[a]) for a in range(3))
+
+    def volume_window(self, layer, x, kernel, stride, padding, dilation, fill):
+        """Input of a 3-D window op over this rank's output block: ``x`` (N, C, d, h, w)
+        with halos (three phases, ``halo3d``) and ``fill`` padding; run the op with padding
+        0 on it. Returns (input, handle for ``volume_input_grad``)."""
+        key = (id(layer), "3d") + tuple(int(v) for v in x.shape[2:])
+        halo = self._plans.get(key)
+        if halo is None:
+            dhw = self.global_dhw(layer, x.shape[2:])
+            parts, coords = (self.depth,) + tuple(self.shape), (self.depth_coord,) + tuple(self.coords)
+            try:
+                halo = Halo3d(tuple(axis_plan(dhw[a], kernel[a], stride[a], padding[a], dilation[a], parts[a],
+                                              coords[a], ("depths", "rows", "columns")[a]) for a in range(3)))
+            except ValueError as e:
+                fits = [max(1, min(dhw[a], (dhw[a] + 2 * padding[a] - dilation[a] * (kernel[a] - 1) - 1)
+                                   // stride[a] + 1)) for a in range(3)]
+                error = UserError(f"{self._name(layer)} under --parallel spatial={'x'.join(map(str, parts))}: "
+                                  f"{e}; a layer of input {'x'.join(map(str, dhw))} splits into at most "
+                                  f"{'x'.join(map(str, fits))} blocks; use a smaller grid or larger volumes")
+                error.agreed = True  # a pure function of global sizes: every rank raises it
+                raise error
+            self._plans[key] = halo
+        xin, (nbytes, waited) = gather_halo3d(halo, x, fill, self._volume_comms())
+        self._count(layer, nbytes, waited, "forward")
+        return xin, (layer, halo)
+
+    def volume_upsample_input(self, layer, x, factors):
+        """As ``upsample_input`` for volumes (N, C, d, h, w): the input this rank's balanced
+        output block copies, and (depth, row, column) offsets of that block inside it."""
+        key = (id(layer), "up3d") + tuple(int(v) for v in x.shape[2:])
+        halo = self._plans.get(key)
+        if halo is None:
+            dhw = self.global_dhw(layer, x.shape[2:])
+            parts, coords = (self.depth,) + tuple(self.shape), (self.depth_coord,) + tuple(self.coords)
+            try:
+                halo = Halo3d(tuple(upsample_axis_plan(dhw[a], factors[a], parts[a], coords[a],
+                                                       ("depths", "rows", "columns")[a]) for a in range(3)))
+            except ValueError as e:
+                error = UserError(f"{self._name(layer)} under --parallel spatial={'x'.join(map(str, parts))}: "
+                                  f"{e}; use fewer blocks or larger volumes")
+                error.agreed = True  # a pure function of global sizes: every rank raises it
+                raise error
+            self._plans[key] = halo
+        xin, (nbytes, waited) = gather_halo3d(halo, x, 0.0, self._volume_comms())
+        self._count(layer, nbytes, waited, "forward")
+        offset = tuple(plan.out[0] - f * plan.need[0] for plan, f in zip(halo.axes, factors))
+        return xin, (layer, halo), offset
+
+    def volume_input_grad(self, handle, dneed):
+        """Adjoint of ``volume_window``: gradient of the op's input -> of this rank's x."""
+        layer, halo = handle
+        dx, (nbytes, waited) = scatter_halo3d_grad(halo, dneed, self._volume_comms())
+        self._count(layer, nbytes, waited, "backward")
+        return dx
+
+    def _volume_comms(self):
+        return self.grid.depth, self.grid.height, self.grid.width
+
     def origin(self, layer, local_hw):
         """((h0, H), (w0, W)): global offset of this rank's block and the global size."""
         H, W = self.global_hw(layer, local_hw)
@@ -176,6 +263,28 @@ class SpatialContext(DataParallelContext):
         buf, (nbytes, waited) = gather_halo(halo, x, fill, self.grid.height, self.grid.width)
         self._count(layer, nbytes, waited, "forward")
         return need_view(halo, buf), (layer, halo, save_bands(halo, buf))
+
+    def upsample_input(self, layer, x, factors):
+        """Input rows and columns of nearest upsampling by ``factors`` over this rank's
+        balanced output block (a halo from the neighbours when the sizes are uneven).
+        Returns (input, handle for ``window_input_grad``, (row offset, column offset) of
+        the output block inside the upsampled input)."""
+        key = (id(layer), "upsample", int(x.shape[1]), int(x.shape[2]))
+        halo = self._plans.get(key)
+        if halo is None:
+            hw = self.global_hw(layer, x.shape[1:3])
+            try:
+                halo = Halo(*upsample_plan_2d(hw, factors, self.shape, self.coords))
+            except ValueError as e:
+                error = UserError(f"{self._name(layer)} under --parallel spatial={self.shape[0]}x{self.shape[1]}: "
+                                  f"{e}; use fewer blocks or larger images")
+                error.agreed = True  # a pure function of global sizes: every rank raises it
+                raise error
+            self._plans[key] = halo
+        buf, (nbytes, waited) = gather_halo(halo, x, 0.0, self.grid.height, self.grid.width)
+        self._count(layer, nbytes, waited, "forward")
+        offset = tuple(plan.out[0] - f * plan.need[0] for plan, f in zip((halo.rows, halo.cols), factors))
+        return need_view(halo, buf), (layer, halo, ()), offset
 
     def window_apply(self, layer, x, kernel, stride, padding, dilation, fill, op):
         """``op`` (the layer's window op with padding 0, a function of its input) over
@@ -217,6 +326,6 @@ class SpatialContext(DataParallelContext):
 
 def make_context(grid, sync_bn):
     """The context of a run: spatial when the grid splits height or width."""
-    if grid.spec.spatial == (1, 1):
+    if grid.spec.blocks == 1:
         return DataParallelContext(grid.data, sync_bn)
     return SpatialContext(grid, sync_bn)

@@ -43,18 +43,26 @@ class Batches:
         if b > n:
             raise UserError(f"--batch-size {b} is larger than the {n} training samples of {self.args.dataset}")
 
-    def _spatial_block(self, image_hw):
-        """Rows and columns of every image this rank reads: all of them unless the grid
-        splits height/width (then its balanced block; DESIGN.md, data locality)."""
+    def _spatial_block(self, image_size):
+        """Depths, rows and columns of every image this rank reads: all of them unless the
+        grid splits them (then its balanced block; DESIGN.md, data locality)."""
         P, Q = self.spec.spatial
-        if (P, Q) == (1, 1):
+        depth = self.spec.depth
+        if self.spec.blocks == 1:
             return {}
-        H, W = image_hw
-        if H < P or W < Q:
-            raise UserError(f"--parallel spatial={P}x{Q} cuts {H}x{W} images into empty blocks; "
-                            f"use at most {H}x{W} blocks")
+        if len(image_size) == 2 and depth > 1:
+            raise UserError(f"--parallel {self.args.parallel} splits depth, and {self.args.dataset} holds "
+                            f"images (C, H, W) = {self.train_set.shape}; split images with spatial=PxQ")
+        parts = ((depth,) if len(image_size) == 3 else ()) + (P, Q)
+        if any(s < p for s, p in zip(image_size, parts)):
+            raise UserError(f"--parallel spatial={'x'.join(map(str, parts))} cuts "
+                            f"{'x'.join(map(str, image_size))} inputs into empty blocks; use at most "
+                            f"{'x'.join(map(str, image_size))} blocks")
         r, c = self.grid.spatial_coords
-        return {"rows": block_range(H, P, r), "cols": block_range(W, Q, c)}
+        block = {"rows": block_range(image_size[-2], P, r), "cols": block_range(image_size[-1], Q, c)}
+        if len(image_size) == 3:
+            block["depths"] = block_range(image_size[0], depth, self.grid.depth_coord)
+        return block
 
     def pieces(self):
         """This rank's (lo, hi) of the global batch per micro-batch (batch_plan)."""

@@ -52,6 +52,8 @@ class RunFigures:
         self.rate = None  # images/s of the last step, until timed steps exist
         self.skipped = 0
         self.test_accuracy = self.test_loss = self.evaluated_at = None
+        self.extras = {}  # regression / segmentation figures of the last evaluation
+        self.regression = False  # no batch accuracy to show (the loop sets it from the layout's task)
 
     def print0(self, *text):
         if self.reports:
@@ -75,7 +77,8 @@ class RunFigures:
         elapsed = time.perf_counter() - self.started
         left = elapsed / (done - self.start_step) * (self.total_steps - done) if done > self.start_step else 0.0
         width = len(str(self.total_steps))
-        self.say(f"step {done:>{width}}/{self.total_steps}  epoch {epoch}  loss {loss:.4f}  acc {accuracy:.3f}  "
+        acc = "" if self.regression else f"acc {accuracy:.3f}  "
+        self.say(f"step {done:>{width}}/{self.total_steps}  epoch {epoch}  loss {loss:.4f}  {acc}"
                  f"{ips or 0:.0f} images/s  elapsed {_clock(elapsed)}  eta {_clock(left)}")
 
     def timed_step(self, step, seconds, data_seconds, comm_seconds):
@@ -114,13 +117,25 @@ class RunFigures:
         self.print0(f"mpicnn: step {step}: non-finite loss or gradients, step skipped")
         self.metrics.write(step=step + 1, epoch=epoch, skipped=True)
 
-    def evaluated(self, done, epoch, accuracy, loss, record=True):
+    def evaluated(self, done, epoch, accuracy, loss, extras=None, record=True):
         """A test evaluation after ``done`` steps (``record``: one of the run's, not the
-        summary's final one)."""
+        summary's final one). ``extras``: the figures of regression or segmentation."""
         self.test_accuracy, self.test_loss, self.evaluated_at = accuracy, loss, done
+        self.extras = dict(extras or {})
         if record:
-            self.metrics.write(step=done, epoch=epoch, test_accuracy=accuracy, test_loss=loss)
-            self.say(f"step {done}  epoch {epoch}  test accuracy {100 * accuracy:.2f}%  test loss {loss:.4f}")
+            self.metrics.write(step=done, epoch=epoch, test_accuracy=accuracy, test_loss=loss, **self.extras)
+            self.say(f"step {done}  epoch {epoch}  {self._test_text()}")
+
+    def _test_text(self):
+        e = self.extras
+        if "test_mse" in e:
+            rel = ", ".join(f"{100 * r:.1f}%" for r in e["relative_error"])
+            return (f"test MSE {e['test_mse']:.4g} (predicting the training mean: {e['baseline_mse']:.4g})  "
+                    f"relative error per target {rel}")
+        if "test_mean_iou" in e:
+            return (f"test pixel accuracy {100 * e['test_pixel_accuracy']:.2f}%  mean IoU "
+                    f"{e['test_mean_iou']:.3f}  test loss {self.test_loss:.4f}")
+        return f"test accuracy {100 * self.test_accuracy:.2f}%  test loss {self.test_loss:.4f}"
 
     def stopped(self, step, signame, where):
         self.print0(f"mpicnn: stopped by {signame} after step {step}; {where}")
@@ -134,12 +149,12 @@ class RunFigures:
         summary = {"steps": step, "images_per_sec": t["images"] / secs if secs else None,
                    "compute_seconds": secs - t["comm"] - t["data"], "comm_seconds": t["comm"],
                    "data_seconds": t["data"], "test_accuracy": self.test_accuracy, "test_loss": self.test_loss,
-                   "skipped_steps": self.skipped}
+                   "skipped_steps": self.skipped, **self.extras}
         a = self.args
         lines = [f"mpicnn: {a.model} on {a.dataset}, {layout_text}, {step} steps, global batch {a.batch_size}, "
                  f"{a.dtype}"]
-        if self.test_accuracy is not None:
-            lines.append(f"test accuracy {100 * self.test_accuracy:.2f}%  test loss {self.test_loss:.4f}")
+        if self.test_loss is not None:
+            lines.append(self._test_text())
         if secs:
             lines.append(f"{summary['images_per_sec']:.0f} images/s after warm-up; time in compute "
                          f"{summary['compute_seconds']:.1f} s, communication {t['comm']:.1f} s, "

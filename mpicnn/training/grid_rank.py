@@ -8,7 +8,7 @@ import numpy as np
 from .. import backend
 from ..errors import UserError
 from ..faults import FaultPlan
-from ..nn import CrossEntropyLoss
+from ..nn import CrossEntropyLoss, MSELoss
 from ..nn.module import TOUCHES
 from ..parallel.balance import Balancer
 from ..parallel.collectives import bcast_array, node_local, sum_in_place
@@ -45,12 +45,23 @@ class GridRank(Layout):
         spec = self.spec
         self.grid = ProcessGrid(comm, spec)
         self.layout_text = f"{spec.size} rank(s) ({spec})"
-        # Ranks holding each sample's loss: the spatial and channel blocks of one sample
-        # (pipeline stages other than the last report none).
-        self.loss_copies = comm.Get_size() // (spec.data * spec.pipeline)
         self.context = make_context(self.grid, args.sync_bn)
         self.batches = Batches(args, comm, spec, self.grid, self.dtype, prepare=node_local(comm)[0] == 0)
         self.train_set, self.test_set = self.batches.train_set, self.batches.test_set
+        # classification, regression or segmentation (the dataset's targets say which)
+        self.task = getattr(self.train_set, "task", "classification")
+        self.dense = self.task == "segmentation"  # per-pixel outputs, split like the maps
+        with agree(comm):
+            if self.task != "classification" and spec.pipeline > 1:
+                raise UserError(f"--parallel {args.parallel}: pipeline stages train classifiers only in "
+                                f"this version, and {args.dataset} is a {self.task} dataset; use data=, "
+                                f"spatial= or channel=")
+        # Ranks holding each sample's loss: the spatial and channel blocks of one sample
+        # (pipeline stages other than the last report none). Dense outputs stay split:
+        # each spatial block holds its own pixels' share, summed rather than repeated.
+        self.loss_copies = comm.Get_size() // (spec.data * spec.pipeline)
+        if self.dense:
+            self.loss_copies //= spec.blocks
         self.steps_per_epoch, self.total_steps = self.batches.steps_per_epoch, self.batches.total_steps
         self.balancer = self._balancer()
         whole = self._model()
@@ -61,7 +72,9 @@ class GridRank(Layout):
             self.context.name_layers(self.model)  # the sharded layers are new objects
         backend.to_backend(self.model, self.optimizer)  # a no-op unless the arrays live on a GPU
         self.buckets = GradientBuckets(self.model, gradients_over or self.grid.replicas, int(args.bucket_mb * 2 ** 20))
-        self.criterion = CrossEntropyLoss()
+        self.criterion = MSELoss() if self.task == "regression" else CrossEntropyLoss()
+        if self.task == "regression":  # the baseline: predict the training set's mean targets
+            self.target_mean = self.train_set.labels.mean(axis=0)
 
     model = property(lambda self: self.state.model)
     optimizer = property(lambda self: self.state.optimizer)
@@ -122,21 +135,72 @@ class GridRank(Layout):
         checkpoints.write(self.comm, self.reports, path, self.args, step, self.steps_per_epoch, self.global_state)
 
     def evaluate(self, done):
-        """Test accuracy and mean loss; the test set is split over the data ranks."""
+        """Test accuracy and mean loss; the test set is split over the data ranks (and the
+        maps of a dense task over the spatial ranks). Regression and segmentation set
+        ``eval_extras`` (``evaluate_regression``/``evaluate_segmentation``)."""
         self.sync_buffers()
         self.model.eval()
         lo, hi = self.batches.test_range()
-        size, totals = self.args.eval_batch_size, np.zeros(2)
-        for s in range(lo, hi, size):
-            idx = np.arange(s, min(s + size, hi))
-            x, y = self.batches.read(self.test_set, idx)
-            logits = self.model.forward(backend.asarray(x))
-            loss = self.criterion(logits, y)
-            totals += (loss * len(idx), self.criterion.correct)
-        sum_in_place(self.grid.data, totals)
+        if self.task == "regression":
+            result = self.evaluate_regression(lo, hi)
+        elif self.dense:
+            result = self.evaluate_segmentation(lo, hi)
+        else:
+            size, totals = self.args.eval_batch_size, np.zeros(2)
+            for s in range(lo, hi, size):
+                idx = np.arange(s, min(s + size, hi))
+                x, y = self.batches.read(self.test_set, idx)
+                logits = self.model.forward(backend.asarray(x))
+                loss = self.criterion(logits, y)
+                totals += (loss * len(idx), self.criterion.correct)
+            sum_in_place(self.grid.data, totals)
+            n = self.test_set.num_samples
+            result = totals[1] / n, totals[0] / n
         self.model.train()
-        n = self.test_set.num_samples
-        return totals[1] / n, totals[0] / n
+        return result
+
+    def _test_batches(self, lo, hi):
+        size = self.args.eval_batch_size
+        for s in range(lo, hi, size):
+            x, y = self.batches.read(self.test_set, np.arange(s, min(s + size, hi)))
+            yield backend.to_host(self.model.forward(backend.asarray(x))), y
+
+    def evaluate_regression(self, lo, hi):
+        """Test MSE, the MSE of predicting the training mean, and per target the relative
+        error sum|pred - t| / sum|t|. Every spatial block holds the same predictions."""
+        K = self.train_set.num_classes
+        sums = np.zeros(2 + 2 * K)  # squared errors (model, baseline), abs errors, abs targets
+        for pred, t in self._test_batches(lo, hi):
+            sums[0] += np.sum((pred.astype(np.float64) - t) ** 2)
+            sums[1] += np.sum((self.target_mean - t) ** 2)
+            sums[2:2 + K] += np.abs(pred - t).sum(axis=0)
+            sums[2 + K:] += np.abs(t).sum(axis=0)
+        sum_in_place(self.grid.data, sums)
+        count = self.test_set.num_samples * K
+        mse, baseline = sums[0] / count, sums[1] / count
+        self.eval_extras = {"test_mse": mse, "baseline_mse": baseline,
+                            "relative_error": (sums[2:2 + K] / np.maximum(sums[2 + K:], 1e-300)).tolist()}
+        return None, mse
+
+    def evaluate_segmentation(self, lo, hi):
+        """Pixel accuracy, mean IoU over the classes present (in targets or predictions)
+        and the mean per-pixel loss, from a confusion matrix summed over the data and
+        spatial ranks (each holds its block of every map; nothing is gathered)."""
+        K = self.train_set.num_classes
+        confusion = np.zeros(K * K + 1)  # (target, predicted) counts, then the loss sum
+        for logits, masks in self._test_batches(lo, hi):
+            pred = logits.argmax(axis=1)
+            confusion[:-1] += np.bincount((masks * K + pred).ravel(), minlength=K * K)
+            confusion[-1] += self.criterion(logits, masks, total=1)  # the sum over the block
+        sum_in_place(self.grid.replicas, confusion)
+        cm = confusion[:-1].reshape(K, K)
+        pixels = cm.sum()
+        inter = np.diag(cm)
+        union = cm.sum(axis=0) + cm.sum(axis=1) - inter
+        accuracy = inter.sum() / pixels
+        self.eval_extras = {"test_pixel_accuracy": accuracy,
+                            "test_mean_iou": float(np.mean(inter[union > 0] / union[union > 0]))}
+        return accuracy, confusion[-1] / pixels
 
     def step(self, step):
         with self.clock.phase("data"):
@@ -196,7 +260,7 @@ def _check_declared(model, parallel, spec):
     """Under spatial or channel splits every layer of one's own (a leaf defined outside
     mpicnn) must say how it touches space and channels; spatial splits cannot run a
     window of one's own (convolutions and pools come from mpicnn.nn)."""
-    spatial, channel = spec.spatial != (1, 1), spec.channel > 1
+    spatial, channel = spec.blocks > 1, spec.channel > 1
     if not (spatial or channel):
         return
     for name, layer in _named_leaves(model):

@@ -3,15 +3,23 @@ every rank computes its piece of every micro-batch; gradients are summed in buck
 launched during backward (the step around it is ``GridRank.step``)."""
 import time
 
+import numpy as np
+
 from .grid_rank import GridRank
 
 
 class GridLayout(GridRank):
+    @property
+    def pixels(self):
+        """Pixels (voxels) of one whole map: the divisor of a dense loss's mean."""
+        return int(np.prod(self.train_set.shape[1:]))
+
     def compute(self, x, y, pieces):
         """Forward and backward of this rank's piece of every micro-batch; parameter
         gradients accumulate, and only the last micro-batch launches their reduction.
         Each piece's loss gradient is weighted by its share of the global batch (and
-        1/S for the S spatial blocks that each hold the replicated head).
+        1/S for the S spatial blocks that each hold the replicated head; a dense output
+        is split, not replicated). Regression counts no correct samples.
         Returns (loss sum, correct, seconds of compute excluding communication waits)."""
         B, seam, clock = self.args.batch_size, self.context.grad_seam, self.clock
         t0, comm0 = time.perf_counter(), self.buckets.comm_seconds
@@ -26,12 +34,22 @@ class GridLayout(GridRank):
                 continue
             self.context.sample_offset = lo
             with clock.phase("forward"):
-                logits = self.model.forward(xs)
-                loss = self.criterion(logits, ys)
+                out = self.model.forward(xs)
+                if self.dense:
+                    # Split maps: this block's share of the piece's mean over all its pixels;
+                    # nothing is replicated, so no 1/S (the blocks' losses add up).
+                    loss = self.criterion(out, ys, total=n * self.pixels)
+                    weight = n / B
+                else:
+                    loss = self.criterion(out, ys)
+                    weight = n / B / seam
             with clock.phase("backward"):
-                self.model.backward(self.criterion.backward() * self.dtype.type(n / B / seam))
+                self.model.backward(self.criterion.backward() * self.dtype.type(weight))
             loss_sum += loss * n
-            correct += self.criterion.correct  # counted on the device by the loss
+            if self.dense:  # correct pixels, in samples' worth: correct / B is the pixel accuracy
+                correct += self.criterion.correct / self.pixels
+            elif self.task == "classification":
+                correct += self.criterion.correct  # counted on the device by the loss
         seconds = time.perf_counter() - t0 - (self.buckets.comm_seconds - comm0)
         seconds += self.straggler.after(seconds)
         return loss_sum, correct, seconds

@@ -55,9 +55,13 @@ class Layout:
         every = self.args.eval_every or self.steps_per_epoch
         return self.test_set is not None and done % every == 0
 
+    # The figures of the last evaluation beyond accuracy and loss (regression: test_mse,
+    # baseline_mse, relative_error; segmentation: test_pixel_accuracy, test_mean_iou).
+    eval_extras = None
+
     def evaluate(self, done):
         """(test accuracy, test loss) of the model after ``done`` steps, on every rank, or
-        None if the run ended meanwhile."""
+        None if the run ended meanwhile (and ``eval_extras`` set for other tasks)."""
         raise NotImplementedError
 
     def checkpoint(self, step):

@@ -19,6 +19,7 @@ def fit(layout):
     """Train ``layout`` from its start step to its last; returns the summary dict."""
     args, clock = layout.args, layout.clock
     figures = layout.figures = RunFigures(args, layout.reports, layout.start_step, layout.total_steps)
+    figures.regression = getattr(layout, "task", None) == "regression"
     figures.header(layout.layout_text)
     every = args.checkpoint_every if args.checkpoint_dir else 0
     schedule = make_schedule(args.schedule, args.lr, layout.total_steps, args.warmup, args.step_size, args.gamma)
@@ -57,7 +58,7 @@ def fit(layout):
                 result = layout.evaluate(step)
             if result is None:
                 break
-            figures.evaluated(step, epoch, *result)
+            figures.evaluated(step, epoch, *result, extras=layout.eval_extras)
         if every and step % every == 0:
             with clock.phase("checkpoint"):
                 layout.checkpoint(step)
@@ -80,7 +81,7 @@ def _end(layout, step, stopped):
     if args.save:
         layout.save(args.save, step)
     if layout.test_set is not None and figures.evaluated_at != step:
-        figures.evaluated(step, None, *layout.evaluate(step), record=False)
+        figures.evaluated(step, None, *layout.evaluate(step), extras=layout.eval_extras, record=False)
     summary = figures.summary(step, layout.layout_text)
     layout.summary_extras(summary)
     # Peak resident memory of the training loop, the largest over the job's ranks (MiB).
