@@ -121,7 +121,13 @@ def _torch_mirror(model, torch):
             shortcut = m._branch("shortcut")
             return TorchResidual(mirror(m.block), None if shortcut is None else mirror(shortcut))
         if isinstance(m, Sequential):
-            return tnn.Sequential(*(mirror(c) for c in m))
+            layers = [mirror(c) for c in m]
+            # Our models pool before the ReLU (same values, models.py); PyTorch users write
+            # ReLU then pool, and that is what we compare against.
+            for i in range(len(layers) - 1):
+                if isinstance(layers[i], tnn.MaxPool2d) and isinstance(layers[i + 1], tnn.ReLU):
+                    layers[i], layers[i + 1] = layers[i + 1], layers[i]
+            return tnn.Sequential(*layers)
         raise TypeError(f"no PyTorch mirror for {type(m).__name__}")
 
     tm = mirror(model)
