@@ -99,6 +99,7 @@ CONV_CASES = [
     (3, 5, 6, 6, 5, (3, 3), (1, 1), (0, 0), (1, 1), 1),      # no padding
     (2, 2, 5, 5, 4, (2, 2), (2, 2), (0, 0), (1, 1), 2),      # stride = kernel, grouped
     (2, 3, 6, 5, 2, (4, 4), (1, 1), (1, 2), (1, 1), 1),      # even kernel, asymmetric pad
+    (2, 1, 8, 7, 3, (5, 5), (1, 1), (2, 2), (1, 1), 1),      # one input channel (K-major im2col)
 ]
 
 
@@ -181,6 +182,26 @@ def test_conv_input_grad_paths_agree():
         r = rng.standard_normal(y.shape)
         dx, _, _ = ops.conv2d_backward(x, w, r, s, 1, need_dw=False, need_db=False)
         assert np.isclose(np.sum(y * r), np.sum(x * dx), rtol=1e-12)
+
+
+@pytest.mark.parametrize("stride, padding, dilation", [(1, 1, 1), (2, 1, 1), (1, 2, 2), (3, 0, 1)])
+def test_conv_input_grad_taps_path_matches_other_paths(stride, padding, dilation, monkeypatch):
+    """Few input channels take the per-tap input gradient; it equals the transposed
+    convolution (stride 1) or col2im (other strides) path, and the adjoint identity."""
+    calls = []
+    real = conv_ops._input_grad_taps
+    monkeypatch.setattr(conv_ops, "_input_grad_taps", lambda *a: calls.append(1) or real(*a))
+    x = rng.standard_normal((3, 11, 10, 5))
+    w = rng.standard_normal((7, 5, 3, 4))
+    y = ops.conv2d_forward(x, w, None, stride, padding, dilation)
+    r = rng.standard_normal(y.shape)
+    dx, _, _ = ops.conv2d_backward(x, w, r, stride, padding, dilation, need_dw=False, need_db=False)
+    assert calls == [1]
+    monkeypatch.setattr(conv_ops, "TAPS_MAX_CHANNELS", 0)
+    other, _, _ = ops.conv2d_backward(x, w, r, stride, padding, dilation, need_dw=False, need_db=False)
+    assert calls == [1]
+    np.testing.assert_allclose(dx, other, rtol=1e-12, atol=1e-12)
+    assert np.isclose(np.sum(y * r), np.sum(x * dx), rtol=1e-12)
 
 
 def test_conv_float32_stays_float32():
