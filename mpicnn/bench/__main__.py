@@ -53,7 +53,7 @@ def main(argv=None):
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")  # before NumPy loads BLAS: one thread, as the figures assume
     from .cnn import bench_cnn, bench_conv_layers, gemm_gflops
-    from .scaling import bench_allreduce_under_mpi, bench_scaling
+    from .scaling import bench_allreduce_under_mpi, bench_scaling, bench_vs_ddp
     from .channel import bench_channel
     from .spatial import bench_spatial
     from .zoo import PEAK_GFLOPS, ZOO, bench_zoo, geomean
@@ -89,6 +89,16 @@ def main(argv=None):
         ranks = tuple(int(r) for r in args.ranks.split(","))
         results["scaling"] = bench_scaling(ranks, steps=args.steps, repeats=args.scaling_repeats)
         table("data-parallel lenet5, global batch 128, one BLAS thread per rank", results["scaling"])
+        if args.compare == "torch":
+            try:
+                import torch  # noqa: F401  (only to say why there is no comparison)
+            except ImportError as e:
+                print(f"\nno PyTorch DDP comparison: PyTorch is not importable ({e})")
+            else:
+                ddp_ranks = tuple(r for r in ranks if r > 1) or ranks
+                results["scaling_vs_ddp"] = bench_vs_ddp(ddp_ranks, steps=args.steps, repeats=args.scaling_repeats)
+                table("default job (lenet5, mnist5k, global batch 64, Adam) vs PyTorch DDP (gloo), one thread per "
+                      "process, medians; ratio above 1: mpicnn faster", results["scaling_vs_ddp"])
     if args.what in ("all", "allreduce"):
         results["allreduce"] = bench_allreduce_under_mpi(2)
         table("gradient allreduce on 2 ranks: bucketed vs plain Allreduce", results["allreduce"])
