@@ -297,6 +297,19 @@ def test_max_pool_ties_fast_path_is_used_and_exact():
     assert np.count_nonzero(dx) == np.count_nonzero(dy)
 
 
+@pytest.mark.parametrize("k", [(2, 2), (3, 3)])
+def test_max_pool_backward_repeat_and_broadcast_paths_agree(k, monkeypatch):
+    """Tiled max-pool backward repeats y and dy for few channels and broadcasts them for
+    many: both give the reference gradient, ties included."""
+    x = rng.integers(-1, 2, (3, 4, 6, 12)).astype(np.float64)
+    y = P.max_pool2d_forward(nhwc(x), k)
+    dy = rng.standard_normal(y.shape)
+    want = ref_pool_backward(nchw(dy), x, k, k, (0, 0), "max")
+    for limit in (P.REPEAT_MAX_CHANNELS, 0):
+        monkeypatch.setattr(P, "REPEAT_MAX_CHANNELS", limit)
+        np.testing.assert_array_equal(nchw(P.max_pool2d_backward(dy, nhwc(x), y, k)), want)
+
+
 def test_pool_rejects_bad_geometry():
     x = np.zeros((1, 4, 4, 2))
     with pytest.raises(ValueError, match="at most half"):
