@@ -306,7 +306,8 @@ def _conv_input_grad(dy, w, xshape, stride, padding, dilation, groups, chunk):
             if G == 1 and dw == 1:
                 # Taps kj0 .. kj0+sw-1 land on consecutive columns (sw*j + kj): one add
                 # with runs of sw*C values instead of sw adds with runs of C (the adds
-                # are bound by NumPy's per-run cost; 3.4 -> 2.3 ms for 16 channels).
+                # are bound by NumPy's per-run cost; dX of convnet's 16-channel stride-2
+                # layer 6.2 -> 5.6 ms).
                 s0, s1, s2, s3 = dxp.strides
                 for kj0 in range(0, KW, sw):
                     width = min(sw, KW - kj0)
