@@ -5,6 +5,11 @@ Every model is a ``Sequential`` of ``mpicnn.nn`` layers, so parameter names foll
 PyTorch's (``0.weight``, ``3.block.0.weight`` ...) and checkpoints can be read by
 hand. Layers are created in a fixed order from the init RNG, so the same seed gives
 the same weights on every rank.
+
+Where a max pool follows a ReLU, the models run the pool first (``MaxPool2d, ReLU``):
+max commutes with ReLU, so values and gradients are those of ``ReLU, MaxPool2d``
+(``nn.swap_relu_maxpool``), and the ReLU touches 4x fewer elements; neither layer has
+parameters, so the parameter names are PyTorch's for the usual order.
 """
 import importlib
 import inspect
@@ -25,8 +30,8 @@ def lenet5(in_channels=1, num_classes=10, dtype=np.float32, image_size=(28, 28))
         raise ValueError(f"lenet5 expects 28x28 images, got {image_size[0]}x{image_size[1]}; "
                          "use --model convnet for other sizes")
     return nn.Sequential(
-        nn.Conv2d(in_channels, 6, 5, padding=2, dtype=dtype), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 5, dtype=dtype), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(in_channels, 6, 5, padding=2, dtype=dtype), nn.MaxPool2d(2), nn.ReLU(),
+        nn.Conv2d(6, 16, 5, dtype=dtype), nn.MaxPool2d(2), nn.ReLU(),
         nn.Flatten(),
         nn.Linear(16 * 5 * 5, 120, dtype=dtype), nn.ReLU(),
         nn.Linear(120, 84, dtype=dtype), nn.ReLU(),
@@ -94,7 +99,7 @@ def vgg11(in_channels=3, num_classes=10, dtype=np.float32, image_size=(32, 32), 
     for v in VGG11:
         if v == "M":
             if size >= 2:
-                layers.append(nn.MaxPool2d(2))
+                layers.insert(len(layers) - 1, nn.MaxPool2d(2))  # before the ReLU (module docstring)
                 size //= 2
             continue
         cout = max(1, v * width // 64)

@@ -99,6 +99,7 @@ CONV_CASES = [
     (3, 5, 6, 6, 5, (3, 3), (1, 1), (0, 0), (1, 1), 1),      # no padding
     (2, 2, 5, 5, 4, (2, 2), (2, 2), (0, 0), (1, 1), 2),      # stride = kernel, grouped
     (2, 3, 6, 5, 2, (4, 4), (1, 1), (1, 2), (1, 1), 1),      # even kernel, asymmetric pad
+    (2, 1, 8, 7, 3, (5, 5), (1, 1), (2, 2), (1, 1), 1),      # one input channel (K-major im2col)
 ]
 
 
@@ -181,6 +182,26 @@ def test_conv_input_grad_paths_agree():
         r = rng.standard_normal(y.shape)
         dx, _, _ = ops.conv2d_backward(x, w, r, s, 1, need_dw=False, need_db=False)
         assert np.isclose(np.sum(y * r), np.sum(x * dx), rtol=1e-12)
+
+
+@pytest.mark.parametrize("stride, padding, dilation", [(1, 1, 1), (2, 1, 1), (1, 2, 2), (3, 0, 1)])
+def test_conv_input_grad_taps_path_matches_other_paths(stride, padding, dilation, monkeypatch):
+    """Few input channels take the per-tap input gradient; it equals the transposed
+    convolution (stride 1) or col2im (other strides) path, and the adjoint identity."""
+    calls = []
+    real = conv_ops._input_grad_taps
+    monkeypatch.setattr(conv_ops, "_input_grad_taps", lambda *a: calls.append(1) or real(*a))
+    x = rng.standard_normal((3, 11, 10, 5))
+    w = rng.standard_normal((7, 5, 3, 4))
+    y = ops.conv2d_forward(x, w, None, stride, padding, dilation)
+    r = rng.standard_normal(y.shape)
+    dx, _, _ = ops.conv2d_backward(x, w, r, stride, padding, dilation, need_dw=False, need_db=False)
+    assert calls == [1]
+    monkeypatch.setattr(conv_ops, "TAPS_MAX_CHANNELS", 0)
+    other, _, _ = ops.conv2d_backward(x, w, r, stride, padding, dilation, need_dw=False, need_db=False)
+    assert calls == [1]
+    np.testing.assert_allclose(dx, other, rtol=1e-12, atol=1e-12)
+    assert np.isclose(np.sum(y * r), np.sum(x * dx), rtol=1e-12)
 
 
 def test_conv_float32_stays_float32():
@@ -274,6 +295,19 @@ def test_max_pool_ties_fast_path_is_used_and_exact():
     np.testing.assert_array_equal(nchw(dx), ref_pool_backward(nchw(dy), x, (2, 2), (2, 2), (0, 0), "max"))
     # each output's gradient lands on exactly one input
     assert np.count_nonzero(dx) == np.count_nonzero(dy)
+
+
+@pytest.mark.parametrize("k", [(2, 2), (3, 3)])
+def test_max_pool_backward_repeat_and_broadcast_paths_agree(k, monkeypatch):
+    """Tiled max-pool backward repeats y and dy for few channels and broadcasts them for
+    many: both give the reference gradient, ties included."""
+    x = rng.integers(-1, 2, (3, 4, 6, 12)).astype(np.float64)
+    y = P.max_pool2d_forward(nhwc(x), k)
+    dy = rng.standard_normal(y.shape)
+    want = ref_pool_backward(nchw(dy), x, k, k, (0, 0), "max")
+    for limit in (P.REPEAT_MAX_CHANNELS, 0):
+        monkeypatch.setattr(P, "REPEAT_MAX_CHANNELS", limit)
+        np.testing.assert_array_equal(nchw(P.max_pool2d_backward(dy, nhwc(x), y, k)), want)
 
 
 def test_pool_rejects_bad_geometry():

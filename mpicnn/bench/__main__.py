@@ -1,8 +1,12 @@
-"""``python -m mpicnn.bench [conv|cnn|scaling|allreduce|all]``: print tables, write JSON.
+"""``python -m mpicnn.bench [conv|cnn|zoo|scaling|allreduce|all]``: print tables, write JSON
+(``bench-results/<what>.json`` unless ``--json`` says otherwise).
 
 conv       forward/backward GFLOP/s per conv layer shape, against the measured GEMM rate
 cnn        fwd+bwd step time of the benchmark CNN (``--compare torch``: PyTorch side by side)
-scaling    data-parallel images/s for 1 -> N ranks (the real trainer under mpiexec)
+zoo        training step (forward, loss, backward, Adam) of every zoo model, batch 64, one thread:
+           ms, GFLOP/s and fraction of the core's peak (``--compare torch``: PyTorch interleaved)
+scaling    data-parallel images/s for 1 -> N ranks (the real trainer under mpiexec);
+           ``--compare torch``: PyTorch DDP (gloo) on the same ranks, model and global batch
 allreduce  bucketed gradient allreduce against one plain Allreduce of the same bytes
 spatial    spatial-parallel convnet on 256^2 and 512^2 images (--volumes: cosmoflow on cosmo:SIZE
            volumes, grids PxQxR) against 1 rank: speedup, peak
@@ -26,13 +30,17 @@ from .report import table, write_json
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m mpicnn.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", nargs="?", default="all", choices=["all", "conv", "cnn", "scaling", "allreduce", "spatial",
+    p.add_argument("what", nargs="?", default="all", choices=["all", "conv", "cnn", "zoo", "scaling", "allreduce", "spatial",
                                                             "channel", "pipeline", "ps",
                                                             "balance", "trace"])
     p.add_argument("--compare", choices=["torch"], help="also time PyTorch's CPU build (if installed)")
     p.add_argument("--ranks", default="1,2", help="rank counts for the scaling bench (default 1,2)")
     p.add_argument("--steps", type=int, default=60, help="training steps per scaling run")
-    p.add_argument("--repeats", type=int, default=20, help="timed repeats of the cnn bench")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed repeats of the cnn bench (default 20) and of the zoo bench (default 15)")
+    p.add_argument("--models", default=None,
+                   help="zoo entries to time, comma-separated (default all: lenet5, convnet, resnet8, "
+                        "resnet20, vgg11w32, vgg11w64)")
     p.add_argument("--scaling-repeats", type=int, default=3, help="interleaved runs per rank count (medians)")
     p.add_argument("--grids", default="2x1", help="spatial grids for the spatial bench (default 2x1)")
     p.add_argument("--sizes", default="256,512", help="image sizes for the spatial bench (default 256,512)")
@@ -45,17 +53,25 @@ def main(argv=None):
     p.add_argument("--channels", default="1,2", help="channel counts for the channel bench (default 1,2)")
     p.add_argument("--slow-factor", type=float, default=2.0,
                    help="how much longer the straggler computes in the balance bench (default 2.0)")
-    p.add_argument("--json", default="bench-results/bench.json", help="where to write the results")
+    p.add_argument("--json", default=None, help="where to write the results (default bench-results/<what>.json)")
     args = p.parse_args(argv)
+    json_path = args.json or f"bench-results/{args.what}.json"
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")  # before NumPy loads BLAS: one thread, as the figures assume
     if args.what == "trace":  # its own JSON file, bench-results/trace.json
         from .trace import main as bench_trace
         return bench_trace(args)
     from .cnn import bench_cnn, bench_conv_layers, gemm_gflops
-    from .scaling import bench_allreduce_under_mpi, bench_scaling
+    from .scaling import bench_allreduce_under_mpi, bench_scaling, bench_vs_ddp
     from .channel import bench_channel
     from .spatial import bench_spatial
+    from .zoo import PEAK_GFLOPS, ZOO, bench_zoo, geomean
+
+    if args.models is not None:
+        unknown = sorted(set(args.models.split(",")) - {label for label, *_ in ZOO})
+        if unknown:
+            p.exit(2, f"mpicnn: error: --models: unknown {', '.join(unknown)}; choose from "
+                      f"{', '.join(dict.fromkeys(label for label, *_ in ZOO))}\n")
 
     results = {}
     if args.what in ("all", "conv"):
@@ -64,12 +80,34 @@ def main(argv=None):
         print(f"sgemm on this machine: {results['gemm_gflops']:.1f} GFLOP/s (one thread)")
         table("conv layers (GFLOP/s; fraction of sgemm)", results["conv"])
     if args.what in ("all", "cnn"):
-        results["cnn"] = bench_cnn(repeats=args.repeats, compare_torch=args.compare == "torch")
+        results["cnn"] = bench_cnn(repeats=args.repeats or 20, compare_torch=args.compare == "torch")
         table("benchmark CNN, batch 64x3x32x32 float32, forward+backward, 1 thread", [results["cnn"]])
+    if args.what in ("all", "zoo"):
+        models = None if args.models is None else set(args.models.split(","))
+        rows, note = bench_zoo(models, repeats=args.repeats or 15, compare_torch=args.compare == "torch")
+        results["zoo"], results["zoo_torch"] = rows, note
+        table("zoo: training step (forward, loss, backward, Adam), float32, 1 thread, medians; "
+              f"peak = GFLOP/s / {PEAK_GFLOPS:g}", rows)
+        ratios = [r["ratio"] for r in rows if "ratio" in r]
+        if ratios:
+            results["zoo_geomean_ratio"] = geomean(ratios)
+            print(f"geometric mean of the ratios: {results['zoo_geomean_ratio']:.3f}")
+        elif args.compare == "torch":
+            print(f"no PyTorch column: {note}")
     if args.what in ("all", "scaling"):
         ranks = tuple(int(r) for r in args.ranks.split(","))
         results["scaling"] = bench_scaling(ranks, steps=args.steps, repeats=args.scaling_repeats)
         table("data-parallel lenet5, global batch 128, one BLAS thread per rank", results["scaling"])
+        if args.compare == "torch":
+            try:
+                import torch  # noqa: F401  (only to say why there is no comparison)
+            except ImportError as e:
+                print(f"\nno PyTorch DDP comparison: PyTorch is not importable ({e})")
+            else:
+                ddp_ranks = tuple(r for r in ranks if r > 1) or ranks
+                results["scaling_vs_ddp"] = bench_vs_ddp(ddp_ranks, steps=args.steps, repeats=args.scaling_repeats)
+                table("default job (lenet5, mnist5k, global batch 64, Adam) vs PyTorch DDP (gloo), one thread per "
+                      "process, medians; ratio above 1: mpicnn faster", results["scaling_vs_ddp"])
     if args.what in ("all", "allreduce"):
         results["allreduce"] = bench_allreduce_under_mpi(2)
         table("gradient allreduce on 2 ranks: bucketed vs plain Allreduce", results["allreduce"])
@@ -106,7 +144,7 @@ def main(argv=None):
                                            repeats=args.scaling_repeats)
         table(f"lenet5 on 2 ranks, global batch 128, rank 1 computing {args.slow_factor:g}x as long "
               "(medians)", results["balance"])
-    write_json(args.json, results)
+    write_json(json_path, results)
     return 0
 
 

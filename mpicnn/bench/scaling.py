@@ -1,5 +1,6 @@
 """Data-parallel throughput 1 -> N ranks: the real trainer under mpiexec, one BLAS
-thread per rank, the same global batch, images/s read from its metrics."""
+thread per rank, the same global batch, images/s read from its metrics; and the
+default job against PyTorch DDP on the same number of processes (``bench_vs_ddp``)."""
 import json
 import os
 import subprocess
@@ -48,6 +49,34 @@ def bench_scaling(ranks=(1, 2), model="lenet5", dataset="mnist5k", batch_size=12
     base = rows[0]["images_per_sec"]
     for row in rows:
         row["speedup"] = row["images_per_sec"] / base
+    return rows
+
+
+def bench_vs_ddp(ranks=(2,), model="lenet5", dataset="mnist5k", batch_size=64, steps=60, repeats=3):
+    """The default job (lenet5 on mnist5k, global batch 64, Adam) on n ranks of mpicnn's
+    trainer against PyTorch DDP (gloo) on n processes (``bench.ddp``), one thread per
+    process, runs interleaved. One row per n: both images/s (medians) and their ratio
+    (above 1: mpicnn is faster)."""
+    from .ddp import run_ddp
+    args = ["--model", model, "--dataset", dataset, "--batch-size", str(batch_size), "--steps", str(steps),
+            "--eval-every", str(10 ** 9)]
+    env = mpi_env()
+
+    def launch(variant):
+        side, n = variant
+        if side == "mpicnn":
+            return run_trainer(n, args, env)
+        return run_ddp(n, model, dataset, batch_size, steps)
+
+    variants = [(side, n) for n in ranks for side in ("mpicnn", "torch")]
+    runs = interleaved(variants, repeats, launch)
+    rows = []
+    for n in ranks:
+        (ours, ours_all), (theirs, theirs_all) = runs["mpicnn", n], runs["torch", n]
+        rows.append({"ranks": n, "global_batch": batch_size, "mpicnn_images_per_sec": ours["images_per_sec"],
+                     "ddp_images_per_sec": theirs["images_per_sec"],
+                     "ratio": ours["images_per_sec"] / theirs["images_per_sec"],
+                     "torch_version": theirs["torch_version"], "mpicnn_runs": ours_all, "ddp_runs": theirs_all})
     return rows
 
 

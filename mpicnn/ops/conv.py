@@ -29,6 +29,9 @@ How it is computed (what makes it fast in NumPy; FACTS.md):
   with the flipped, transposed weight and padding dh*(KH-1) - ph; for stride > 1
   (or padding > dilated kernel extent) it is dY @ wmat^T scattered back (col2im) by
   KH*KW strided adds.
+* dX with few input channels (<= TAPS_MAX_CHANNELS): one GEMM per kernel tap, each
+  added into its shifted window of dX (``_input_grad_taps``).
+* K-major im2col buffer when each group has at most 3 channels (``_Im2col``).
 * 3x3 stride-1 convolutions with many channels (forward and dX) use Winograd
   F(2x2, 3x3) instead (bottom of this file; ``USE_WINOGRAD = False`` turns it off).
   Passing an explicit ``chunk`` always takes the im2col path.
@@ -113,10 +116,18 @@ def _weight_from_matrix(wmat, shape):
     return array_module(wmat).ascontiguousarray(w).reshape(shape)
 
 
+# Im2col buffers are K-major when each group has at most this many channels (below):
+# RGB first layers gain ~15% (forward + dW), lenet5's 6-channel conv loses ~50%.
+KMAJOR_MAX_CHANNELS = 3
+
+
 class _Im2col:
     """Chunked im2col of an NHWC array: ``cols(n0, n1)`` -> (G, (n1-n0)*Ho*Wo, KH*KW*Cg).
 
-    Keeps one zero-bordered padding buffer and one ``cols`` buffer for all chunks.
+    Keeps one zero-bordered padding buffer and one ``cols`` buffer for all chunks. With
+    few channels per group (first layers) the buffer is K-major, (G, K, rows), and
+    ``cols`` a transposed view of it (BLAS reads either): each (tap, channel) copies
+    runs of Wo values instead of runs of KW*Cg (1.2 ms -> 0.3 ms for lenet5's first conv).
     """
 
     def __init__(self, x, KH, KW, stride, padding, dilation, groups, Ho, Wo, chunk, ones=False):
@@ -127,17 +138,24 @@ class _Im2col:
         if chunk is None:
             chunk = auto_chunk(Ho, Wo, KH * KW * (C // groups), x.itemsize)
         nc = max(1, min(chunk, N))
+        self.step = nc
         ph, pw = padding
         self.xpad = None
         if ph or pw:
             self.xpad = np.zeros((nc, H + 2 * ph, W + 2 * pw, C), x.dtype)
         K = KH * KW * (C // groups)
         self.K = K
+        self.kmajor = C // groups <= KMAJOR_MAX_CHANNELS
         # With ``ones`` a last column of ones folds the bias into the GEMM (forward) and
         # yields db from the dW GEMM (backward).
-        self.buf = np.empty((groups, nc * Ho * Wo, K + bool(ones)), x.dtype)
-        if ones:
-            self.buf[:, :, K] = 1
+        if self.kmajor:
+            self.buf = np.empty((groups, K + bool(ones), nc * Ho * Wo), x.dtype)
+            if ones:
+                self.buf[:, K] = 1
+        else:
+            self.buf = np.empty((groups, nc * Ho * Wo, K + bool(ones)), x.dtype)
+            if ones:
+                self.buf[:, :, K] = 1
 
     def __call__(self, n0, n1):
         x, (ph, pw), (sh, sw), (dh, dw) = self.x, self.padding, self.stride, self.dilation
@@ -150,6 +168,14 @@ class _Im2col:
             xp = x[n0:n1]
         s0, s1, s2, s3 = xp.strides
         Cg = C // G
+        if self.kmajor:
+            view = as_strided(xp, (G, self.KH, self.KW, Cg, nb, Ho, Wo),
+                              (s3 * Cg, s1 * dh, s2 * dw, s3, s0, s1 * sh, s2 * sw), writeable=False)
+            b0, b1, b2 = self.buf.strides
+            dest = as_strided(self.buf, view.shape,
+                              (b0, b1 * self.KW * Cg, b1 * Cg, b1, b2 * Ho * Wo, b2 * Wo, b2))
+            np.copyto(dest, view)
+            return self.buf[:, :, :nb * Ho * Wo].transpose(0, 2, 1)
         view = as_strided(xp, (G, nb, Ho, Wo, self.KH, self.KW, Cg),
                           (s3 * Cg, s0, s1 * sh, s2 * sw, s1 * dh, s2 * dw, s3), writeable=False)
         cols = self.buf[:, :nb * Ho * Wo]
@@ -165,7 +191,7 @@ def _conv_nhwc(x, wmat, KH, KW, stride, padding, dilation, out, chunk):
     Ho, Wo = out.shape[1:3]
     K = KH * KW * (x.shape[3] // G)
     im2col = _Im2col(x, KH, KW, stride, padding, dilation, G, Ho, Wo, chunk, ones=Kw == K + 1)
-    step = im2col.buf.shape[1] // (Ho * Wo)
+    step = im2col.step
     for n0 in range(0, N, step):
         n1 = min(N, n0 + step)
         cols = im2col(n0, n1)
@@ -223,7 +249,7 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, dilation=1, groups=1, need_dx
         dwmat = np.zeros((G, K + bool(need_db), Og), x.dtype)
         tmp = np.empty_like(dwmat)
         im2col = _Im2col(x, KH, KW, stride, padding, dilation, G, Ho, Wo, chunk, ones=need_db)
-        step = im2col.buf.shape[1] // (Ho * Wo)
+        step = im2col.step
         for n0 in range(0, N, step):
             n1 = min(N, n0 + step)
             cols = im2col(n0, n1)
@@ -238,6 +264,11 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, dilation=1, groups=1, need_dx
     return dx, dw, db
 
 
+# Input gradients of convolutions with at most this many input channels take the
+# per-tap path (``_input_grad_taps``): lenet5's 6-channel conv 2.8 ms -> 1.4 ms.
+TAPS_MAX_CHANNELS = 8
+
+
 def _conv_input_grad(dy, w, xshape, stride, padding, dilation, groups, chunk):
     N, H, W, C = xshape
     O, Cg, KH, KW = w.shape
@@ -245,6 +276,8 @@ def _conv_input_grad(dy, w, xshape, stride, padding, dilation, groups, chunk):
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
     qh, qw = dh * (KH - 1) - ph, dw * (KW - 1) - pw
     Ho, Wo = dy.shape[1:3]
+    if chunk is None and G == 1 and C <= TAPS_MAX_CHANNELS:
+        return _input_grad_taps(dy, w, xshape, stride, padding, dilation)
     if (sh, sw) == (1, 1) and qh >= 0 and qw >= 0:
         # Transposed convolution: correlate dY (padded by q) with the flipped weight,
         # input and output channels swapped within each group.
@@ -270,11 +303,51 @@ def _conv_input_grad(dy, w, xshape, stride, padding, dilation, groups, chunk):
         np.matmul(dy[n0:n1].reshape(-1, G, Og).transpose(1, 0, 2), wmatT, out=dc)
         dc = dc.reshape(G, nb, Ho, Wo, KH, KW, Cg).transpose(1, 2, 3, 4, 5, 0, 6)
         for ki in range(KH):
+            if G == 1 and dw == 1:
+                # Taps kj0 .. kj0+sw-1 land on consecutive columns (sw*j + kj): one add
+                # with runs of sw*C values instead of sw adds with runs of C (the adds
+                # are bound by NumPy's per-run cost; dX of convnet's 16-channel stride-2
+                # layer 6.2 -> 5.6 ms).
+                s0, s1, s2, s3 = dxp.strides
+                for kj0 in range(0, KW, sw):
+                    width = min(sw, KW - kj0)
+                    dest = as_strided(dxp[n0:n1, ki * dh, kj0], (nb, Ho, Wo, width, C),
+                                      (s0, s1 * sh, s2 * sw, s2, s3))
+                    dest += dc[:, :, :, ki, kj0:kj0 + width, 0]
+                continue
             rows = slice(ki * dh, ki * dh + sh * (Ho - 1) + 1, sh)
             for kj in range(KW):
                 cols = slice(kj * dw, kj * dw + sw * (Wo - 1) + 1, sw)
                 dxg[n0:n1, rows, cols] += dc[:, :, :, ki, kj]
     return np.ascontiguousarray(dxp[:, ph:ph + H, pw:pw + W])
+
+
+def _input_grad_taps(dy, w, xshape, stride, padding, dilation):
+    """dX for groups 1 with few input channels C: per kernel tap (ki, kj) one GEMM
+    dY (rows, O) @ w[:, :, ki, kj] (O, C), added into the tap's shifted window of the
+    padded dX. Each add moves runs of Wo*C values (stride 1), where col2im of one big
+    GEMM's output would move runs of C, and the transposed convolution's GEMM would
+    have only C columns."""
+    N, H, W, C = xshape
+    O, _, KH, KW = w.shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    Ho, Wo = dy.shape[1:3]
+    taps = np.ascontiguousarray(w.transpose(2, 3, 0, 1)).reshape(KH * KW, O, C)
+    dxp = np.zeros((N, H + 2 * ph, W + 2 * pw, C), dy.dtype)
+    nc = max(1, min(N, CHUNK_BYTES // (KH * KW * Ho * Wo * C * dy.itemsize)))
+    dcols = np.empty((KH * KW, nc * Ho * Wo, C), dy.dtype)
+    for n0 in range(0, N, nc):
+        n1 = min(N, n0 + nc)
+        dc = dcols[:, :(n1 - n0) * Ho * Wo]
+        np.matmul(dy[n0:n1].reshape(1, -1, O), taps, out=dc)
+        for ki in range(KH):
+            rows = slice(ki * dh, ki * dh + sh * (Ho - 1) + 1, sh)
+            for kj in range(KW):
+                cols = slice(kj * dw, kj * dw + sw * (Wo - 1) + 1, sw)
+                dxp[n0:n1, rows, cols] += dc[ki * KW + kj].reshape(n1 - n0, Ho, Wo, C)
+    if ph or pw:
+        return np.ascontiguousarray(dxp[:, ph:ph + H, pw:pw + W])
+    return dxp
 
 
 # ---------------------------------------------------------------------------- Winograd
@@ -294,6 +367,10 @@ def _conv_input_grad(dy, w, xshape, stride, padding, dilation, groups, chunk):
 # cache); 16-channel layers and 8x8 maps are slower than im2col, so they keep it.
 WINOGRAD_MIN_CHANNELS = 32   # below this the (tiles, C) @ (C, O) GEMMs are too thin
 WINOGRAD_MIN_PIXELS = 256    # output pixels per image: fewer and the transforms dominate
+# ... except with many channels, where the GEMMs outweigh the transforms even on 8x8
+# maps (VGG-11's 256->256 layer: 60 -> 49 ms forward); 4x4 maps stay slower.
+WINOGRAD_WIDE_CHANNELS = 256
+WINOGRAD_WIDE_MIN_PIXELS = 64
 WINOGRAD_CHUNK_BYTES = 1_500_000
 USE_WINOGRAD = True
 
@@ -303,16 +380,21 @@ _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.
 def _winograd_applies(w, stride, dilation, groups, padding, out_hw):
     O, Cg, KH, KW = w.shape
     return (USE_WINOGRAD and (KH, KW) == (3, 3) and stride == (1, 1) and dilation == (1, 1)
-            and groups == 1 and min(Cg, O) >= WINOGRAD_MIN_CHANNELS and max(padding) <= 2
-            and out_hw[0] * out_hw[1] >= WINOGRAD_MIN_PIXELS)
+            and groups == 1 and max(padding) <= 2
+            and ((min(Cg, O) >= WINOGRAD_MIN_CHANNELS and out_hw[0] * out_hw[1] >= WINOGRAD_MIN_PIXELS)
+                 or (min(Cg, O) >= WINOGRAD_WIDE_CHANNELS and out_hw[0] * out_hw[1] >= WINOGRAD_WIDE_MIN_PIXELS)))
 
 
 def _winograd_weight(w):
-    """(O, C, 3, 3) -> U (16, C, O) = G g G^T per (o, c), positions (a, b) row-major."""
+    """(O, C, 3, 3) -> U (16, C, O) = G g G^T per (o, c), positions (a, b) row-major.
+
+    Two GEMMs over all (o, c) at once (a 3-operand einsum took 14 ms for 256x256)."""
     G = _G.astype(w.dtype)
-    u = np.einsum("ai,ocij,bj->aboc", G, w, G)
     O, C = w.shape[:2]
-    return np.ascontiguousarray(u.reshape(16, O, C).transpose(0, 2, 1))
+    rows = np.ascontiguousarray(w.transpose(2, 0, 1, 3)).reshape(3, O * C * 3)  # [i, (o, c, j)]
+    t = (G @ rows).reshape(4 * O * C, 3)                                          # [(a, o, c), j]
+    u = (t @ G.T).reshape(4, O, C, 4)                                              # [a, o, c, b]
+    return np.ascontiguousarray(u.transpose(0, 3, 2, 1)).reshape(16, C, O)
 
 
 def _conv3x3_winograd(x, U, bias, padding, out, chunk=None):

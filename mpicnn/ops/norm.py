@@ -23,9 +23,17 @@ Eval forward uses given mean/var:  y = (x - mean) / sqrt(var + eps) * weight + b
 and its backward dx = dy * weight / sqrt(var + eps), dw = sum(dy * xhat), db = sum(dy).
 
 ``allreduce(array)`` sums a 1-D float64 array in place over the ranks sharing the
-statistics (identity when serial). Per-channel sums are accumulated in float64 and
-the two-pass variance makes the distributed result equal the serial formula within
-rounding. ``weight``/``bias`` may be None (affine=False: weight 1, bias 0).
+statistics (identity when serial). The two-pass variance makes the distributed result
+equal the serial formula within rounding. ``weight``/``bias`` may be None
+(affine=False: weight 1, bias 0).
+
+How it is computed (what makes it fast in NumPy; FACTS.md): the (M, C) channels-last
+array is viewed as (M/k, k*C) rows of a few thousand values (``_fold``), per-channel
+vectors are tiled k times to match, so every elementwise pass runs over long
+contiguous rows instead of runs of C values (4-5x faster for C = 16). Per-channel
+sums are accumulated in float64 (products of two arrays too, as the CUDA kernels do)
+over the folded view, then the k partial sums of each channel are added. The cache is (xhat, invstd, count, weight, training),
+the same as the CUDA version's (``ops/cuda/norm.py``; the kernel tests compare them).
 """
 import numpy as np
 
@@ -33,17 +41,48 @@ from ..backend import kernel_version
 
 __all__ = ["batch_norm_train_forward", "batch_norm_eval_forward", "batch_norm_backward"]
 
+ROW = 4096  # target length of the rows of the folded view (values)
+_FOLDS = {}
+
 
 def _identity(array):
     return array
 
 
-def _channels(x, name):
+def _rows(x, name):
+    """x (N, ..., C) -> (its row view (M/k, k*C), k, C); a view when x is contiguous."""
     if not isinstance(x, np.ndarray) or x.dtype.kind != "f":
         raise TypeError(f"{name} expects a floating-point ndarray, got {getattr(x, 'dtype', type(x))!r}")
     if x.ndim < 2:
         raise ValueError(f"{name} expects (N, ..., C) channels-last input, got shape {x.shape!r}")
-    return x.reshape(-1, x.shape[-1])
+    C = x.shape[-1]
+    M = x.size // C if C else 0
+    k = _fold(M, C)
+    return np.ascontiguousarray(x).reshape(M // k if k else 0, k * C), k, C
+
+
+def _fold(M, C):
+    """The largest k dividing M with k*C <= ROW (at least 1): rows of k*C values."""
+    k = _FOLDS.get((M, C))
+    if k is None:
+        k = next((d for d in range(min(M, ROW // max(C, 1)), 0, -1) if M % d == 0), 1)
+        _FOLDS[M, C] = k
+    return k
+
+
+def _channel_sums(rows, k, C, other=None):
+    """Per-channel float64 (C,) sums of a folded (R, k*C) array, or of its product with
+    ``other`` (same shape; each product formed in float64)."""
+    if other is None:
+        partial = np.add.reduce(rows, axis=0, dtype=np.float64)
+    else:
+        partial = np.einsum("rl,rl->l", rows, other, dtype=np.float64)
+    return partial.reshape(k, C).sum(axis=0)
+
+
+def _tiled(v, k, dtype):
+    """Per-channel (C,) vector as a (k*C,) row matching the folded view."""
+    return np.tile(np.asarray(v).astype(dtype, copy=False), k)
 
 
 @kernel_version("norm")
@@ -52,24 +91,23 @@ def batch_norm_train_forward(x, weight, bias, eps=1e-5, allreduce=None):
     arrays of the global batch, ``count`` the global number of elements per channel,
     ``cache`` what ``batch_norm_backward`` needs."""
     allreduce = allreduce or _identity
-    x2 = _channels(x, "batch_norm")
-    C = x2.shape[1]
+    xr, k, C = _rows(x, "batch_norm")
+    dt = x.dtype
     stats = np.empty(C + 1, np.float64)
-    stats[0] = x2.shape[0]
-    np.add.reduce(x2, axis=0, dtype=np.float64, out=stats[1:])
+    stats[0] = x.size // C
+    stats[1:] = _channel_sums(xr, k, C)
     allreduce(stats)
     count = stats[0]
     if count < 1:
         raise ValueError(f"batch_norm in training mode needs at least one value per channel, got count {count!r}")
     mean = stats[1:] / count
-    xc = x2 - mean.astype(x.dtype)  # centred input, reused as xhat below
-    sq = np.einsum("mc,mc->c", xc, xc, dtype=np.float64)
+    xhat = np.subtract(xr, _tiled(mean, k, dt))  # centred input, scaled to xhat below
+    sq = _channel_sums(xhat, k, C, xhat)
     allreduce(sq)
     var = sq / count
     invstd = 1.0 / np.sqrt(var + eps)
-    xc *= invstd.astype(x.dtype)
-    xhat = xc
-    y = _affine(xhat, weight, bias)
+    xhat *= _tiled(invstd, k, dt)
+    y = _affine(xhat, weight, bias, k, np.empty_like(xhat))
     cache = (xhat.reshape(x.shape), invstd, count, weight, True)
     return y.reshape(x.shape), cache, mean, var, count
 
@@ -77,18 +115,23 @@ def batch_norm_train_forward(x, weight, bias, eps=1e-5, allreduce=None):
 @kernel_version("norm")
 def batch_norm_eval_forward(x, weight, bias, mean, var, eps=1e-5):
     """Returns (y, cache) normalising with the given (running) ``mean`` and ``var``."""
-    x2 = _channels(x, "batch_norm")
+    xr, k, C = _rows(x, "batch_norm")
     invstd = 1.0 / np.sqrt(np.asarray(var, np.float64) + eps)
-    xhat = (x2 - np.asarray(mean).astype(x.dtype)) * invstd.astype(x.dtype)
-    y = _affine(xhat, weight, bias)
+    xhat = np.subtract(xr, _tiled(mean, k, x.dtype))
+    xhat *= _tiled(invstd, k, x.dtype)
+    y = _affine(xhat, weight, bias, k, np.empty_like(xhat))
     return y.reshape(x.shape), (xhat.reshape(x.shape), invstd, None, weight, False)
 
 
-def _affine(xhat, weight, bias):
-    y = xhat * weight if weight is not None else xhat.copy()
+def _affine(xhat, weight, bias, k, out):
+    """out = xhat * weight + bias (per channel)."""
+    if weight is None:
+        np.copyto(out, xhat)
+    else:
+        np.multiply(xhat, _tiled(weight, k, xhat.dtype), out=out)
     if bias is not None:
-        y += bias
-    return y
+        out += _tiled(bias, k, xhat.dtype)
+    return out
 
 
 @kernel_version("norm")
@@ -98,22 +141,22 @@ def batch_norm_backward(dy, cache, allreduce=None):
     xhat, invstd, count, weight, training = cache
     if dy.shape != xhat.shape:
         raise ValueError(f"batch_norm backward: dy shape {dy.shape!r} differs from x shape {xhat.shape!r}")
-    dy2 = dy.reshape(-1, dy.shape[-1])
-    xh2 = xhat.reshape(dy2.shape)
-    C = dy2.shape[1]
+    dt = dy.dtype
+    dyr, k, C = _rows(dy, "batch_norm backward")
+    xh = xhat.reshape(dyr.shape)
     sums = np.empty(2 * C, np.float64)
-    np.add.reduce(dy2, axis=0, dtype=np.float64, out=sums[:C])
-    sums[C:] = np.einsum("mc,mc->c", dy2, xh2, dtype=np.float64)
-    dw_local, db_local = sums[C:].astype(dy.dtype), sums[:C].astype(dy.dtype)
+    sums[:C] = _channel_sums(dyr, k, C)
+    sums[C:] = _channel_sums(dyr, k, C, xh)
+    dw_local, db_local = sums[C:].astype(dt), sums[:C].astype(dt)
     g = invstd if weight is None else invstd * weight
     if training:
         allreduce(sums)
         db, dw = sums[:C], sums[C:]
-        # dx = g * (dy - db/count - xhat * dw/count)
-        dx = xh2 * (dw / count).astype(dy.dtype)
-        np.subtract(dy2, dx, out=dx)
-        dx -= (db / count).astype(dy.dtype)
-        dx *= g.astype(dy.dtype)
+        # dx = ((dy - xhat * dw/count) - db/count) * g, in the CUDA kernel's order
+        dx = np.multiply(xh, _tiled(dw / count, k, dt))
+        np.subtract(dyr, dx, out=dx)
+        dx -= _tiled(db / count, k, dt)
+        dx *= _tiled(g, k, dt)
     else:
-        dx = dy2 * g.astype(dy.dtype)
+        dx = np.multiply(dyr, _tiled(g, k, dt))
     return dx.reshape(dy.shape), dw_local, db_local
