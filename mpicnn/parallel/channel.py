@@ -360,8 +360,9 @@ class _Split:
     def _collective(self, op, x, *sizes):
         t0 = time.perf_counter()
         y = getattr(self.channel, op)(x, *sizes)
+        t1 = time.perf_counter()
+        events.count(t1 - t0)
         if self.training:  # training steps only: evaluation batches would skew the per-step figures
-            t1 = time.perf_counter()
             nbytes = (x if op == "reduce_scatter" else y).nbytes
             self.comm_stats[op + "_s"] += t1 - t0
             self.comm_stats[op + "_bytes"] += nbytes

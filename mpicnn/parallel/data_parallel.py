@@ -5,7 +5,11 @@ Which samples of the global batch each data rank computes is ``batch_plan.pieces
 the batch so that the summed gradient equals the gradient of the global-batch mean
 exactly (see training/grid_step.py). The grid layout sets ``sample_offset`` before each piece.
 """
+import time
+
 from mpi4py import MPI
+
+from . import events
 
 from ..nn.module import Context
 
@@ -20,5 +24,7 @@ class DataParallelContext(Context):
 
     def allreduce_stats(self, array):
         if self.sync_bn:
+            t0 = time.perf_counter()
             self.comm.Allreduce(MPI.IN_PLACE, array, op=MPI.SUM)
+            events.count(time.perf_counter() - t0)
         return array

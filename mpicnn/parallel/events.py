@@ -10,8 +10,20 @@ untraced steps pay one global lookup per message. A recorder has:
 - ``layer``: the name of the leaf layer running now (halo and channel events name it).
 
 Waits are their own spans with ``cat="wait"``; traffic in flight ``cat="comm"``.
+
+``comm_seconds`` is counted always, traced or not: this process's seconds blocked in
+halo exchanges, channel collectives, spatial and BatchNorm reductions and pipeline
+transfers. The training loop reads its change over a step, so the summary's
+"communication" covers every layout, not only the gradient buckets.
 """
 recorder = None
+comm_seconds = 0.0
+
+
+def count(seconds):
+    """Add ``seconds`` of blocking communication to ``comm_seconds``."""
+    global comm_seconds
+    comm_seconds += seconds
 
 
 def layer_name():

@@ -59,6 +59,7 @@ class Link:
         status = MPI.Status()
         t0 = time.perf_counter()
         request.Wait(status)
+        events.count(time.perf_counter() - t0)
         rec = events.recorder
         if rec:
             rec.span("compute", f"wait recv {tag} from stage {self.peer}", t0, time.perf_counter(), "wait",
@@ -75,6 +76,7 @@ class Link:
         buf = MPIBuffer(backend.array_module(array).ascontiguousarray(array))
         buf.before()
         self.sending.append((self.comm.Isend(buf.buf, dest=self.peer, tag=tag), buf))
+        events.count(time.perf_counter() - t0)
         rec = events.recorder
         if rec:
             rec.span("compute", f"send {tag} to stage {self.peer}", t0, time.perf_counter(), micro_batch=tag,
@@ -88,6 +90,7 @@ class Link:
     def finish(self):
         t0 = time.perf_counter()
         MPI.Request.Waitall([r for r, _ in self.sending])
+        events.count(time.perf_counter() - t0)
         rec = events.recorder
         if rec and self.sending:
             rec.span("compute", f"wait sends to stage {self.peer}", t0, time.perf_counter(), "wait", peer=self.peer)

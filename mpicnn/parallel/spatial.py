@@ -98,6 +98,7 @@ class SpatialContext(DataParallelContext):
     def allreduce_stats(self, array):
         t0 = time.perf_counter()
         self.bn_comm.Allreduce(MPI.IN_PLACE, array, op=MPI.SUM)
+        events.count(time.perf_counter() - t0)
         rec = events.recorder
         if rec:
             rec.span("compute", "allreduce batchnorm statistics", t0, time.perf_counter(), layer=rec.layer,
@@ -111,6 +112,7 @@ class SpatialContext(DataParallelContext):
         staged.before()
         self.grid.spatial.Allreduce(MPI.IN_PLACE, staged.buf, op=_OPS[op])
         staged.after()
+        events.count(time.perf_counter() - t0)
         rec = events.recorder
         if rec:
             rec.span("compute", f"spatial allreduce {op}", t0, time.perf_counter(), layer=rec.layer,
@@ -253,6 +255,7 @@ class SpatialContext(DataParallelContext):
                                    {"bytes": 0, "forward_wait_s": 0.0, "backward_wait_s": 0.0, "calls": 0})
         st["bytes"] += nbytes
         st[direction + "_wait_s"] += waited
+        events.count(waited)
         st["calls"] += direction == "forward"
 
     def window_input(self, layer, x, kernel, stride, padding, dilation=(1, 1), fill=0.0):

@@ -157,8 +157,8 @@ class RunFigures:
             lines.append(self._test_text())
         if secs:
             lines.append(f"{summary['images_per_sec']:.0f} images/s after warm-up; time in compute "
-                         f"{summary['compute_seconds']:.1f} s, communication {t['comm']:.1f} s, "
-                         f"data {t['data']:.1f} s")
+                         f"{_short(summary['compute_seconds'])} s, communication {_short(t['comm'])} s, "
+                         f"data {_short(t['data'])} s")
         self.print0("\n".join(lines))
         return summary
 
@@ -172,3 +172,8 @@ class RunFigures:
 
 def _clock(seconds):
     return str(datetime.timedelta(seconds=round(seconds)))
+
+
+def _short(seconds):
+    """Seconds with one decimal, or two below one second (a short run's communication)."""
+    return f"{seconds:.1f}" if abs(seconds) >= 1 else f"{seconds:.2f}"

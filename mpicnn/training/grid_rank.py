@@ -10,6 +10,7 @@ from ..errors import UserError
 from ..faults import FaultPlan
 from ..nn import CrossEntropyLoss, MSELoss
 from ..nn.module import TOUCHES
+from ..parallel import events
 from ..parallel.balance import Balancer
 from ..parallel.collectives import bcast_array, node_local, sum_in_place
 from ..parallel.failure import agree
@@ -205,17 +206,18 @@ class GridRank(Layout):
     def step(self, step):
         with self.clock.phase("data"):
             x, y, pieces = self.batches.next_batch(step, self.read_batch)
-        comm0 = self.buckets.comm_seconds
+        comm0, layers0 = self.buckets.comm_seconds, events.comm_seconds
         self.inject_faults(step, x)
         self.context.step = step
         loss_sum, correct, seconds = self.compute(x, y, pieces)
+        in_layers = events.comm_seconds - layers0  # halos, channel collectives, reductions, pipeline transfers
         with self.clock.phase("exchange"):
             self.buckets.finish()
             t0 = time.perf_counter()
             outcome = self.exchange(loss_sum, correct)
             t_figures = time.perf_counter() - t0
         outcome.data_seconds = self.clock.seconds["data"]
-        outcome.comm_seconds = self.buckets.comm_seconds - comm0 + t_figures
+        outcome.comm_seconds = self.buckets.comm_seconds - comm0 + t_figures + in_layers
         if self.balancer:
             self.balancer.record(sum(hi - lo for lo, hi in pieces), seconds)
             self.balancer.update(step)
