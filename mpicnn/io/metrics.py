@@ -1,10 +1,13 @@
-"""JSON-lines metrics, one record per line, written by rank 0 only.
+"""JSON-lines metrics, one record per line, written by rank 0 only. Every record carries
+``time`` (Unix seconds); a run's first record (``"run": "start"``) holds its config,
+versions, world size, layout and start time.
 
 Records also go to every sink in ``SINKS`` (``add_sink``; e.g. ``--tensorboard``'s
 writer, attached by ``mpicnn.train`` on the reporting rank): a sink's ``record(dict)``
 sees each record as written."""
 import json
 import os
+import time
 
 SINKS = []
 
@@ -25,6 +28,7 @@ class MetricsLog:
         self.file = open(path, "a" if append else "w") if path else None
 
     def write(self, **record):
+        record["time"] = round(time.time(), 3)
         if self.file:
             self.file.write(json.dumps(record, sort_keys=True) + "\n")
             self.file.flush()

@@ -56,6 +56,12 @@ def bcast_array(comm, array, root):
     return array
 
 
+def versions():
+    """{"mpi4py": its version, "mpi": the MPI library's own version line}."""
+    import mpi4py
+    return {"mpi4py": mpi4py.__version__, "mpi": MPI.Get_library_version().strip().splitlines()[0]}
+
+
 def abort(comm, code):
     """End every rank of the job with exit status ``code`` (a rank-local failure)."""
     comm.Abort(code)

@@ -67,8 +67,11 @@ class RunFigures:
             else:
                 self.progress.write(line, file=sys.stdout)
 
-    def header(self, layout_text):
+    def header(self, layout_text, world_size):
+        """The run's first console line and first metrics record."""
         a = self.args
+        self.metrics.write(run="start", start_step=self.start_step, world_size=world_size, layout=layout_text,
+                           config=vars(a), versions=versions())
         start = f" from step {self.start_step}" if self.start_step else ""
         self.say(f"mpicnn: {a.model} on {a.dataset}, {layout_text}, {self.total_steps} steps{start}, "
                  f"global batch {a.batch_size}, {a.dtype}")
@@ -177,3 +180,12 @@ def _clock(seconds):
 def _short(seconds):
     """Seconds with one decimal, or two below one second (a short run's communication)."""
     return f"{seconds:.1f}" if abs(seconds) >= 1 else f"{seconds:.2f}"
+
+
+def versions():
+    """What produced the run, for its metrics file."""
+    import numpy
+    from .. import __version__, backend
+    from ..parallel import collectives
+    return {"mpicnn": __version__, "python": sys.version.split()[0], "numpy": numpy.__version__,
+            **collectives.versions(), "backend": backend.current()}

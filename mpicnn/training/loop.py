@@ -20,7 +20,7 @@ def fit(layout):
     args, clock = layout.args, layout.clock
     figures = layout.figures = RunFigures(args, layout.reports, layout.start_step, layout.total_steps)
     figures.regression = getattr(layout, "task", None) == "regression"
-    figures.header(layout.layout_text)
+    figures.header(layout.layout_text, layout.world.Get_size())
     every = args.checkpoint_every if args.checkpoint_dir else 0
     schedule = make_schedule(args.schedule, args.lr, layout.total_steps, args.warmup, args.step_size, args.gamma)
     stopped = None
