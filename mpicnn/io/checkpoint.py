@@ -174,7 +174,14 @@ def _load_safetensors(path):
                             f"floating point (float16, float32 or float64)")
     if not params:
         raise UserError(f"{path}: holds no parameters (tensors: {', '.join(tensors) or 'none'})")
-    attrs = {"format": "safetensors", "step": 0, "config": metadata.get("mpicnn.config", "{}")}
+    config = metadata.get("mpicnn.config", "{}")   # the run's options, when mpicnn exported it
+    try:
+        is_object = isinstance(json.loads(config), dict)
+    except json.JSONDecodeError:
+        is_object = False
+    if not is_object:
+        raise UserError(f"{path}: its metadata mpicnn.config is not a JSON object; the file is damaged")
+    attrs = {"format": "safetensors", "step": 0, "config": config}
     return Checkpoint(path, params, buffers, {"steps": 0, "params": {}}, attrs)
 
 

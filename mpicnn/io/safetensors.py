@@ -77,8 +77,8 @@ def read_safetensors(path):
     if not isinstance(header, dict):
         raise UserError(f"{path}: the safetensors header is not a JSON object; the file is damaged")
     metadata = header.pop("__metadata__", None) or {}
-    if not isinstance(metadata, dict):
-        raise UserError(f"{path}: __metadata__ must map strings to strings")
+    if not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
+        raise UserError(f"{path}: __metadata__ must map strings to strings; the file is damaged")
     entries = [(name, *_entry(path, name, info)) for name, info in header.items()]
     _check_layout(path, entries, len(data))
     tensors = {name: np.frombuffer(data, dtype, count=math.prod(shape), offset=begin).reshape(shape).copy()
