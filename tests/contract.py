@@ -18,7 +18,7 @@ WORLD = MPI.COMM_WORLD
 # Every contract run: float64 (so 1e-9 is meaningful), no progress bar, one evaluation batch.
 BASE = ["--dtype", "float64", "--no-progress", "--eval-batch-size", "1000"]
 
-_SERIAL = {}  # argv -> the 1-rank run's parameters, on the ranks that computed them
+_SERIAL = {}  # argv -> the 1-rank run's parameters
 
 
 def max_rel_diff(a, b):
@@ -51,25 +51,17 @@ def params_of(result):
     return {n: p.data.copy() for n, p in result.model.named_parameters()}
 
 
-def serial_params(argv, comm):
-    """The 1-rank run's parameters (global layout) for ``argv``: computed on ``comm``'s
-    rank 0, once per process and command line, and sent to the other ranks of ``comm``."""
-    key, failure = tuple(argv), None
-    if comm.Get_rank() == 0 and key not in _SERIAL:
-        try:
-            _SERIAL[key] = train.run(list(argv), MPI.COMM_SELF).params
-        except Exception as e:  # every rank raises, rather than the others waiting in bcast
-            failure = e
-    sent = comm.bcast(repr(failure) if failure else _SERIAL[key] if comm.Get_rank() == 0 else None)
-    if failure:
-        raise failure
-    if isinstance(sent, str):
-        raise RuntimeError(f"the 1-rank run failed on rank 0: {sent}")
-    return sent
+def serial_params(argv):
+    """The 1-rank run's parameters (global layout) for ``argv``, computed on every rank
+    that asks (so all reach the parallel run equally warmed up), once per process."""
+    key = tuple(argv)
+    if key not in _SERIAL:
+        _SERIAL[key] = train.run(list(argv), MPI.COMM_SELF).params
+    return _SERIAL[key]
 
 
 def compare_with_serial(argv, layout, comm):
     """Largest relative difference of this rank's parameters after ``argv`` run as
     ``layout`` on ``comm`` from those of the 1-rank run."""
     parallel = params_of(train.run(argv + ["--parallel", layout], comm))
-    return max_rel_diff(parallel, serial_params(argv, comm))
+    return max_rel_diff(parallel, serial_params(argv))

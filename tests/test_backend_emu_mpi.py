@@ -32,7 +32,7 @@ def test_emu_spatial_equals_numpy_serial(monkeypatch):
                    "--batch-size", "6"]
 
     def run(comm):
-        ref = serial_params(argv + ["--backend", "numpy"], comm)
+        ref = serial_params(argv + ["--backend", "numpy"])
         monkeypatch.setenv("MPICNN_TRACE_KERNELS", "1")
         kernels.reset_trace()
         got = params_of(train.run(argv + ["--backend", "emu", "--parallel", "spatial=2x1"], comm))
@@ -50,7 +50,7 @@ def test_emu_pipeline_and_parameter_server_equal_numpy_serial(layout, monkeypatc
     argv = BASE + ["--model", "lenet5", "--steps", "2", "--batch-size", "16", "--micro-batches", "2"]
 
     def run(comm):
-        ref = serial_params(argv + ["--backend", "numpy"], comm)
+        ref = serial_params(argv + ["--backend", "numpy"])
         monkeypatch.setenv("MPICNN_TRACE_KERNELS", "1")
         kernels.reset_trace()
         got = train.run(argv + ["--backend", "emu", "--parallel", layout], comm).params

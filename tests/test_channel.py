@@ -71,7 +71,7 @@ def compare(spec, split, extra=(), expect=CONVNET_LAYOUTS):
     argv = BASE + list(extra)
 
     def run(comm):
-        serial = serial_params(argv, comm)   # the same for every split and grid: computed once
+        serial = serial_params(argv)   # the same for every split and grid: computed once
         result = train.run(argv + ["--parallel", spec, "--channel-split", split], comm)
         assert set(result.params) == set(serial)
         return max_rel_diff(result.params, serial) if model_layouts(result.model) == expect[split] else np.inf
@@ -120,7 +120,7 @@ def test_channel_weights_are_sharded():
     blocks differ by one), some along the input axis; every BatchNorm (all of convnet's
     sit between split layers) holds half of its weight and running statistics."""
     def run(comm):
-        full = serial_params(BASE + SGD, comm)  # the global shapes (that run is cached)
+        full = serial_params(BASE + SGD)  # the global shapes (that run is cached)
         part = train.run(BASE + ["--steps", "1", "--parallel", "channel=2"], comm).model
         worst, axes = 0, set()
         for n, p in part.named_parameters():

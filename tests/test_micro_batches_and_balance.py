@@ -12,7 +12,7 @@ LENET = ["--model", "lenet5", "--steps", "4"]
 
 
 def compare(serial_argv, parallel_argv):
-    serial = serial_params(BASE + serial_argv, WORLD)
+    serial = serial_params(BASE + serial_argv)
     result = train.run(BASE + parallel_argv + ["--parallel", f"data={WORLD.Get_size()}"], WORLD)
     return max_rel_diff(result.params, serial), result.summary
 

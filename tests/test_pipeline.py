@@ -180,7 +180,7 @@ def test_checkpoints_move_between_pipeline_and_serial(tmp_path_factory):
     def run(comm):
         root = comm.bcast(str(tmp_path_factory.mktemp("ckpt")) if comm.Get_rank() == 0 else None)
         argv = CONVNET + ["--micro-batches", "2", "--optimizer", "adam", "--schedule", "constant"]
-        serial = serial_params(argv, comm)
+        serial = serial_params(argv)
         there, back = ["--checkpoint-dir", root + "/there"], ["--checkpoint-dir", root + "/back"]
         train.run(argv + there + ["--steps", "2", "--parallel", "pipeline=2"], comm)
         if comm.Get_rank() == 0:

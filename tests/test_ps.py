@@ -62,7 +62,7 @@ def test_staleness0_equals_data_parallel_and_serial(servers, extra):
     argv = BASE + extra
 
     def run(comm):
-        serial = serial_params(argv, comm)
+        serial = serial_params(argv)
         ps = train.run(argv + ["--parallel", f"ps={servers}"], comm).params
         diff = max_rel_diff(ps, serial)
         workers = n - servers
@@ -138,7 +138,7 @@ def test_checkpoints_move_between_ps_and_one_rank(servers, tmp_path_factory):
     def run(comm):
         root = shared_dir(comm, tmp_path_factory)
         argv = BASE + ["--schedule", "constant"]
-        serial = serial_params(argv, comm)
+        serial = serial_params(argv)
         there, back = ["--checkpoint-dir", root + "/there"], ["--checkpoint-dir", root + "/back"]
         train.run(argv + there + ["--steps", "2", "--parallel", f"ps={servers}"], comm)
         if comm.Get_rank() == 0:
