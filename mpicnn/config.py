@@ -8,6 +8,7 @@ ranks agree on it instead of each printing usage.
 import argparse
 import sys
 
+from .cli import Parser, nonnegative, positive
 from .errors import UserError
 from .nn.optim import OPTIMIZERS
 from .nn.schedule import SCHEDULES
@@ -20,43 +21,12 @@ else:  # pragma: no cover
 DEFAULT_LR = {"sgd": 0.05, "adam": 3e-3, "adamw": 3e-3}
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UserError(f"{message} (see python -m mpicnn.train --help)")
-
-
-def _positive(kind):
-    def check(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}")
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
-        return value
-    check.__name__ = f"positive {kind.__name__}"
-    return check
-
-
-def _nonneg(kind):
-    def check(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}")
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-        return value
-    check.__name__ = f"non-negative {kind.__name__}"
-    return check
-
-
 def build_parser():
     p = Parser(prog="python -m mpicnn.train",
                description="Train a CNN with MPI. With no arguments: LeNet-5 on the built-in mnist5k digits.")
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default="lenet5", help="lenet5, convnet, resnet8, resnet20, vgg11, cosmoflow, unet, unet3d (default lenet5)")
-    g.add_argument("--width", type=_positive(int), help="base channel width of convnet/resnet/vgg11/cosmoflow/unet/unet3d")
+    g.add_argument("--width", type=positive(int), help="base channel width of convnet/resnet/vgg11/cosmoflow/unet/unet3d")
     g.add_argument("--dataset", default="mnist5k",
                    help="mnist5k, shapes:SIZE[:NTRAIN], cosmo:SIZE[:NTRAIN], blobs:SIZE[:NTRAIN] or an HDF5 file path (default mnist5k)")
     g.add_argument("--dtype", default="float32", choices=["float32", "float64"])
@@ -64,61 +34,61 @@ def build_parser():
                    help="numpy (CPU), cupy (CUDA kernels on the GPU), emu (the same CUDA kernels on "
                         "the CPU emulator); auto picks cupy when a GPU is visible, else numpy")
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=_positive(int), default=30)
-    g.add_argument("--steps", type=_positive(int), help="total optimizer steps (overrides --epochs)")
-    g.add_argument("--batch-size", type=_positive(int), default=64, help="global batch size")
+    g.add_argument("--epochs", type=positive(int), default=30)
+    g.add_argument("--steps", type=positive(int), help="total optimizer steps (overrides --epochs)")
+    g.add_argument("--batch-size", type=positive(int), default=64, help="global batch size")
     g.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS))
-    g.add_argument("--lr", type=_nonneg(float), help="base learning rate (default: sgd 0.05, adam/adamw 3e-3)")
-    g.add_argument("--momentum", type=_nonneg(float), default=0.9, help="SGD momentum")
+    g.add_argument("--lr", type=nonnegative(float), help="base learning rate (default: sgd 0.05, adam/adamw 3e-3)")
+    g.add_argument("--momentum", type=nonnegative(float), default=0.9, help="SGD momentum")
     g.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
-    g.add_argument("--weight-decay", type=_nonneg(float), default=0.0)
+    g.add_argument("--weight-decay", type=nonnegative(float), default=0.0)
     g.add_argument("--schedule", default="cosine", choices=list(SCHEDULES))
-    g.add_argument("--warmup", type=_nonneg(int), default=0, help="linear warm-up steps")
-    g.add_argument("--step-size", type=_positive(int), help="steps between decays of the step schedule")
-    g.add_argument("--gamma", type=_positive(float), default=0.1, help="decay factor of the step schedule")
-    g.add_argument("--seed", type=_nonneg(int), default=0)
+    g.add_argument("--warmup", type=nonnegative(int), default=0, help="linear warm-up steps")
+    g.add_argument("--step-size", type=positive(int), help="steps between decays of the step schedule")
+    g.add_argument("--gamma", type=positive(float), default=0.1, help="decay factor of the step schedule")
+    g.add_argument("--seed", type=nonnegative(int), default=0)
     g = p.add_argument_group("parallelism")
     g.add_argument("--parallel", help="process grid, e.g. data=2 (default: data parallel over all ranks)")
-    g.add_argument("--micro-batches", type=_positive(int), default=1,
+    g.add_argument("--micro-batches", type=positive(int), default=1,
                    help="cut each global batch into M micro-batches whose gradients accumulate before "
                         "one optimizer step (gradient accumulation; the pipeline's unit of work)")
     g.add_argument("--pipeline-schedule", default="1f1b", choices=["gpipe", "1f1b"],
                    help="under pipeline=S: gpipe (all forwards, then all backwards) or 1f1b (one "
                         "forward, one backward; at most S micro-batches in flight; default)")
-    g.add_argument("--staleness", type=_nonneg(int), default=0,
+    g.add_argument("--staleness", type=nonnegative(int), default=0,
                    help="under ps=K: how many steps a worker may run ahead of the slowest "
                         "(0: synchronous SGD)")
     g.add_argument("--balance", default="static", choices=["static", "dynamic"],
                    help="data parallel: split each batch evenly (static) or in proportion to each "
                         "rank's measured throughput (dynamic)")
-    g.add_argument("--balance-every", type=_positive(int), default=10,
+    g.add_argument("--balance-every", type=positive(int), default=10,
                    help="steps between throughput measurements under --balance dynamic (default 10)")
     g.add_argument("--channel-split", default="auto", choices=["auto", "filter", "channel"],
                    help="under channel=C: split convs by output channels (filter), by input channels "
                         "(channel, partial sums reduce-scattered) or choose per layer by "
                         "communication volume (auto, default)")
-    g.add_argument("--bucket-mb", type=_positive(float), default=25.0,
+    g.add_argument("--bucket-mb", type=positive(float), default=25.0,
                    help="size of fused gradient allreduce buckets in MiB (default 25)")
     g.add_argument("--skip-nonfinite", action="store_true",
                    help="skip steps whose loss or gradients are NaN/Inf instead of stopping the run")
     g.add_argument("--sync-bn", action="store_true", help="BatchNorm statistics over all data-parallel ranks")
     g = p.add_argument_group("checkpoints and output")
     g.add_argument("--checkpoint-dir", help="directory for checkpoints (ckpt-STEP.h5)")
-    g.add_argument("--checkpoint-every", type=_nonneg(int), default=0, help="steps between checkpoints (0: at the end)")
-    g.add_argument("--keep-checkpoints", type=_positive(int), default=3, help="how many checkpoints to keep")
+    g.add_argument("--checkpoint-every", type=nonnegative(int), default=0, help="steps between checkpoints (0: at the end)")
+    g.add_argument("--keep-checkpoints", type=positive(int), default=3, help="how many checkpoints to keep")
     g.add_argument("--resume", nargs="?", const="latest",
                    help="continue from a checkpoint (default: the latest in --checkpoint-dir)")
     g.add_argument("--init-from", help="load matching weights from a checkpoint (fine-tuning); "
                    "ignored when --resume finds a checkpoint of this run")
-    g.add_argument("--new-lr-scale", type=_nonneg(float), default=1.0,
+    g.add_argument("--new-lr-scale", type=nonnegative(float), default=1.0,
                    help="learning-rate multiplier for parameters --init-from could not load (a new head)")
     g.add_argument("--freeze", help="comma-separated parameter name prefixes to freeze, e.g. 0.,3.")
     g.add_argument("--save", help="write the final parameters to this HDF5 file")
     g.add_argument("--metrics", help="write JSON-lines metrics to this file (rank 0)")
-    g.add_argument("--eval-every", type=_nonneg(int), default=0,
+    g.add_argument("--eval-every", type=nonnegative(int), default=0,
                    help="steps between test evaluations (0: after each epoch)")
-    g.add_argument("--eval-batch-size", type=_positive(int), default=500)
-    g.add_argument("--log-every", type=_positive(int), default=10, help="steps between metrics records")
+    g.add_argument("--eval-batch-size", type=positive(int), default=500)
+    g.add_argument("--log-every", type=positive(int), default=10, help="steps between metrics records")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--trace", metavar="DIR", help="every rank writes DIR/rank{R}.trace.json of --trace-steps")
     g.add_argument("--trace-steps", default="10:20", metavar="A:B", help="steps A <= step < B to trace (default 10:20)")

@@ -9,11 +9,9 @@ from mpi4py import MPI
 from mpicnn import models, nn, train
 from mpicnn.io.checkpoint import latest_checkpoint, load_checkpoint
 from mpicnn.parallel.channel import estimate_volume, local_block, plan_model, shard_model
-from contract import agreed_max, max_rel_diff, on_ranks
+from contract import BASE as CONTRACT, agreed_max, max_rel_diff, on_ranks, serial_params
 
-WORLD = MPI.COMM_WORLD
-BASE = ["--dtype", "float64", "--no-progress", "--eval-batch-size", "1000",
-        "--dataset", "shapes:32", "--model", "convnet", "--steps", "4", "--batch-size", "12"]
+BASE = CONTRACT + ["--dataset", "shapes:32", "--model", "convnet", "--steps", "4", "--batch-size", "12"]
 SPLITS = ["filter", "channel", "auto"]
 SGD = ["--optimizer", "sgd", "--momentum", "0.9"]
 
@@ -68,22 +66,12 @@ def model_layouts(model):
     return layouts(m.plan for m in model.modules() if hasattr(m, "plan"))
 
 
-_serial = {}
-
-
-def serial_params(argv):
-    """The 1-rank run's parameters (the same for every split and grid: computed once)."""
-    if tuple(argv) not in _serial:
-        _serial[tuple(argv)] = train.run(argv, MPI.COMM_SELF).params
-    return _serial[tuple(argv)]
-
-
 def compare(spec, split, extra=(), expect=CONVNET_LAYOUTS):
     """The run's difference from serial; infinite when its plan lacks the expected layouts."""
     argv = BASE + list(extra)
 
     def run(comm):
-        serial = serial_params(argv)
+        serial = serial_params(argv)   # the same for every split and grid: computed once
         result = train.run(argv + ["--parallel", spec, "--channel-split", split], comm)
         assert set(result.params) == set(serial)
         return max_rel_diff(result.params, serial) if model_layouts(result.model) == expect[split] else np.inf

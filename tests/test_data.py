@@ -11,6 +11,8 @@ import pytest
 from mpicnn import data
 from mpicnn.data import builtin, hdf5, shapes
 from mpicnn.data.__main__ import main as cli_main
+from mpicnn.data.convert import ConvertOptions, convert
+from mpicnn.data.inspect import describe
 from mpicnn.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,7 +65,10 @@ def test_convert_npz_round_trip(tmp_path):
     x, y = random_split(rng, 30)
     xt, yt = random_split(rng, 12)
     np.savez(tmp_path / "in.npz", x_train=x, y_train=y, x_test=xt, y_test=yt)
-    assert cli_main(["convert", str(tmp_path / "in.npz"), "-o", str(tmp_path / "out.h5")]) == 0
+    out = str(tmp_path / "out.h5")
+    assert convert(ConvertOptions(str(tmp_path / "in.npz"), out)) == out
+    lines = list(describe(out))
+    assert lines[-1] == "ok" and lines[1] == f"num_classes: {max(y.max(), yt.max()) + 1} (from the file attribute)"
     for split, (xs, ys) in (("train", (x, y)), ("test", (xt, yt))):
         with data.open_dataset(str(tmp_path / "out.h5"), split) as ds:
             assert ds.num_samples == len(xs) and ds.shape == (2, 6, 5) and ds.dtype == np.uint8
@@ -451,7 +456,7 @@ def test_cli_refuses_pickles(tmp_path, capsys):
 
 
 def test_data_package_imports_no_mpi():
-    code = ("import sys, mpicnn.data, mpicnn.data.__main__; "
+    code = ("import sys, mpicnn.data, mpicnn.data.__main__, mpicnn.data.convert, mpicnn.data.inspect; "
             "bad = [m for m in sys.modules if m.startswith(('mpi4py', 'mpicnn.parallel', 'mpicnn.nn'))]; "
             "assert not bad, bad")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=60)

@@ -4,22 +4,13 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from mpicnn import train
-from contract import agreed_max, max_rel_diff
+from contract import BASE, WORLD, agreed_max, compare_with_serial, on_ranks
 
 pytestmark = pytest.mark.mpi(min_size=2)
-WORLD = MPI.COMM_WORLD
-BASE = ["--dtype", "float64", "--no-progress", "--eval-batch-size", "1000"]
-
-
-def params_of(result):
-    return {n: p.data.copy() for n, p in result.model.named_parameters()}
 
 
 def compare(argv, comm):
-    serial = params_of(train.run(BASE + argv, MPI.COMM_SELF))
-    parallel = params_of(train.run(BASE + argv + ["--parallel", f"data={comm.Get_size()}"], comm))
-    return max_rel_diff(parallel, serial)
+    return compare_with_serial(BASE + argv, f"data={comm.Get_size()}", comm)
 
 
 @pytest.mark.parametrize("argv", [
@@ -32,9 +23,7 @@ def test_all_ranks_equal_serial(argv):
 
 def test_two_rank_groups_equal_serial():
     """data=2 inside a bigger world: two independent jobs on split communicators."""
-    comm = WORLD.Split(WORLD.Get_rank() // 2)
-    diff = compare(["--model", "lenet5", "--steps", "6", "--batch-size", "25"], comm) if comm.Get_size() == 2 else 0.0
-    comm.Free()
+    diff = on_ranks(2, lambda comm: compare(["--model", "lenet5", "--steps", "6", "--batch-size", "25"], comm))
     assert agreed_max(diff) < 1e-9
 
 

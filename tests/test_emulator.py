@@ -19,6 +19,7 @@ import kernels
 from kernels import emu
 from kernels.emu import build
 from kernels.loader import KERNEL_DIR, declared_instantiations
+from tools import require
 
 SAMPLES = Path(__file__).resolve().parent / "cuda_samples"
 REPO = Path(__file__).resolve().parents[1]
@@ -584,8 +585,7 @@ def test_load_is_memoized_and_uses_declared_instantiations():
     assert declared_instantiations("// @instantiate a<float>\n  //@instantiate b<int, 4>  \n") == \
         ("a<float>", "b<int, 4>")
     names = kernels.available()
-    if not names:
-        pytest.skip("no kernel files shipped yet")
+    require(names, "no kernel files shipped")
     module = kernels.load(names[0])
     assert kernels.load(names[0]) is module
     assert module.name_expressions == declared_instantiations((KERNEL_DIR / f"{names[0]}.cu").read_text())
@@ -606,15 +606,13 @@ def test_every_shipped_kernel_file_builds_on_the_emulator(kernel_cache, path):
 @pytest.mark.parametrize("path", KERNEL_FILES + sorted(SAMPLES.glob("*.cu")),
                          ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_nvrtc_compiles(path, arch):
-    if not kernels.nvrtc_available():
-        pytest.skip("NVRTC not installed (pip install cupy-cuda12x nvidia-cuda-nvrtc-cu12)")
+    require(kernels.nvrtc_available(), "NVRTC not installed (pip install cupy-cuda12x nvidia-cuda-nvrtc-cu12)")
     ptx = kernels.compile_ptx(path=path, arch=arch, name_expressions=declared_instantiations(path.read_text()))
     assert f".target {arch}" in ptx and ".entry" in ptx
 
 
 def test_nvrtc_error_carries_the_log():
-    if not kernels.nvrtc_available():
-        pytest.skip("NVRTC not installed")
+    require(kernels.nvrtc_available(), "NVRTC not installed")
     with pytest.raises(kernels.CompileError, match=r"<source>\(2\): error: identifier \"nope\" is undefined"):
         kernels.compile_ptx('extern "C" __global__ void k(int* x)\n{ x[0] = nope; }\n')
 

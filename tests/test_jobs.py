@@ -12,6 +12,7 @@ import pytest
 
 from launch import ROOT
 from slurm_cluster import SlurmCluster, unavailable
+from tools import require
 
 JOBS = os.path.join(ROOT, "jobs")
 SCRIPTS = ["slurm.sbatch", "pbs.sh", "lsf.sh", "flux.sh", "common.sh"]
@@ -123,8 +124,7 @@ def test_scripts_parse(script):
 
 
 def test_shellcheck_is_clean():
-    if not shutil.which("shellcheck"):
-        pytest.skip("shellcheck not installed (apt-get install shellcheck)")
+    require(shutil.which("shellcheck"), "shellcheck not installed (apt-get install shellcheck)")
     proc = subprocess.run(["shellcheck", "--shell=bash", "--external-sources", "--source-path=SCRIPTDIR",
                            *[os.path.join(JOBS, s) for s in SCRIPTS]], capture_output=True, text=True, cwd=JOBS)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -228,8 +228,7 @@ def test_signals_to_the_script_reach_the_launcher_as_usr1(stub, tmp_path, kind, 
 @pytest.fixture(scope="module")
 def slurm():
     reason = unavailable()
-    if reason:
-        pytest.skip(reason)
+    require(reason is None, reason)
     with SlurmCluster() as cluster:
         yield cluster
 

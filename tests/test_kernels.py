@@ -36,6 +36,7 @@ from mpicnn.ops.cuda import pool as kpool
 
 
 from kernel_backends import EMU_CHECKS, GPU, KERNEL_TARGETS
+from tools import require
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-11, atol=1e-13)}
 DTYPES = [np.float32, np.float64]
 
@@ -503,10 +504,10 @@ def _nvrtc():
     return kernels.nvrtc_available()
 
 
-@pytest.mark.skipif(not _nvrtc(), reason="NVRTC (nvidia-cuda-nvrtc-cu12) missing")
 @pytest.mark.parametrize("family", FAMILIES)
 def test_kernel_files_compile_with_nvrtc(family):
     """What the GPU will compile: every declared instantiation, with the launchers' options."""
+    require(_nvrtc(), "NVRTC (nvidia-cuda-nvrtc-cu12) missing")
     import kernels
     from kernels.loader import declared_instantiations, kernel_path
 

@@ -11,6 +11,7 @@ from mpicnn.nn import init
 from mpicnn.nn.module import Context
 
 from gradcheck import numeric_grad
+from tools import TORCH_INSTALL, require_module
 
 rng = np.random.default_rng(99)
 
@@ -133,7 +134,7 @@ def _t(a, torch):
 
 @pytest.mark.parametrize("kwargs", CONV_LAYERS)
 def test_conv2d_matches_torch(kwargs):
-    torch = pytest.importorskip("torch")
+    torch = require_module("torch", TORCH_INSTALL)
     layer = nn.Conv2d(**kwargs, dtype=np.float64)
     tl = torch.nn.Conv2d(**kwargs).double()
     with torch.no_grad():
@@ -155,7 +156,7 @@ def test_conv2d_matches_torch(kwargs):
 
 
 def test_linear_matches_torch():
-    torch = pytest.importorskip("torch")
+    torch = require_module("torch", TORCH_INSTALL)
     layer = nn.Linear(6, 4, dtype=np.float64)
     tl = torch.nn.Linear(6, 4).double()
     with torch.no_grad():
@@ -173,7 +174,7 @@ def test_linear_matches_torch():
 
 
 def test_batchnorm_matches_torch():
-    torch = pytest.importorskip("torch")
+    torch = require_module("torch", TORCH_INSTALL)
     bn = nn.BatchNorm2d(4, momentum=0.2, dtype=np.float64)
     tb = torch.nn.BatchNorm2d(4, momentum=0.2).double()
     w, b = rng.standard_normal(4), rng.standard_normal(4)
@@ -217,7 +218,7 @@ def test_batchnorm_matches_torch():
     (lambda: nn.Flatten(), lambda t: t.nn.Flatten()),
 ])
 def test_pools_match_torch(ours, theirs):
-    torch = pytest.importorskip("torch")
+    torch = require_module("torch", TORCH_INSTALL)
     layer, tl = ours(), theirs(torch)
     x = rng.standard_normal((3, 4, 9, 7))  # continuous values: no ties
     xt = _t(x, torch)
@@ -229,7 +230,7 @@ def test_pools_match_torch(ours, theirs):
 
 
 def test_max_pool_ties_match_torch():
-    torch = pytest.importorskip("torch")
+    torch = require_module("torch", TORCH_INSTALL)
     x = np.maximum(rng.standard_normal((2, 3, 8, 8)), 0)  # ReLU output: ties at 0
     xt = _t(x, torch)
     yt = torch.nn.functional.max_pool2d(xt, 2)
@@ -241,7 +242,7 @@ def test_max_pool_ties_match_torch():
 
 
 def test_cross_entropy_and_init_match_torch():
-    torch = pytest.importorskip("torch")
+    torch = require_module("torch", TORCH_INSTALL)
     logits = rng.standard_normal((6, 5))
     labels = rng.integers(0, 5, 6)
     crit = nn.CrossEntropyLoss()
@@ -260,7 +261,7 @@ def test_cross_entropy_and_init_match_torch():
 
 
 def test_benchmark_model_matches_torch():
-    torch = pytest.importorskip("torch")
+    torch = require_module("torch", TORCH_INSTALL)
     from mpicnn.bench.cnn import _torch_model, build_benchmark_cnn
     model = build_benchmark_cnn(np.float32, seed=3)
     tm = _torch_model(model, torch)

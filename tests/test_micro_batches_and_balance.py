@@ -5,16 +5,14 @@ import pytest
 from mpi4py import MPI
 
 from mpicnn import train
-from contract import agreed_max, max_rel_diff
+from contract import BASE, WORLD, agreed_max, max_rel_diff, serial_params
 
 pytestmark = pytest.mark.mpi(min_size=2)
-WORLD = MPI.COMM_WORLD
-BASE = ["--dtype", "float64", "--no-progress", "--eval-batch-size", "1000"]
 LENET = ["--model", "lenet5", "--steps", "4"]
 
 
 def compare(serial_argv, parallel_argv):
-    serial = train.run(BASE + serial_argv, MPI.COMM_SELF).params
+    serial = serial_params(BASE + serial_argv)
     result = train.run(BASE + parallel_argv + ["--parallel", f"data={WORLD.Get_size()}"], WORLD)
     return max_rel_diff(result.params, serial), result.summary
 

@@ -8,6 +8,8 @@ from mpicnn.nn.module import Parameter
 from mpicnn.nn.optim import SGD, Adam, AdamW
 from mpicnn.nn.schedule import make_schedule
 
+from tools import TORCH_INSTALL, require_module
+
 
 def quadratic_run(opt_cls, steps=5, dtype=np.float64, **kw):
     """Minimise 0.5*|w|^2 (gradient = w) from a fixed start; return the trajectory."""
@@ -106,7 +108,7 @@ def test_state_dict_round_trip_continues_identically():
 
 
 def test_against_torch():
-    torch = pytest.importorskip("torch")
+    torch = require_module("torch", TORCH_INSTALL)
     for name, kw in [("SGD", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)),
                      ("Adam", dict(lr=0.01, weight_decay=0.01)), ("AdamW", dict(lr=0.01, weight_decay=0.1))]:
         ours = quadratic_run({"SGD": SGD, "Adam": Adam, "AdamW": AdamW}[name], steps=5, **kw)

@@ -14,11 +14,10 @@ from mpicnn.errors import UserError
 from mpicnn.parallel.pipeline import schedule
 from mpicnn.parallel.stage_balance import partition
 from mpicnn.straggler import Straggler
-from contract import agreed_max, max_rel_diff, on_ranks
+from contract import BASE as CONTRACT, agreed_max, max_rel_diff, on_ranks, serial_params
 
 mpi = pytest.mark.mpi(min_size=2)
-WORLD = MPI.COMM_WORLD
-BASE = ["--dtype", "float64", "--no-progress", "--eval-batch-size", "1000", "--steps", "4", "--batch-size", "32"]
+BASE = CONTRACT + ["--steps", "4", "--batch-size", "32"]
 LENET = BASE + ["--model", "lenet5"]
 CONVNET = BASE + ["--model", "convnet", "--width", "4", "--dataset", "shapes:32"]
 RESNET = BASE + ["--model", "resnet8", "--width", "4", "--dataset", "shapes:32"]
@@ -181,7 +180,7 @@ def test_checkpoints_move_between_pipeline_and_serial(tmp_path_factory):
     def run(comm):
         root = comm.bcast(str(tmp_path_factory.mktemp("ckpt")) if comm.Get_rank() == 0 else None)
         argv = CONVNET + ["--micro-batches", "2", "--optimizer", "adam", "--schedule", "constant"]
-        serial = train.run(argv, MPI.COMM_SELF).params
+        serial = serial_params(argv)
         there, back = ["--checkpoint-dir", root + "/there"], ["--checkpoint-dir", root + "/back"]
         train.run(argv + there + ["--steps", "2", "--parallel", "pipeline=2"], comm)
         if comm.Get_rank() == 0:

@@ -22,12 +22,10 @@ from mpicnn.errors import UserError
 from mpicnn.io.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint
 from mpicnn.parallel.launcher import mpi_command
 from mpicnn.parallel.ps import assign_tensors
-from contract import agreed_max, max_rel_diff, on_ranks
+from contract import BASE as CONTRACT, WORLD, agreed_max, max_rel_diff, on_ranks, serial_params
 
-WORLD = MPI.COMM_WORLD
 mpi = pytest.mark.mpi(min_size=2)
-BASE = ["--dtype", "float64", "--no-progress", "--eval-batch-size", "1000", "--model", "lenet5",
-        "--steps", "4", "--batch-size", "12"]
+BASE = CONTRACT + ["--model", "lenet5", "--steps", "4", "--batch-size", "12"]
 SGD = ["--optimizer", "sgd", "--momentum", "0.9"]
 
 
@@ -37,12 +35,6 @@ def group_size(servers):
     if size < servers + 1:
         pytest.skip(f"ps={servers} needs at least {servers + 1} ranks")
     return size
-
-
-def serial_on_root(comm, argv):
-    """The 1-rank run's parameters, computed once (on the group's rank 0) and shared."""
-    params = train.run(argv, MPI.COMM_SELF).params if comm.Get_rank() == 0 else None
-    return comm.bcast(params)
 
 
 def shared_dir(comm, factory):
@@ -70,7 +62,7 @@ def test_staleness0_equals_data_parallel_and_serial(servers, extra):
     argv = BASE + extra
 
     def run(comm):
-        serial = serial_on_root(comm, argv)
+        serial = serial_params(argv)
         ps = train.run(argv + ["--parallel", f"ps={servers}"], comm).params
         diff = max_rel_diff(ps, serial)
         workers = n - servers
@@ -146,7 +138,7 @@ def test_checkpoints_move_between_ps_and_one_rank(servers, tmp_path_factory):
     def run(comm):
         root = shared_dir(comm, tmp_path_factory)
         argv = BASE + ["--schedule", "constant"]
-        serial = serial_on_root(comm, argv)
+        serial = serial_params(argv)
         there, back = ["--checkpoint-dir", root + "/there"], ["--checkpoint-dir", root + "/back"]
         train.run(argv + there + ["--steps", "2", "--parallel", f"ps={servers}"], comm)
         if comm.Get_rank() == 0:

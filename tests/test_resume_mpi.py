@@ -5,16 +5,11 @@ import tempfile
 
 import numpy as np
 import pytest
-from mpi4py import MPI
 
 from mpicnn import train
+from contract import WORLD, params_of
 
 pytestmark = pytest.mark.mpi(min_size=2)
-WORLD = MPI.COMM_WORLD
-
-
-def params_of(result):
-    return {n: p.data.copy() for n, p in result.model.named_parameters()}
 
 
 @pytest.fixture

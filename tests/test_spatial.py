@@ -11,11 +11,9 @@ from mpicnn.parallel.blocks import block_range
 from mpicnn.parallel.grid import ProcessGrid
 from mpicnn.parallel.spatial import SpatialContext
 from mpicnn.parallel.spec import ParallelSpec
-from contract import agreed_max, max_rel_diff
+from contract import BASE, WORLD, agreed_max, compare_with_serial, max_rel_diff, on_ranks, params_of
 
 pytestmark = pytest.mark.mpi(min_size=2)
-WORLD = MPI.COMM_WORLD
-BASE = ["--dtype", "float64", "--no-progress", "--eval-batch-size", "1000"]
 
 
 def grids(size):
@@ -134,42 +132,18 @@ def test_thin_blocks_read_halos_from_far_owners(overlap):
     assert agreed_max(worst) < 1e-12
 
 
-def params_of(result):
-    return {n: p.data.copy() for n, p in result.model.named_parameters()}
-
-
 CONVNET = ["--model", "convnet", "--dataset", "shapes:60", "--steps", "4", "--batch-size", "8",
            "--optimizer", "sgd", "--momentum", "0.9", "--lr", "0.05"]
 
 
-_SERIAL = {}  # argv -> parameters of the 1-rank run (the same on every rank; computed once)
-
-
-def compare(argv, layout, comm):
-    key = tuple(argv)
-    if key not in _SERIAL:
-        _SERIAL[key] = params_of(train.run(BASE + argv, MPI.COMM_SELF))
-    serial = _SERIAL[key]
-    parallel = params_of(train.run(BASE + argv + ["--parallel", layout], comm))
-    return max_rel_diff(parallel, serial)
-
-
-def on_ranks(n, argv, layout):
-    """Run ``layout`` on groups of n ranks of the world (comm.Split) and compare each
-    with the serial run; ranks left over sit out."""
-    size = WORLD.Get_size()
-    color = WORLD.Get_rank() // n if WORLD.Get_rank() < size - size % n else MPI.UNDEFINED
-    comm = WORLD.Split(color)
-    diff = compare(argv, layout, comm) if comm != MPI.COMM_NULL else 0.0
-    if comm != MPI.COMM_NULL:
-        comm.Free()
-    return diff
+def compare(argv, layout):
+    return lambda comm: compare_with_serial(BASE + argv, layout, comm)
 
 
 @pytest.mark.parametrize("layout, overlap", [("spatial=2x1", "0"), ("spatial=1x2", "0"), ("spatial=2x1", "1")])
 def test_convnet_spatial_two_ranks_equals_serial(layout, overlap, monkeypatch):
     monkeypatch.setenv("MPICNN_HALO_OVERLAP", overlap)
-    assert agreed_max(on_ranks(2, CONVNET, layout)) < 1e-9
+    assert agreed_max(on_ranks(2, compare(CONVNET, layout))) < 1e-9
 
 
 @pytest.mark.mpi(min_size=4)
@@ -180,26 +154,23 @@ def test_convnet_spatial_four_ranks_equals_serial(layout, extra, overlap, monkey
     if WORLD.Get_size() < 4:
         pytest.skip("needs 4 ranks")
     monkeypatch.setenv("MPICNN_HALO_OVERLAP", overlap)
-    assert agreed_max(on_ranks(4, CONVNET + extra, layout)) < 1e-9
+    assert agreed_max(on_ranks(4, compare(CONVNET + extra, layout))) < 1e-9
 
 
 def test_resnet8_spatial_equals_serial():
     """Residual blocks with stride-2 1x1 shortcuts, thin blocks deep in the net."""
     argv = ["--model", "resnet8", "--width", "4", "--dataset", "shapes:20:64", "--steps", "2", "--batch-size", "6"]
-    assert agreed_max(on_ranks(2, argv, "spatial=2x1")) < 1e-9
+    assert agreed_max(on_ranks(2, compare(argv, "spatial=2x1"))) < 1e-9
 
 
 def test_flatten_models_are_refused_with_the_fix():
-    comm = WORLD.Split(WORLD.Get_rank() // 2)
-    message = ""
-    if comm.Get_size() == 2:
-        try:
+    def run(comm):
+        with pytest.raises(UserError) as refused:
             train.run(BASE + ["--model", "lenet5", "--steps", "1", "--parallel", "spatial=2x1"], comm)
-        except UserError as e:
-            message = str(e)
-    comm.Free()
-    ok = "Flatten" in message and "global" in message and "data=N" in message
-    assert WORLD.allreduce(int(ok), op=MPI.MIN) == 1, message
+        message = str(refused.value)
+        assert "Flatten" in message and "global" in message and "data=N" in message, message
+        return 0.0
+    assert agreed_max(on_ranks(2, run)) == 0
 
 
 @pytest.mark.mpi(min_size=4)
@@ -207,17 +178,15 @@ def test_too_many_blocks_error_names_layer_and_grid():
     """16 px through 3 stride-2 stages leaves 2x2 maps: a 1x4 grid has empty blocks there."""
     if WORLD.Get_size() < 4:
         pytest.skip("needs 4 ranks")
-    message = ""
-    comm = WORLD.Split(WORLD.Get_rank() // 4)
-    if comm.Get_size() == 4:
-        try:
+
+    def run(comm):
+        with pytest.raises(UserError) as refused:
             train.run(BASE + ["--model", "convnet", "--width", "2", "--dataset", "shapes:16:40", "--steps", "1",
                               "--batch-size", "8", "--parallel", "spatial=1x4"], comm)
-        except UserError as e:
-            message = str(e)
-    comm.Free()
-    ok = "layer" in message and "spatial=PxQ" in message and "Q <= 2" in message
-    assert WORLD.allreduce(int(ok), op=MPI.MIN) == 1, message
+        message = str(refused.value)
+        assert "layer" in message and "spatial=PxQ" in message and "Q <= 2" in message, message
+        return 0.0
+    assert agreed_max(on_ranks(4, run)) == 0
 
 
 @pytest.mark.parametrize("first, second", [("data=2", "spatial=2x1"), ("spatial=2x1", "data=2")])
@@ -230,9 +199,7 @@ def test_checkpoint_resumes_across_layouts(first, second):
 
     from mpicnn.io.checkpoint import checkpoint_path
 
-    comm = WORLD.Split(WORLD.Get_rank() // 2)
-    diff = 0.0
-    if comm.Get_size() == 2:
+    def run(comm):
         tmp = comm.bcast(tempfile.mkdtemp() if comm.Get_rank() == 0 else None)
         argv = BASE + ["--model", "convnet", "--width", "4", "--dataset", "shapes:20:64", "--steps", "4",
                        "--batch-size", "8", "--sync-bn", "--checkpoint-dir", tmp, "--checkpoint-every", "2",
@@ -240,10 +207,9 @@ def test_checkpoint_resumes_across_layouts(first, second):
         straight = params_of(train.run(argv + ["--parallel", first], comm))
         resumed = params_of(train.run(argv + ["--parallel", second, "--resume",
                                               checkpoint_path(tmp, 2)], comm))
-        diff = max_rel_diff(resumed, straight)
         comm.Barrier()
         if comm.Get_rank() == 0:
             shutil.rmtree(tmp, ignore_errors=True)
         assert os.path.basename(checkpoint_path(tmp, 2)).startswith("ckpt-")
-    comm.Free()
-    assert agreed_max(diff) < 1e-9
+        return max_rel_diff(resumed, straight)
+    assert agreed_max(on_ranks(2, run)) < 1e-9

@@ -6,16 +6,13 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
+from contract import params_of
 from launch import run_mpi
 from mpicnn import train
 from mpicnn.errors import UserError
 from mpicnn.io.checkpoint import load_checkpoint
 
 QUICK = ["--no-progress", "--batch-size", "32", "--eval-batch-size", "1000"]
-
-
-def params_of(result):
-    return {n: p.data.copy() for n, p in result.model.named_parameters()}
 
 
 def test_two_ranks_train_report_and_checkpoint(tmp_path):

@@ -11,7 +11,8 @@ The trainer's calls::
 
 uint8 images are scaled to [0, 1] on read; float images are read as stored.
 This package imports neither mpi4py nor ``mpicnn.parallel``/``mpicnn.nn``.
-See ``hdf5.py`` for the file format and ``python -m mpicnn.data --help`` for the CLI.
+See ``hdf5.py`` for the file format and ``python -m mpicnn.data --help`` for the CLI
+(a thin command line over ``convert.py``, ``shapes.py``, ``builtin.py`` and ``inspect.py``).
 """
 from ..errors import UserError
 from .builtin import data_dir, is_builtin, prepare, resolve

@@ -196,7 +196,7 @@ def _scan_classes(masks):
     """(smallest, largest) class of an integer mask dataset, read in ~64 MiB blocks."""
     lo, hi = None, None
     per = int(np.prod(masks.shape[1:])) * masks.dtype.itemsize
-    for s, e in _sample_blocks(masks.shape[0], per):
+    for s, e in sample_blocks(masks.shape[0], per):
         block = masks[s:e]
         lo = int(block.min()) if lo is None else min(lo, int(block.min()))
         hi = int(block.max()) if hi is None else max(hi, int(block.max()))
@@ -269,15 +269,25 @@ def check_file(f, path):
     return info
 
 
-def _sample_blocks(n, sample_bytes, budget=SCAN_BYTES):
+def sample_blocks(n, sample_bytes, budget=SCAN_BYTES):
+    """(start, end) ranges of ``n`` samples, each block about ``budget`` bytes."""
     step = max(1, budget // max(sample_bytes, 1))
     for s in range(0, n, step):
         yield s, min(n, s + step)
 
 
+def value_range(images):
+    """(min, max) of an image array or HDF5 dataset, read in ~64 MiB blocks."""
+    lo, hi = np.inf, -np.inf
+    for s, e in sample_blocks(len(images), images[0].nbytes if len(images) else 1):
+        b = np.asarray(images[s:e])
+        lo, hi = min(lo, float(b.min())), max(hi, float(b.max()))
+    return lo, hi
+
+
 def scan_finite(ds, where):
     """Raise UserError if a float image dataset holds NaN or inf (read in ~64 MiB blocks)."""
-    for s, e in _sample_blocks(ds.shape[0], int(np.prod(ds.shape[1:])) * ds.dtype.itemsize):
+    for s, e in sample_blocks(ds.shape[0], int(np.prod(ds.shape[1:])) * ds.dtype.itemsize):
         block = ds[s:e]
         ok = np.isfinite(block).reshape(e - s, -1).all(axis=1)
         if not ok.all():
@@ -495,14 +505,19 @@ def create_split(f, split, num_samples, shape, dtype, targets="labels", num_targ
     return images, out
 
 
+def refuse_existing(path, overwrite):
+    """UserError if ``path`` exists and may not be overwritten (the commands' --force)."""
+    if not overwrite and os.path.exists(path):
+        raise UserError(f"output file {os.fspath(path)!r} already exists; pass --force to overwrite it")
+
+
 @contextmanager
 def atomic_h5(path, overwrite=True):
     """Yield an h5py.File on a temporary file next to ``path``; on success it is
     flushed, fsynced and renamed over ``path`` (readers never see half a file)."""
+    refuse_existing(path, overwrite)
     path = os.path.abspath(os.fspath(path))
     d = os.path.dirname(path)
-    if not overwrite and os.path.exists(path):
-        raise UserError(f"output file {path!r} already exists; pass --force to overwrite it")
     try:
         os.makedirs(d, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=d, prefix=os.path.basename(path) + ".tmp.")
@@ -556,7 +571,7 @@ def write_dataset(path, splits, num_classes=None, attrs=None, overwrite=True):
                 continue
             images, labels = splits[split]
             images_ds, labels_ds = create_split(f, split, len(images), images.shape[1:], images.dtype)
-            for s, e in _sample_blocks(len(images), images[0].nbytes if len(images) else 1):
+            for s, e in sample_blocks(len(images), images[0].nbytes if len(images) else 1):
                 images_ds[s:e] = images[s:e]
             labels_ds[...] = np.asarray(labels, dtype=np.int64)
     return os.path.abspath(os.fspath(path))

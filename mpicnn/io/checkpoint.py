@@ -11,6 +11,12 @@ The file is written to a temporary name in the same directory, fsynced and renam
 a crash mid-write leaves the previous checkpoint intact. ``sha256`` covers every array
 (name, dtype, shape, bytes) and every other attribute; it is verified on load. Nothing
 here unpickles: only numeric arrays and strings are read.
+
+``load_checkpoint`` also reads weights in the safetensors format (``python -m
+mpicnn.export``, or PyTorch's ``safetensors.torch.save_file(model.state_dict(), ...)``):
+parameters and buffers by PyTorch name, no optimizer state, step 0. That is what
+``--init-from`` needs to fine-tune weights trained elsewhere. A pickled PyTorch file
+(``torch.save``) is refused with the command that converts it.
 """
 import hashlib
 import json
@@ -21,9 +27,15 @@ import h5py
 import numpy as np
 
 from ..errors import UserError
+from .safetensors import read_safetensors
 
 FORMAT = "mpicnn-checkpoint-1"
 NAME = re.compile(r"^ckpt-(\d+)\.h5$")
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# torch.save writes a zip archive of pickles (or, before PyTorch 1.6, a bare pickle).
+PICKLE_SIGNATURES = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+# Names of PyTorch buffers among a state_dict's tensors (BatchNorm); the rest are parameters.
+BUFFER_NAMES = ("running_mean", "running_var", "num_batches_tracked")
 
 
 def _digest(arrays, attrs):
@@ -100,9 +112,24 @@ def _attr(value):
 
 
 def load_checkpoint(path):
-    """Read and verify a checkpoint; any problem is a UserError naming the file."""
+    """Read and verify a checkpoint (HDF5) or weights (safetensors); any problem is a
+    UserError naming the file."""
     if not os.path.isfile(path):
         raise UserError(f"checkpoint {path!r} not found")
+    with open(path, "rb") as f:
+        magic = f.read(8)
+    if magic.startswith(PICKLE_SIGNATURES):
+        raise UserError(f"{path!r} is a pickled PyTorch file (torch.save), which mpicnn never loads: "
+                        f"pickles run code. Save the weights as safetensors instead: "
+                        f"safetensors.torch.save_file(model.state_dict(), 'model.safetensors')")
+    if path.endswith(".safetensors"):
+        return _load_safetensors(path)
+    if magic != HDF5_SIGNATURE and not path.endswith(".h5"):
+        try:
+            return _load_safetensors(path)
+        except UserError as e:
+            raise UserError(f"{path!r} is neither an mpicnn checkpoint (HDF5) nor safetensors weights "
+                            f"({e})") from None
     arrays = {}
     try:
         with h5py.File(path, "r") as f:
@@ -135,6 +162,27 @@ def load_checkpoint(path):
             states.setdefault(pname, {})[state] = a
     optimizer = {"steps": attrs.get("optimizer_steps", 0), "params": states}
     return Checkpoint(path, params, buffers, optimizer, attrs)
+
+
+def _load_safetensors(path):
+    tensors, metadata = read_safetensors(path)
+    params = {n: a for n, a in tensors.items() if n.rsplit(".", 1)[-1] not in BUFFER_NAMES}
+    buffers = {n: a for n, a in tensors.items() if n not in params}
+    for name, a in params.items():
+        if a.dtype.kind != "f":
+            raise UserError(f"{path}: parameter {name!r} has dtype {a.dtype}; parameters must be "
+                            f"floating point (float16, float32 or float64)")
+    if not params:
+        raise UserError(f"{path}: holds no parameters (tensors: {', '.join(tensors) or 'none'})")
+    config = metadata.get("mpicnn.config", "{}")   # the run's options, when mpicnn exported it
+    try:
+        is_object = isinstance(json.loads(config), dict)
+    except json.JSONDecodeError:
+        is_object = False
+    if not is_object:
+        raise UserError(f"{path}: its metadata mpicnn.config is not a JSON object; the file is damaged")
+    attrs = {"format": "safetensors", "step": 0, "config": config}
+    return Checkpoint(path, params, buffers, {"steps": 0, "params": {}}, attrs)
 
 
 def checkpoint_path(directory, step):

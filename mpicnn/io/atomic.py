@@ -1,0 +1,46 @@
+"""Write a file all at once or not at all: a temporary file in the same directory,
+fsynced, then renamed over the target (and the directory fsynced, so the rename lasts).
+A reader never sees half a file, and a failure leaves the previous file, or none."""
+import os
+import tempfile
+from contextlib import contextmanager
+
+from ..errors import UserError
+
+
+@contextmanager
+def atomic_file(path, overwrite=True):
+    """Yield a binary file to write; on success it replaces ``path``."""
+    path = os.path.abspath(os.fspath(path))
+    if not overwrite and os.path.exists(path):
+        raise UserError(f"output file {path!r} already exists; pass --force to overwrite it")
+    directory = os.path.dirname(path)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".tmp.")
+    except OSError as e:
+        raise UserError(f"cannot write {path!r}: {e}; choose a writable location") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    dirfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dirfd)
+    finally:
+        os.close(dirfd)
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
