@@ -8,6 +8,7 @@ ranks agree on it instead of each printing usage.
 import argparse
 import sys
 
+from . import __version__
 from .cli import Parser, nonnegative, positive
 from .errors import UserError
 from .nn.optim import OPTIMIZERS
@@ -25,7 +26,8 @@ def build_parser():
     p = Parser(prog="python -m mpicnn.train",
                description="Train a CNN with MPI. With no arguments: LeNet-5 on the built-in mnist5k digits.")
     g = p.add_argument_group("model and data")
-    g.add_argument("--model", default="lenet5", help="lenet5, convnet, resnet8, resnet20, vgg11, cosmoflow, unet, unet3d (default lenet5)")
+    g.add_argument("--model", default="lenet5", help="lenet5, convnet, resnet8, resnet20, vgg11, cosmoflow, unet, unet3d, or "
+                   "package.module:function for a builder of your own (default lenet5)")
     g.add_argument("--width", type=positive(int), help="base channel width of convnet/resnet/vgg11/cosmoflow/unet/unet3d")
     g.add_argument("--dataset", default="mnist5k",
                    help="mnist5k, shapes:SIZE[:NTRAIN], cosmo:SIZE[:NTRAIN], blobs:SIZE[:NTRAIN] or an HDF5 file path (default mnist5k)")
@@ -78,6 +80,9 @@ def build_parser():
     g.add_argument("--keep-checkpoints", type=positive(int), default=3, help="how many checkpoints to keep")
     g.add_argument("--resume", nargs="?", const="latest",
                    help="continue from a checkpoint (default: the latest in --checkpoint-dir)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="start a new run in a --checkpoint-dir that holds another run's checkpoints "
+                        "(they are deleted); without it such a run is refused")
     g.add_argument("--init-from", help="load matching weights from a checkpoint (fine-tuning); "
                    "ignored when --resume finds a checkpoint of this run")
     g.add_argument("--new-lr-scale", type=nonnegative(float), default=1.0,
@@ -94,7 +99,20 @@ def build_parser():
     g.add_argument("--trace-steps", default="10:20", metavar="A:B", help="steps A <= step < B to trace (default 10:20)")
     g.add_argument("--tensorboard", metavar="DIR", help="write TensorBoard scalars to DIR (rank 0)")
     g.add_argument("--config", help="TOML file with the same keys as these options")
+    p.add_argument("--version", action="version", version=f"mpicnn {__version__}")
+    _show_defaults(p)
     return p
+
+
+def _show_defaults(parser):
+    """--help shows every option's default where its text does not say it already."""
+    for action in parser._actions:
+        default = action.default
+        if not action.option_strings or default in (None, False, argparse.SUPPRESS):
+            continue
+        text = action.help or ""
+        if "default" not in text:
+            action.help = f"{text} (default {default})".strip()
 
 
 def _config_argv(path, parser):
@@ -114,7 +132,9 @@ def _config_argv(path, parser):
             raise UserError(f"config file {path!r}: unknown key {key!r}; keys are the long options "
                             f"of python -m mpicnn.train --help without the dashes")
         flag = options[dest].option_strings[-1]
-        if isinstance(options[dest], argparse._StoreTrueAction):
+        if dest == "resume" and isinstance(value, bool):  # resume = true: the latest checkpoint
+            argv += [flag] if value else []
+        elif isinstance(options[dest], argparse._StoreTrueAction):
             if not isinstance(value, bool):
                 raise UserError(f"config file {path!r}: {key} takes true or false, got {value!r}")
             argv += [flag] if value else []

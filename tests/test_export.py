@@ -23,7 +23,11 @@ EXPORT_INSTALL = "pip install 'mpicnn[export]' safetensors onnxruntime"
 BUILT_IN = [("lenet5", {}, (1, 28, 28)), ("convnet", {"width": 4}, (3, 20, 20)),
             ("resnet8", {"width": 4}, (3, 16, 16)), ("resnet20", {"width": 4}, (3, 16, 16)),
             ("vgg11", {"width": 8}, (3, 32, 32))]
-assert [b[0] for b in BUILT_IN] == list(models.MODELS)   # every built-in model is exported here
+# The volume and segmentation models (3-D convolutions, upsampling, skip concatenation)
+# have no ONNX mapping yet: their export is a one-line error naming the first such layer.
+NO_ONNX = [("cosmoflow", {"width": 2}, (1, 16, 16, 16), "Conv3d"), ("unet", {"width": 4}, (3, 16, 16), "ConcatSkip"),
+           ("unet3d", {"width": 2}, (1, 16, 16, 16), "Conv3d")]
+assert [b[0] for b in BUILT_IN + NO_ONNX] == list(models.MODELS)   # every built-in model is covered here
 
 
 def trained_like(name, options, shape, seed=0):
@@ -231,3 +235,12 @@ def test_bad_inputs_of_the_commands_are_one_line_errors_and_write_nothing(tmp_pa
     (tmp_path / "m.onnx").write_bytes(b"keep")
     assert export_main([ckpt, "-o", str(tmp_path / "m.onnx")]) == 2
     assert (tmp_path / "m.onnx").read_bytes() == b"keep"      # not replaced without --force
+
+
+@pytest.mark.parametrize("name, options, shape, layer", NO_ONNX)
+def test_models_without_an_onnx_mapping_are_refused_by_name(name, options, shape, layer):
+    require_module("onnx", EXPORT_INSTALL)
+    from mpicnn.io.onnx import to_onnx
+    model = models.get(name, shape[0], 3, dtype=np.float32, image_size=shape[1:], **options)
+    with pytest.raises(UserError, match=f"\\({layer}\\) has no ONNX export"):
+        to_onnx(model, shape)

@@ -1,13 +1,17 @@
 """What a user picks that the zoo does not ship or the run did not start with: their own
 model by name, options a model does not take, another optimizer on resume."""
+import os
 import subprocess
 import sys
 
+import h5py
 import numpy as np
 import pytest
 
+import mpicnn
 from contract import agreed_max, max_rel_diff, on_ranks
-from mpicnn import models, train
+from mpicnn import data, models, train
+from mpicnn.config import parse_args as config_args
 from mpicnn.errors import UserError
 
 USER = "user_models.small:build"
@@ -88,3 +92,45 @@ def test_undeclared_layer_is_refused_under_splits(parallel):
             return float("layer 2 (CenterUndeclared) does not say how it touches them" not in str(e))
         return 1.0
     assert agreed_max(on_ranks(2, refused)) == 0
+
+
+def test_a_new_run_does_not_mix_with_another_runs_checkpoints(tmp_path):
+    argv = ["--model", "lenet5", "--steps", "2", "--batch-size", "8", "--no-progress", "--checkpoint-dir",
+            str(tmp_path), "--checkpoint-every", "1"]
+    train.run(argv, None)
+    before = sorted(os.listdir(tmp_path))
+    assert before == ["ckpt-00000001.h5", "ckpt-00000002.h5"]
+    with pytest.raises(UserError, match="holds another run's checkpoints .* pass --overwrite"):
+        train.run(argv + ["--seed", "1"], None)
+    assert sorted(os.listdir(tmp_path)) == before  # nothing touched
+    train.run(argv + ["--resume", "--steps", "3"], None)  # the same run continues
+    assert sorted(os.listdir(tmp_path))[-1] == "ckpt-00000003.h5"
+    train.run(argv + ["--seed", "1", "--overwrite"], None)
+    assert sorted(os.listdir(tmp_path)) == before  # the old run's files are gone, the new run's are there
+
+
+def test_toml_resume_true_means_the_latest(tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text(f'resume = true\ncheckpoint-dir = "{tmp_path}"\n')
+    assert config_args(["--config", str(config)]).resume == "latest"
+    config.write_text("resume = false\n")
+    assert config_args(["--config", str(config)]).resume is None
+
+
+def test_version_and_defaults_in_help():
+    version = subprocess.run([sys.executable, "-m", "mpicnn.train", "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.strip() == f"mpicnn {mpicnn.__version__}"
+    text = subprocess.run([sys.executable, "-m", "mpicnn.train", "--help"], capture_output=True, text=True).stdout
+    flat = " ".join(text.split())
+    for shown in ("--epochs EPOCHS (default 30)", "(default 64)", "--keep-checkpoints KEEP_CHECKPOINTS how many "
+                  "checkpoints to keep (default 3)", "(default float32)"):
+        assert shown in flat, shown
+
+
+def test_channels_last_hdf5_is_refused_with_the_fix(tmp_path):
+    path = tmp_path / "nhwc.h5"
+    with h5py.File(path, "w") as f:
+        f["train/images"] = np.zeros((8, 32, 32, 3), np.uint8)
+        f["train/labels"] = np.arange(8) % 2
+    with pytest.raises(UserError, match=r"looks channels-last \(N, H, W, C\).*--layout nhwc"):
+        data.open_dataset(str(path))

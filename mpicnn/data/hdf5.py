@@ -146,6 +146,10 @@ def _check_split(f, path, split):
     if images.dtype not in IMAGE_DTYPES:
         raise UserError(f"{where}/images has dtype {images.dtype}, expected uint8, float32 or float64; "
                         f"convert the images to one of those")
+    if _channels_last(images.shape):
+        raise UserError(f"{where}/images has shape {images.shape}, which looks channels-last (N, H, W, C); "
+                        f"mpicnn reads (N, C, H, W): rewrite it with 'python -m mpicnn.data convert "
+                        f"--layout nhwc' (or transpose to (0, 3, 1, 2))")
     n = images.shape[0]
     want = {"labels": (n,), "targets": (n, labels.shape[-1] if labels.ndim == 2 else None),
             "masks": (n,) + images.shape[2:]}[kind]
@@ -229,6 +233,12 @@ class FileInfo:
     def __init__(self, path, splits, num_classes, num_classes_from, class_names):
         self.path, self.splits, self.num_classes = path, splits, num_classes
         self.num_classes_from, self.class_names = num_classes_from, class_names
+
+
+def _channels_last(shape):
+    """A 4-D image shape that can only be channels-last: 1, 3 or 4 trailing channels behind
+    a "channel" axis too large for one (more than 4, and as large as the height)."""
+    return len(shape) == 4 and shape[3] in (1, 3, 4) and shape[1] > 4 and shape[1] >= shape[2] // 2
 
 
 def check_file(f, path):

@@ -3,12 +3,13 @@
 optimizer, and hand back parameters, buffers and optimizer state in the global layout
 (channel blocks gathered; pipeline stages merged by the layout's ``merge``)."""
 import contextlib
+import os
 
 import numpy as np
 
 from .. import backend, models
 from ..errors import UserError
-from ..io.checkpoint import latest_checkpoint, load_checkpoint
+from ..io.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from ..nn import init
 from ..nn.optim import OPTIMIZERS
 from ..parallel.channel import ChannelComm, gather_full, local_block, plan_model, shard_model
@@ -67,6 +68,8 @@ class ModelState:
             if ckpt is not None:
                 self._check_optimizer(ckpt)
                 self._load_state(ckpt)
+            elif args.checkpoint_dir:
+                self._claim_directory(args.checkpoint_dir)
             if fresh is not None:
                 self._init_from(fresh)
             if args.freeze:
@@ -96,6 +99,25 @@ class ModelState:
             return OPTIMIZERS["sgd"](params, a.lr, momentum=a.momentum, nesterov=a.nesterov,
                                      weight_decay=a.weight_decay, lr_scale=scale)
         return OPTIMIZERS[a.optimizer](params, a.lr, weight_decay=a.weight_decay, lr_scale=scale)
+
+    def _claim_directory(self, directory):
+        """A new run's --checkpoint-dir must not hold another run's checkpoints: --resume
+        would pick up theirs and pruning would delete them. --overwrite deletes them."""
+        found = list_checkpoints(directory)
+        if not found:
+            return
+        names = ", ".join(os.path.basename(p) for _, p in found[-3:])
+        if not self.args.overwrite:
+            raise UserError(f"--checkpoint-dir {directory!r} holds another run's checkpoints ({names}); continue "
+                            f"that run with --resume, use another directory, or pass --overwrite to start a new "
+                            f"run there (its checkpoints are deleted)")
+        if self.comm.Get_rank() == 0:
+            for _, path in found:
+                try:
+                    os.remove(path)
+                except FileNotFoundError:
+                    pass  # another role's first rank was quicker
+            self.say(f"mpicnn: --overwrite: deleted {len(found)} checkpoint(s) of an earlier run in {directory}")
 
     def _check_optimizer(self, ckpt):
         """A resumed run continues the checkpoint's optimizer: another one has other state
