@@ -88,7 +88,8 @@ def main(argv=None):
             abort(comm, 2)
         sys.exit(2)
     if comm.Get_rank() == 0:
-        print(f"accuracy {100 * accuracy:.2f}%  loss {loss:.4f}  ({n} samples)", flush=True)
+        what = "mse" if accuracy is None else f"accuracy {100 * accuracy:.2f}%  loss"  # regression: no accuracy
+        print(f"{what} {loss:.4f}  ({n} samples)", flush=True)
 
 
 if __name__ == "__main__":

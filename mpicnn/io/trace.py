@@ -24,7 +24,6 @@ import time
 
 from ..parallel import events
 
-GRID_AXES = ("data", "height", "width", "channel", "stage")
 
 
 def parse_window(text):
@@ -75,7 +74,7 @@ class Tracer:
         grid = getattr(layout, "grid", None)
         self.info["layout"] = getattr(layout, "layout_text", "")
         if grid is not None and getattr(grid, "coords", None) is not None:
-            self.info["grid"] = dict(zip(GRID_AXES, (int(c) for c in grid.coords)))
+            self.info["grid"] = grid.coordinates()
         self.info["role"] = type(layout).__name__
         # What each leaf layer's gradients add to an allreduce (the report's bytes per layer).
         self.info["layers"] = [{"name": name, "type": type(layer).__name__, "parameter_bytes": int(sum(

@@ -47,6 +47,11 @@ class ProcessGrid:
     def rank(self):
         return self.world.Get_rank()
 
+    def coordinates(self):
+        """This rank's coordinate on each axis, by name (traces and reports use it)."""
+        names = ("data", "depth", "height", "width", "channel", "stage")
+        return dict(zip(names, (int(c) for c in self.coords)))
+
     @property
     def data_rank(self):
         return self.coords[0]

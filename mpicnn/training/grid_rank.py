@@ -20,7 +20,7 @@ from ..parallel.spatial import make_context
 from ..parallel.spec import parse_parallel
 from ..signals import STOP_SIGNALS
 from ..straggler import Straggler
-from . import checkpoints
+from . import checkpoints, evaluation
 from .batches import Batches
 from .layout import Layout, Outcome
 from .model_state import ModelState, build_model
@@ -136,72 +136,8 @@ class GridRank(Layout):
         checkpoints.write(self.comm, self.reports, path, self.args, step, self.steps_per_epoch, self.global_state)
 
     def evaluate(self, done):
-        """Test accuracy and mean loss; the test set is split over the data ranks (and the
-        maps of a dense task over the spatial ranks). Regression and segmentation set
-        ``eval_extras`` (``evaluate_regression``/``evaluate_segmentation``)."""
-        self.sync_buffers()
-        self.model.eval()
-        lo, hi = self.batches.test_range()
-        if self.task == "regression":
-            result = self.evaluate_regression(lo, hi)
-        elif self.dense:
-            result = self.evaluate_segmentation(lo, hi)
-        else:
-            size, totals = self.args.eval_batch_size, np.zeros(2)
-            for s in range(lo, hi, size):
-                idx = np.arange(s, min(s + size, hi))
-                x, y = self.batches.read(self.test_set, idx)
-                logits = self.model.forward(backend.asarray(x))
-                loss = self.criterion(logits, y)
-                totals += (loss * len(idx), self.criterion.correct)
-            sum_in_place(self.grid.data, totals)
-            n = self.test_set.num_samples
-            result = totals[1] / n, totals[0] / n
-        self.model.train()
-        return result
-
-    def _test_batches(self, lo, hi):
-        size = self.args.eval_batch_size
-        for s in range(lo, hi, size):
-            x, y = self.batches.read(self.test_set, np.arange(s, min(s + size, hi)))
-            yield backend.to_host(self.model.forward(backend.asarray(x))), y
-
-    def evaluate_regression(self, lo, hi):
-        """Test MSE, the MSE of predicting the training mean, and per target the relative
-        error sum|pred - t| / sum|t|. Every spatial block holds the same predictions."""
-        K = self.train_set.num_classes
-        sums = np.zeros(2 + 2 * K)  # squared errors (model, baseline), abs errors, abs targets
-        for pred, t in self._test_batches(lo, hi):
-            sums[0] += np.sum((pred.astype(np.float64) - t) ** 2)
-            sums[1] += np.sum((self.target_mean - t) ** 2)
-            sums[2:2 + K] += np.abs(pred - t).sum(axis=0)
-            sums[2 + K:] += np.abs(t).sum(axis=0)
-        sum_in_place(self.grid.data, sums)
-        count = self.test_set.num_samples * K
-        mse, baseline = sums[0] / count, sums[1] / count
-        self.eval_extras = {"test_mse": mse, "baseline_mse": baseline,
-                            "relative_error": (sums[2:2 + K] / np.maximum(sums[2 + K:], 1e-300)).tolist()}
-        return None, mse
-
-    def evaluate_segmentation(self, lo, hi):
-        """Pixel accuracy, mean IoU over the classes present (in targets or predictions)
-        and the mean per-pixel loss, from a confusion matrix summed over the data and
-        spatial ranks (each holds its block of every map; nothing is gathered)."""
-        K = self.train_set.num_classes
-        confusion = np.zeros(K * K + 1)  # (target, predicted) counts, then the loss sum
-        for logits, masks in self._test_batches(lo, hi):
-            pred = logits.argmax(axis=1)
-            confusion[:-1] += np.bincount((masks * K + pred).ravel(), minlength=K * K)
-            confusion[-1] += self.criterion(logits, masks, total=1)  # the sum over the block
-        sum_in_place(self.grid.replicas, confusion)
-        cm = confusion[:-1].reshape(K, K)
-        pixels = cm.sum()
-        inter = np.diag(cm)
-        union = cm.sum(axis=0) + cm.sum(axis=1) - inter
-        accuracy = inter.sum() / pixels
-        self.eval_extras = {"test_pixel_accuracy": accuracy,
-                            "test_mean_iou": float(np.mean(inter[union > 0] / union[union > 0]))}
-        return accuracy, confusion[-1] / pixels
+        """Test figures over the data ranks (``evaluation.evaluate``)."""
+        return evaluation.evaluate(self)
 
     def step(self, step):
         with self.clock.phase("data"):
