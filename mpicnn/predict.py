@@ -5,7 +5,6 @@ INPUT is a ``.npy`` array of images (N, C, H, W), an mpicnn HDF5 dataset or a bu
 dataset's name (``--split test`` by default, ``train`` on request). uint8 images are scaled to [0, 1]
 as the trainer reads them. OUT holds (N, classes) float32 softmax probabilities,
 written atomically (temporary file, then rename)."""
-import os
 import sys
 
 import numpy as np
@@ -14,6 +13,7 @@ from . import data, models
 from .nn import init
 from .config import Parser
 from .errors import UserError
+from .io.atomic import atomic_file
 from .io.checkpoint import load_checkpoint
 
 
@@ -78,27 +78,14 @@ def predict(checkpoint, images, batch_size=500):
     return np.concatenate(out) if out else np.zeros((0, ckpt.params[head].shape[0]), np.float32)
 
 
-def write_atomically(path, array):
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise UserError(f"cannot write {path!r}: {e}")
-
-
 def main(argv=None):
     try:
         options = build_parser().parse_args(argv)
         if not options.output.endswith(".npy"):
             raise UserError(f"-o {options.output!r}: write the probabilities to a .npy file")
         probs = predict(options.checkpoint, read_images(options.input, options.split), options.batch_size)
-        write_atomically(options.output, probs)
+        with atomic_file(options.output) as f:
+            np.save(f, probs, allow_pickle=False)
     except UserError as e:
         print(f"mpicnn: error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
