@@ -10,6 +10,7 @@ the wall clock runs out (FACTS.md). Two rules prevent it:
   rank raises it, with the message of the lowest failing rank, so all exit cleanly.
 """
 import sys
+import time
 import traceback
 from contextlib import contextmanager
 
@@ -25,6 +26,9 @@ def install_abort_hook(comm=MPI.COMM_WORLD):
         sys.stderr.write("".join(f"[rank {rank}] {line}\n" for line in text.rstrip().splitlines()))
         sys.stderr.flush()
         if comm.Get_size() > 1:
+            # Give the launcher a moment to forward this rank's output: Abort tears the
+            # job down at once, and a busy node has been seen to drop the traceback.
+            time.sleep(0.2)
             comm.Abort(1)
         sys.exit(1)
 
