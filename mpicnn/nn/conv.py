@@ -17,6 +17,34 @@ def _positive_int(value, name):
     return int(value)
 
 
+def init_convolution(layer, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                     dtype, rng, per_axis):
+    """Check and set what Conv2d and Conv3d share (``per_axis``: an int or sequence -> one
+    int per spatial axis) and draw weight and bias as PyTorch does, weight first."""
+    layer.in_channels = _positive_int(in_channels, "in_channels")
+    layer.out_channels = _positive_int(out_channels, "out_channels")
+    layer.groups = _positive_int(groups, "groups")
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(f"groups={groups!r} must divide in_channels={in_channels!r} "
+                         f"and out_channels={out_channels!r}")
+    layer.kernel_size = per_axis(kernel_size, "kernel_size")
+    layer.stride = per_axis(stride, "stride")
+    layer.padding = per_axis(padding, "padding")
+    layer.dilation = per_axis(dilation, "dilation")
+    if min(layer.kernel_size) < 1 or min(layer.stride) < 1 or min(layer.dilation) < 1:
+        raise ValueError(f"kernel_size, stride and dilation must be >= 1, got "
+                         f"{kernel_size!r}, {stride!r}, {dilation!r}")
+    if min(layer.padding) < 0:
+        raise ValueError(f"padding must be >= 0, got {padding!r}")
+    shape = (out_channels, in_channels // groups) + layer.kernel_size
+    layer.weight = Parameter(init.kaiming_uniform(shape, dtype=dtype, rng=rng))
+    if bias:
+        bound = 1.0 / math.sqrt(init.fan_in(shape))
+        layer.bias = Parameter(init.uniform((out_channels,), bound, dtype, rng))
+    else:
+        layer.bias = None
+
+
 class Conv2d(Module):
     """``Conv2d(in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
     groups=1, bias=True, dtype=np.float32, rng=None)`` as ``torch.nn.Conv2d``.
@@ -32,28 +60,8 @@ class Conv2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  dilation=1, groups=1, bias=True, dtype=np.float32, rng=None):
         super().__init__()
-        self.in_channels = _positive_int(in_channels, "in_channels")
-        self.out_channels = _positive_int(out_channels, "out_channels")
-        self.groups = _positive_int(groups, "groups")
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"groups={groups!r} must divide in_channels={in_channels!r} "
-                             f"and out_channels={out_channels!r}")
-        self.kernel_size = pair(kernel_size, "kernel_size")
-        self.stride = pair(stride, "stride")
-        self.padding = pair(padding, "padding")
-        self.dilation = pair(dilation, "dilation")
-        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.dilation) < 1:
-            raise ValueError(f"kernel_size, stride and dilation must be >= 1, got "
-                             f"{kernel_size!r}, {stride!r}, {dilation!r}")
-        if min(self.padding) < 0:
-            raise ValueError(f"padding must be >= 0, got {padding!r}")
-        shape = (out_channels, in_channels // groups) + self.kernel_size
-        self.weight = Parameter(init.kaiming_uniform(shape, dtype=dtype, rng=rng))
-        if bias:
-            bound = 1.0 / math.sqrt(init.fan_in(shape))
-            self.bias = Parameter(init.uniform((out_channels,), bound, dtype, rng))
-        else:
-            self.bias = None
+        init_convolution(self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                         bias, dtype, rng, pair)
         self.needs_input_grad = True
         self._x = None
         self._halo = None

@@ -1,12 +1,9 @@
 """Conv3d: 3-D cross-correlation with PyTorch's parameters and init, on NCDHW volumes."""
-import math
-
 import numpy as np
 
 from ..ops.conv3d import conv3d_backward, conv3d_forward, conv3d_output_shape, triple
-from . import init
-from .conv import _positive_int
-from .module import Module, Parameter
+from .conv import init_convolution
+from .module import Module
 
 __all__ = ["Conv3d"]
 
@@ -25,28 +22,8 @@ class Conv3d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  dilation=1, groups=1, bias=True, dtype=np.float32, rng=None):
         super().__init__()
-        self.in_channels = _positive_int(in_channels, "in_channels")
-        self.out_channels = _positive_int(out_channels, "out_channels")
-        self.groups = _positive_int(groups, "groups")
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"groups={groups!r} must divide in_channels={in_channels!r} "
-                             f"and out_channels={out_channels!r}")
-        self.kernel_size = triple(kernel_size, "kernel_size")
-        self.stride = triple(stride, "stride")
-        self.padding = triple(padding, "padding")
-        self.dilation = triple(dilation, "dilation")
-        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.dilation) < 1:
-            raise ValueError(f"kernel_size, stride and dilation must be >= 1, got "
-                             f"{kernel_size!r}, {stride!r}, {dilation!r}")
-        if min(self.padding) < 0:
-            raise ValueError(f"padding must be >= 0, got {padding!r}")
-        shape = (out_channels, in_channels // groups) + self.kernel_size
-        self.weight = Parameter(init.kaiming_uniform(shape, dtype=dtype, rng=rng))
-        if bias:
-            bound = 1.0 / math.sqrt(init.fan_in(shape))
-            self.bias = Parameter(init.uniform((out_channels,), bound, dtype, rng))
-        else:
-            self.bias = None
+        init_convolution(self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                         bias, dtype, rng, triple)
         self.needs_input_grad = True
         self._x = None
         self._halo = None
