@@ -7,8 +7,22 @@ in step (they all raise, none prints usage on its own). Imports nothing of mpicn
 its errors, so the data package can use it without pulling in the layers.
 """
 import argparse
+import sys
 
 from .errors import UserError
+
+
+def run_command(run, argv=None):
+    """The exit status of a one-process command ``run(argv)``: 0, or 2 after one line
+    ``mpicnn: error: ...`` on stderr for a UserError or OSError, or 130 on Ctrl-C."""
+    try:
+        run(argv)
+    except (UserError, OSError) as e:
+        print(f"mpicnn: error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
 
 
 class Parser(argparse.ArgumentParser):

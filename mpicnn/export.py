@@ -16,7 +16,7 @@ import os
 import sys
 
 from . import models, nn
-from .cli import Parser, positive
+from .cli import Parser, positive, run_command
 from .data import builtin
 from .data.hdf5 import open_h5
 from .errors import UserError
@@ -141,14 +141,7 @@ def run(argv=None):
 
 
 def main(argv=None):
-    try:
-        run(argv)
-    except (UserError, OSError) as e:
-        print(f"mpicnn: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    return run_command(run, argv)
 
 
 if __name__ == "__main__":

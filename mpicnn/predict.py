@@ -11,7 +11,7 @@ import numpy as np
 
 from . import data, models
 from .nn import init
-from .config import Parser
+from .cli import Parser, run_command
 from .errors import UserError
 from .io.atomic import atomic_file
 from .io.checkpoint import load_checkpoint
@@ -78,19 +78,19 @@ def predict(checkpoint, images, batch_size=500):
     return np.concatenate(out) if out else np.zeros((0, ckpt.params[head].shape[0]), np.float32)
 
 
-def main(argv=None):
-    try:
-        options = build_parser().parse_args(argv)
-        if not options.output.endswith(".npy"):
-            raise UserError(f"-o {options.output!r}: write the probabilities to a .npy file")
-        probs = predict(options.checkpoint, read_images(options.input, options.split), options.batch_size)
-        with atomic_file(options.output) as f:
-            np.save(f, probs, allow_pickle=False)
-    except UserError as e:
-        print(f"mpicnn: error: {e}", file=sys.stderr, flush=True)
-        sys.exit(2)
+def run(argv=None):
+    options = build_parser().parse_args(argv)
+    if not options.output.endswith(".npy"):
+        raise UserError(f"-o {options.output!r}: write the probabilities to a .npy file")
+    probs = predict(options.checkpoint, read_images(options.input, options.split), options.batch_size)
+    with atomic_file(options.output) as f:
+        np.save(f, probs, allow_pickle=False)
     print(f"mpicnn: {len(probs)} images -> {options.output} ({probs.shape[1]} class probabilities each)")
 
 
+def main(argv=None):
+    return run_command(run, argv)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

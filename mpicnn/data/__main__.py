@@ -14,8 +14,7 @@ with exit status 2.
 import dataclasses
 import sys
 
-from ..cli import Parser, nonnegative, positive
-from ..errors import UserError
+from ..cli import Parser, nonnegative, positive, run_command
 from . import builtin, shapes, volumes
 from .convert import ConvertOptions, convert
 from .hdf5 import refuse_existing
@@ -114,18 +113,12 @@ def build_parser():
 
 
 def main(argv=None):
-    try:
-        args = build_parser().parse_args(argv)
-        args.func(args)
-    except UserError as e:
-        print(f"mpicnn: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"mpicnn: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    return run_command(_run, argv)
+
+
+def _run(argv):
+    args = build_parser().parse_args(argv)
+    args.func(args)
 
 
 if __name__ == "__main__":
