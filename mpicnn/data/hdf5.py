@@ -31,13 +31,13 @@ Nothing here imports MPI: the trainer decides which samples (and which block of 
 image) a rank reads.
 """
 import os
-import tempfile
 from contextlib import contextmanager
 
 import h5py
 import numpy as np
 
 from ..errors import UserError
+from ..io.atomic import atomic_path
 
 SPLITS = ("train", "test")
 IMAGE_DTYPES = (np.dtype(np.uint8), np.dtype(np.float32), np.dtype(np.float64))
@@ -523,47 +523,11 @@ def refuse_existing(path, overwrite):
 
 @contextmanager
 def atomic_h5(path, overwrite=True):
-    """Yield an h5py.File on a temporary file next to ``path``; on success it is
-    flushed, fsynced and renamed over ``path`` (readers never see half a file)."""
+    """Yield an h5py.File on a temporary file next to ``path``; on success it replaces
+    ``path`` (``io.atomic.atomic_path``: readers never see half a file)."""
     refuse_existing(path, overwrite)
-    path = os.path.abspath(os.fspath(path))
-    d = os.path.dirname(path)
-    try:
-        os.makedirs(d, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=os.path.basename(path) + ".tmp.")
-        os.close(fd)
-    except OSError as e:
-        raise UserError(f"cannot write {path!r}: {e}; choose a writable location") from None
-    try:
-        with h5py.File(tmp, "w", libver="earliest", track_order=False) as f:
-            yield f
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(tmp, 0o644 & ~_umask())
-        os.replace(tmp, path)
-        try:
-            dfd = os.open(d, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        except OSError:
-            pass
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _umask():
-    m = os.umask(0)
-    os.umask(m)
-    return m
+    with atomic_path(path) as tmp, h5py.File(tmp, "w", libver="earliest", track_order=False) as f:
+        yield f
 
 
 def write_dataset(path, splits, num_classes=None, attrs=None, overwrite=True):

@@ -9,8 +9,10 @@ from ..errors import UserError
 
 
 @contextmanager
-def atomic_file(path, overwrite=True):
-    """Yield a binary file to write; on success it replaces ``path``."""
+def atomic_path(path, overwrite=True):
+    """Yield a temporary path next to ``path`` to write; on success the file is fsynced,
+    made readable as a new file would be, renamed over ``path``, and the directory fsynced
+    (so the rename lasts). On any failure the temporary file is removed."""
     path = os.path.abspath(os.fspath(path))
     if not overwrite and os.path.exists(path):
         raise UserError(f"output file {path!r} already exists; pass --force to overwrite it")
@@ -18,13 +20,16 @@ def atomic_file(path, overwrite=True):
     try:
         os.makedirs(directory, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".tmp.")
+        os.close(fd)
     except OSError as e:
         raise UserError(f"cannot write {path!r}: {e}; choose a writable location") from None
     try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.chmod(tmp, 0o644 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
@@ -38,6 +43,13 @@ def atomic_file(path, overwrite=True):
         os.fsync(dirfd)
     finally:
         os.close(dirfd)
+
+
+@contextmanager
+def atomic_file(path, overwrite=True):
+    """Yield a binary file to write; on success it replaces ``path`` (``atomic_path``)."""
+    with atomic_path(path, overwrite) as tmp, open(tmp, "wb") as f:
+        yield f
 
 
 def _umask():
