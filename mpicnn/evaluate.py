@@ -2,16 +2,15 @@
 test loss and accuracy of a checkpoint, on any data/spatial/channel/pipeline layout
 (``mpirun -n N``), through the same evaluation the trainer runs at the end of a run, so
 the figures equal the trainer's final test accuracy and loss."""
-import sys
-
-from . import backend, blas
-from .config import Parser, parse_args
+from .cli import Parser
+from .config import parse_args
 from .errors import UserError
 from .io.checkpoint import load_checkpoint
-from .parallel.collectives import abort, node_local, world
-from .parallel.failure import agree, install_abort_hook
+from .parallel.collectives import world
+from .parallel.failure import agree
 from .parallel.spec import parse_parallel
 from .signals import StopRequest
+from .train import mpi_main, use_node
 from .training import make_layout
 
 # Options of the training run that decide the model and its arrays; taken from the checkpoint.
@@ -54,14 +53,7 @@ def evaluate(argv=None, comm=None):
         spec = parse_parallel(args.parallel, comm.Get_size())
         if spec.ps:
             raise UserError("evaluate runs on data, spatial, channel and pipeline layouts; drop ps=K")
-    with agree(comm):
-        threads = blas.threads_per_rank(node_local(comm)[1])
-        if threads:
-            blas.set_threads(threads)
-        try:
-            backend.use(args.backend, local_rank=node_local(comm)[0])
-        except (RuntimeError, ValueError) as e:
-            raise UserError(f"--backend {args.backend}: {e}")
+    use_node(args, comm)
     layout = make_layout(args, comm, StopRequest())
     try:
         with agree(comm):
@@ -76,18 +68,8 @@ def evaluate(argv=None, comm=None):
 
 
 def main(argv=None):
-    comm = world()
-    install_abort_hook(comm)
-    try:
-        accuracy, loss, n = evaluate(argv, comm)
-    except UserError as e:
-        agreed = getattr(e, "agreed", False)
-        if comm.Get_rank() == 0 or not agreed:
-            print(f"mpicnn: error: {e}", file=sys.stderr, flush=True)
-        if not agreed and comm.Get_size() > 1:
-            abort(comm, 2)
-        sys.exit(2)
-    if comm.Get_rank() == 0:
+    accuracy, loss, n = mpi_main(evaluate, argv)
+    if world().Get_rank() == 0:
         what = "mse" if accuracy is None else f"accuracy {100 * accuracy:.2f}%  loss"  # regression: no accuracy
         print(f"{what} {loss:.4f}  ({n} samples)", flush=True)
 

@@ -38,15 +38,7 @@ def run(argv=None, comm=None, phase_hooks=()):
     with agree(comm):
         args = parse_args(argv)
     previous = backend.current()
-    with agree(comm):
-        local_rank, ranks_on_node = node_local(comm)
-        threads = blas.threads_per_rank(ranks_on_node)
-        if threads:
-            blas.set_threads(threads)  # ranks sharing cores must not each spin a thread per core
-        try:
-            backend.use(args.backend, local_rank=local_rank)  # each rank takes GPU local_rank % count
-        except (RuntimeError, ValueError) as e:
-            raise UserError(f"--backend {args.backend}: {e}")
+    use_node(args, comm)
     stop = StopRequest().install()
     try:
         layout = make_layout(args, comm, stop)
@@ -65,6 +57,20 @@ def run(argv=None, comm=None, phase_hooks=()):
         backend.use(previous)
         gc.unfreeze()  # fit() froze setup objects; a long-lived process may collect this run
     return RunResult(layout.model, summary["steps"], summary, params)
+
+
+def use_node(args, comm):
+    """This rank's share of its node: BLAS threads (ranks sharing cores must not each spin
+    a thread per core) and the backend (each rank takes GPU node-local rank % count)."""
+    with agree(comm):
+        local_rank, ranks_on_node = node_local(comm)
+        threads = blas.threads_per_rank(ranks_on_node)
+        if threads:
+            blas.set_threads(threads)
+        try:
+            backend.use(args.backend, local_rank=local_rank)
+        except (RuntimeError, ValueError) as e:
+            raise UserError(f"--backend {args.backend}: {e}")
 
 
 def observe(args, comm, layout):
@@ -90,11 +96,14 @@ def observe(args, comm, layout):
     return observers
 
 
-def main(argv=None):
+def mpi_main(work, argv=None):
+    """``work(argv, comm)`` on the whole job as an MPI program: its result, or for a
+    UserError one line on rank 0 (every line if the ranks did not agree, and then the job
+    is aborted rather than left hanging) and exit status 2 on every rank."""
     comm = world()
     install_abort_hook(comm)
     try:
-        run(argv, comm)
+        return work(argv, comm)
     except UserError as e:
         agreed = getattr(e, "agreed", False)
         if comm.Get_rank() == 0 or not agreed:
@@ -102,6 +111,10 @@ def main(argv=None):
         if not agreed and comm.Get_size() > 1:
             abort(comm, 2)  # only this rank knows: take the others down rather than hang
         sys.exit(2)
+
+
+def main(argv=None):
+    mpi_main(run, argv)
 
 
 if __name__ == "__main__":
