@@ -147,6 +147,7 @@ def test_conv_backward_matches_finite_differences(case):
 def test_conv_winograd_path_matches_loops(H, W, pad, monkeypatch):
     """3x3 stride-1 convs with enough channels take the Winograd F(2x2,3x3) path, in the
     forward and in the input gradient; odd output sizes crop the last tile."""
+    monkeypatch.setenv("MPICNN_NATIVE", "0")  # the native kernels would take these sizes
     monkeypatch.setattr(conv_ops, "WINOGRAD_MIN_CHANNELS", 16)  # small sizes keep the test fast
     monkeypatch.setattr(conv_ops, "WINOGRAD_MIN_PIXELS", 1)
     calls = []
@@ -188,6 +189,7 @@ def test_conv_input_grad_paths_agree():
 def test_conv_input_grad_taps_path_matches_other_paths(stride, padding, dilation, monkeypatch):
     """Few input channels take the per-tap input gradient; it equals the transposed
     convolution (stride 1) or col2im (other strides) path, and the adjoint identity."""
+    monkeypatch.setenv("MPICNN_NATIVE", "0")  # the NumPy paths (test_native_conv.py: the C ones)
     calls = []
     real = conv_ops._input_grad_taps
     monkeypatch.setattr(conv_ops, "_input_grad_taps", lambda *a: calls.append(1) or real(*a))

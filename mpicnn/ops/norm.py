@@ -32,12 +32,15 @@ array is viewed as (M/k, k*C) rows of a few thousand values (``_fold``), per-cha
 vectors are tiled k times to match, so every elementwise pass runs over long
 contiguous rows instead of runs of C values (4-5x faster for C = 16). Per-channel
 sums are accumulated in float64 (products of two arrays too, as the CUDA kernels do)
-over the folded view, then the k partial sums of each channel are added. The cache is (xhat, invstd, count, weight, training),
+over the folded view, then the k partial sums of each channel are added. Where the
+native kernels are built (ops/native.py) each of those steps is one C pass over the
+(M, C) rows instead (convnet's first BatchNorm, 64x32x32x16: forward 5.5 -> ~1 ms). The cache is (xhat, invstd, count, weight, training),
 the same as the CUDA version's (``ops/cuda/norm.py``; the kernel tests compare them).
 """
 import numpy as np
 
 from ..backend import kernel_version
+from . import native
 
 __all__ = ["batch_norm_train_forward", "batch_norm_eval_forward", "batch_norm_backward"]
 
@@ -91,6 +94,8 @@ def batch_norm_train_forward(x, weight, bias, eps=1e-5, allreduce=None):
     arrays of the global batch, ``count`` the global number of elements per channel,
     ``cache`` what ``batch_norm_backward`` needs."""
     allreduce = allreduce or _identity
+    if _native(x):
+        return _native_train_forward(x, weight, bias, eps, allreduce)
     xr, k, C = _rows(x, "batch_norm")
     dt = x.dtype
     stats = np.empty(C + 1, np.float64)
@@ -123,6 +128,31 @@ def batch_norm_eval_forward(x, weight, bias, mean, var, eps=1e-5):
     return y.reshape(x.shape), (xhat.reshape(x.shape), invstd, None, weight, False)
 
 
+def _native(x):
+    return isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64) and x.ndim >= 2 \
+        and native.available()
+
+
+def _native_train_forward(x, weight, bias, eps, allreduce):
+    """batch_norm_train_forward's formulas, each pass in C over the (M, C) rows."""
+    C = x.shape[-1]
+    xr = np.ascontiguousarray(x).reshape(-1, C)
+    stats = np.empty(C + 1, np.float64)
+    stats[0] = xr.shape[0]
+    stats[1:] = native.bn_sums(xr)
+    allreduce(stats)
+    count = stats[0]
+    if count < 1:
+        raise ValueError(f"batch_norm in training mode needs at least one value per channel, got count {count!r}")
+    mean = stats[1:] / count
+    xhat, sq = native.bn_center(xr, mean)
+    allreduce(sq)
+    var = sq / count
+    invstd = 1.0 / np.sqrt(var + eps)
+    y = native.bn_scale(xhat, invstd, weight, bias)
+    return y.reshape(x.shape), (xhat.reshape(x.shape), invstd, count, weight, True), mean, var, count
+
+
 def _affine(xhat, weight, bias, k, out):
     """out = xhat * weight + bias (per channel)."""
     if weight is None:
@@ -142,6 +172,15 @@ def batch_norm_backward(dy, cache, allreduce=None):
     if dy.shape != xhat.shape:
         raise ValueError(f"batch_norm backward: dy shape {dy.shape!r} differs from x shape {xhat.shape!r}")
     dt = dy.dtype
+    if training and _native(dy) and dy.dtype == xhat.dtype:
+        C = dy.shape[-1]
+        dyr, xh = np.ascontiguousarray(dy).reshape(-1, C), xhat.reshape(-1, C)
+        sums = native.bn_grad_sums(dyr, xh)
+        dw_local, db_local = sums[C:].astype(dt), sums[:C].astype(dt)
+        allreduce(sums)
+        g = invstd if weight is None else invstd * weight
+        dx = native.bn_grad_input(dyr, xh, sums[C:] / count, sums[:C] / count, g)
+        return dx.reshape(dy.shape), dw_local, db_local
     dyr, k, C = _rows(dy, "batch_norm backward")
     xh = xhat.reshape(dyr.shape)
     sums = np.empty(2 * C, np.float64)

@@ -1,0 +1,253 @@
+"""The native CPU kernels (``ops/native/native.c``): convolution and batch norm passes.
+
+``pip install`` compiles ``conv.c`` into ``mpicnn/ops/_native_*.so`` (setup.py, optional
+extensions: without a C compiler the install still succeeds), on x86-64 once per
+micro-architecture level. This module loads the best copy the CPU runs with ctypes and offers three functions on NHWC arrays with ops/conv.py's semantics
+(groups 1, float32 or float64):
+
+    forward(x, w, b, stride, padding, dilation, Ho, Wo)        -> y  (N, Ho, Wo, O)
+    input_grad(dy, w, xshape, stride, padding, dilation)       -> dx (N, H, W, C)
+    weight_grad(x, dy, wshape, stride, padding, dilation)      -> dw (O, C, KH, KW)
+
+and the passes of batch normalisation over channels-last (M, C) arrays that ops/norm.py
+uses (``bn_sums``, ``bn_center``, ``bn_scale``, ``bn_grad_sums``, ``bn_grad_input``).
+
+``available()`` says whether they can run; ``MPICNN_NATIVE=0`` turns them off (the
+NumPy code runs instead; tests compare the two). Weights are repacked here into the
+kernels' zero-padded, vector-blocked layouts (small next to the activations).
+"""
+import ctypes
+import glob
+import os
+
+import numpy as np
+
+__all__ = ["available", "forward", "input_grad", "weight_grad", "bn_sums", "bn_center", "bn_scale",
+           "bn_grad_sums", "bn_grad_input", "library_path", "ABI_VERSION"]
+
+ABI_VERSION = 2
+VECTOR_BYTES = 64  # the kernels' vector width (V in conv_impl.h)
+_SUFFIX = {np.dtype(np.float32): "_f32", np.dtype(np.float64): "_f64"}
+_lib = None
+_why = None
+_path = None
+
+
+# Best first: AVX-512, AVX2, then what the compiler targets by default.
+LEVELS = ("x86_64_v4", "x86_64_v3", "base")
+
+
+def _candidates():
+    here = os.path.dirname(__file__)
+    for level in LEVELS:
+        yield from sorted(glob.glob(os.path.join(here, f"_native_{level}.*so")))
+
+
+def library_path():
+    """Path of the copy of the library this process uses (or would use), or None."""
+    _load()
+    return _path
+
+
+def _load():
+    global _lib, _why, _path
+    if _lib is not None or _why is not None:
+        return _lib
+    problems = []
+    for path in _candidates():
+        try:
+            lib = ctypes.CDLL(path)
+            version = lib.mpicnn_native_version()
+        except (OSError, AttributeError) as e:
+            problems.append(f"{os.path.basename(path)} does not load ({e})")
+            continue
+        if version != ABI_VERSION:
+            problems.append(f"{os.path.basename(path)} is version {version}, this code needs "
+                            f"{ABI_VERSION}: reinstall (pip install -e .)")
+            continue
+        if lib.mpicnn_native_supported():
+            break
+    else:
+        _why = "; ".join(problems) or ("not built (pip install compiles mpicnn/ops/native/native.c "
+                                       "when a C compiler is present)")
+        return None
+    _path = path
+    ints = [ctypes.c_int] * 16
+    for sfx in _SUFFIX.values():
+        for name, npointers in (("conv_fwd", 5), ("conv_dx", 4), ("conv_dw", 4)):
+            fn = getattr(lib, name + sfx)
+            fn.argtypes = [ctypes.c_void_p] * npointers + ints
+            fn.restype = None
+        for name, npointers in (("bn_sums", 3), ("bn_center", 4), ("bn_scale", 5), ("bn_grad_sums", 3),
+                                ("bn_grad_input", 6)):
+            fn = getattr(lib, name + sfx)
+            fn.argtypes = [ctypes.c_void_p] * npointers + [ctypes.c_long, ctypes.c_int]
+            fn.restype = None
+    _lib = lib
+    return lib
+
+
+def available():
+    """True when the native kernels are built, load, and are not turned off."""
+    return os.environ.get("MPICNN_NATIVE", "1") != "0" and _load() is not None
+
+
+def why_unavailable():
+    """A sentence saying why ``available()`` is False (None when it is True)."""
+    if os.environ.get("MPICNN_NATIVE", "1") == "0":
+        return "turned off by MPICNN_NATIVE=0"
+    _load()
+    return _why
+
+
+def applies(x, groups):
+    """Whether the native kernels take a convolution of NHWC ``x`` with ``groups``."""
+    return (groups == 1 and x.dtype in _SUFFIX and isinstance(x, np.ndarray) and available())
+
+
+def _lanes(dtype):
+    return VECTOR_BYTES // dtype.itemsize
+
+
+def _vectors(channels, dtype):
+    """Vectors per register block (1, 2 or 4): as many as the channels fill."""
+    lanes = _lanes(dtype)
+    return 1 if channels <= lanes else 2 if channels <= 2 * lanes else 4
+
+
+def _blocked(m, nv, dtype):
+    """(..., K) -> (ceil(K/B), ..., B) zero-padded, B = nv vectors of lanes."""
+    B = nv * _lanes(dtype)
+    K = m.shape[-1]
+    nb = -(-K // B)
+    out = np.zeros(m.shape[:-1] + (nb * B,), dtype)
+    out[..., :K] = m
+    out = out.reshape(m.shape[:-1] + (nb, B))
+    return np.ascontiguousarray(np.moveaxis(out, -2, 0))
+
+
+def _p(a):
+    """The address of ``a``'s data: the caller must keep ``a`` referenced during the call."""
+    return a.ctypes.data
+
+
+def _geometry_args(xshape, KH, KW, stride, padding, dilation, Ho, Wo):
+    N, H, W, C = xshape
+    return (N, H, W, C, KH, KW, stride[0], stride[1], padding[0], padding[1],
+            dilation[0], dilation[1], Ho, Wo)
+
+
+def forward(x, w, b, stride, padding, dilation, Ho, Wo):
+    """y = conv(x) + b for C-contiguous NHWC ``x`` and OIHW ``w`` (groups 1)."""
+    dt = x.dtype
+    O, C, KH, KW = w.shape
+    nv = _vectors(O, dt)
+    wp = _blocked(w.transpose(2, 3, 1, 0), nv, dt)  # (nob, KH, KW, C, OB)
+    bias = np.zeros(O, dt) if b is None else b
+    bp = _blocked(bias.astype(dt, copy=False), nv, dt)
+    N, H, W, _ = x.shape
+    y = np.empty((N, Ho, Wo, O), dt)
+    xpad = np.empty((H + 2 * padding[0]) * (W + 2 * padding[1]) * C, dt)
+    fn = getattr(_load(), "conv_fwd" + _SUFFIX[dt])
+    fn(_p(x), _p(wp), _p(bp), _p(y), _p(xpad),
+       *_geometry_args(x.shape, KH, KW, stride, padding, dilation, Ho, Wo), O, nv)
+    return y
+
+
+def input_grad(dy, w, xshape, stride, padding, dilation):
+    """dx of a convolution whose output gradient is C-contiguous NHWC ``dy``."""
+    dt = dy.dtype
+    O, C, KH, KW = w.shape
+    nv = _vectors(C, dt)
+    wt = _blocked(w.transpose(2, 3, 0, 1), nv, dt)  # (ncb, KH, KW, O, CB)
+    N, H, W, _ = xshape
+    Ho, Wo = dy.shape[1:3]
+    dx = np.empty(xshape, dt)
+    dxpad = np.empty((H + 2 * padding[0]) * (W + 2 * padding[1]) * C, dt)
+    fn = getattr(_load(), "conv_dx" + _SUFFIX[dt])
+    fn(_p(dy), _p(wt), _p(dx), _p(dxpad),
+       *_geometry_args(xshape, KH, KW, stride, padding, dilation, Ho, Wo), O, nv)
+    return dx
+
+
+def weight_grad(x, dy, wshape, stride, padding, dilation):
+    """dw (O, C, KH, KW) of a convolution of C-contiguous NHWC ``x`` with output gradient ``dy``."""
+    dt = x.dtype
+    O, C, KH, KW = wshape
+    nv = _vectors(O, dt)
+    B = nv * _lanes(dt)
+    nob = -(-O // B)
+    if O != nob * B:  # the kernel reads dy rows as whole vectors
+        padded = np.zeros(dy.shape[:3] + (nob * B,), dt)
+        padded[..., :O] = dy
+        dy = padded
+    N, H, W, _ = x.shape
+    Ho, Wo = dy.shape[1:3]
+    dwp = np.zeros((nob, KH, KW, C, B), dt)
+    xpad = np.empty((H + 2 * padding[0]) * (W + 2 * padding[1]) * C, dt)
+    fn = getattr(_load(), "conv_dw" + _SUFFIX[dt])
+    fn(_p(x), _p(dy), _p(dwp), _p(xpad),
+       *_geometry_args(x.shape, KH, KW, stride, padding, dilation, Ho, Wo), nob * B, nv)
+    # (nob, KH, KW, C, B) -> (O, C, KH, KW)
+    dw = dwp.transpose(0, 4, 3, 1, 2).reshape(nob * B, C, KH, KW)[:O]
+    return np.ascontiguousarray(dw)
+
+
+# ---------------------------------------------------------------------------- batch norm
+# Arguments are C-contiguous (M, C) arrays of one float dtype (the caller's ``_rows``
+# views); per-channel vectors are cast to that dtype here, sums come back in float64.
+
+def _fn(name, dtype):
+    return getattr(_load(), name + _SUFFIX[np.dtype(dtype)])
+
+
+def _vec(v, dtype):
+    return np.ascontiguousarray(v, dtype=dtype)
+
+
+def bn_sums(x, y=None):
+    """float64 (C,): sum over rows of x, or of x * y."""
+    M, C = x.shape
+    out = np.empty(C, np.float64)
+    _fn("bn_sums", x.dtype)(_p(x), None if y is None else _p(y), _p(out), M, C)
+    return out
+
+
+def bn_center(x, mean):
+    """(x - mean, float64 (C,) sum of its squares)."""
+    M, C = x.shape
+    centred = np.empty_like(x)
+    sq = np.empty(C, np.float64)
+    mean = _vec(mean, x.dtype)  # held in a name: the C call reads its memory
+    _fn("bn_center", x.dtype)(_p(x), _p(mean), _p(centred), _p(sq), M, C)
+    return centred, sq
+
+
+def bn_scale(xhat, invstd, weight, bias):
+    """Scales ``xhat`` by invstd in place; returns y = xhat * weight + bias."""
+    M, C = xhat.shape
+    dt = xhat.dtype
+    y = np.empty_like(xhat)
+    invstd = _vec(invstd, dt)
+    weight = np.ones(C, dt) if weight is None else _vec(weight, dt)
+    bias = np.zeros(C, dt) if bias is None else _vec(bias, dt)
+    _fn("bn_scale", dt)(_p(xhat), _p(invstd), _p(weight), _p(bias), _p(y), M, C)
+    return y
+
+
+def bn_grad_sums(dy, xhat):
+    """float64 (2C,): sums of dy, then of dy * xhat."""
+    M, C = dy.shape
+    out = np.empty(2 * C, np.float64)
+    _fn("bn_grad_sums", dy.dtype)(_p(dy), _p(xhat), _p(out), M, C)
+    return out
+
+
+def bn_grad_input(dy, xhat, p, q, g):
+    """dx = ((dy - xhat * p) - q) * g with per-channel p, q, g."""
+    M, C = dy.shape
+    dt = dy.dtype
+    dx = np.empty_like(dy)
+    p, q, g = _vec(p, dt), _vec(q, dt), _vec(g, dt)
+    _fn("bn_grad_input", dt)(_p(dy), _p(xhat), _p(p), _p(q), _p(g), _p(dx), M, C)
+    return dx

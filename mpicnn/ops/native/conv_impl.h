@@ -1,0 +1,295 @@
+/* Direct 2-D convolution on NHWC arrays for one element type, included by conv.c once
+ * per type with T (element), V (a 64-byte GCC vector of T), VL (lanes of V) and SFX
+ * (name suffix) defined.
+ *
+ * Why direct and not im2col + GEMM: with 16-64 channels the im2col buffer is 9x the
+ * input and the GEMMs are too thin for BLAS; here each output pixel's channels are one
+ * or two vectors held in registers for a block of pixels, and the input is read in
+ * place (broadcast loads), so the work is FMAs from L1/L2.
+ *
+ * Weights arrive packed by the caller (native.py), zero-padded to whole vectors:
+ *   forward    wp[ob][ki][kj][c][OB]      OB = NV*VL outputs per block, ob < ceil(O/OB)
+ *   input grad wt[cb][ki][kj][o][CB]      CB = NV*VL input channels per block
+ *   weight grad accumulates dwp[ob][ki][kj][c][OB]
+ * Padded inputs (xpad, dxpad) are (Hp, Wp, C) scratch buffers of one sample, borders zero.
+ */
+
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+#define F(name) CAT(name, SFX)
+
+static inline ALWAYS_INLINE V F(load)(const T *p) { V v; __builtin_memcpy(&v, p, sizeof v); return v; }
+/* x in every lane (x - (+0) is exact for every x, so it compiles to one broadcast). */
+static inline ALWAYS_INLINE V F(splat)(T x) { return x - (V){}; }
+static inline ALWAYS_INLINE void F(store)(T *p, V v) { __builtin_memcpy(p, &v, sizeof v); }
+
+/* Copy sample x (H, W, C) into the interior of xpad (Hp, Wp, C), whose borders are zero. */
+static void F(pad_sample)(const T *x, T *xpad, int H, int W, int C, int ph, int pw, int Wp)
+{
+    for (int h = 0; h < H; h++)
+        __builtin_memcpy(xpad + ((long)(h + ph) * Wp + pw) * C, x + (long)h * W * C, sizeof(T) * W * C);
+}
+
+/* JB output pixels x NV vectors of outputs: acc = (first ? bias : out) + the sum over
+ * taps and the cn channels of this block (weights wt[tap * wtap + c * OB]). */
+static inline ALWAYS_INLINE void F(fwd_tile)(
+    const T *xr, long pixs, long tapcol, long taprow, const T *wb, long wtap, const T *bb,
+    int first, int KH, int KW, int cn, T *yp, long ypix, int ovalid, const int JB, const int NV)
+{
+    const int OB = NV * VL;
+    V acc[12][4];
+    for (int jj = 0; jj < JB; jj++) {
+        const T *init = first ? bb : yp + jj * ypix;
+        T tmp[4 * VL];
+        if (!first && ovalid < OB) {  /* a partial block: read only the valid outputs */
+            __builtin_memset(tmp, 0, sizeof tmp);
+            __builtin_memcpy(tmp, init, sizeof(T) * ovalid);
+            init = tmp;
+        }
+        for (int v = 0; v < NV; v++)
+            acc[jj][v] = F(load)(init + v * VL);
+    }
+    for (int ki = 0; ki < KH; ki++) {
+        for (int kj = 0; kj < KW; kj++) {
+            const T *xt = xr + ki * taprow + kj * tapcol;
+            const T *wt = wb + (long)(ki * KW + kj) * wtap;
+            for (int c = 0; c < cn; c++) {
+                V wv[4];
+                for (int v = 0; v < NV; v++)
+                    wv[v] = F(load)(wt + (long)c * OB + v * VL);
+                for (int jj = 0; jj < JB; jj++) {
+                    V xb = F(splat)(xt[jj * pixs + c]);
+                    for (int v = 0; v < NV; v++)
+                        acc[jj][v] += xb * wv[v];
+                }
+            }
+        }
+    }
+    for (int jj = 0; jj < JB; jj++) {
+        T *out = yp + jj * ypix;
+        if (ovalid >= OB) {
+            for (int v = 0; v < NV; v++)
+                F(store)(out + v * VL, acc[jj][v]);
+        } else {
+            T tmp[4 * VL];
+            __builtin_memcpy(tmp, acc[jj], sizeof(T) * OB);
+            __builtin_memcpy(out, tmp, sizeof(T) * ovalid);
+        }
+    }
+}
+
+/* Channels per block of the reduction, so that the block's weights for all taps
+ * (KH*KW*cblk*B values) stay in L1 while a row of output tiles reuses them. */
+static int F(channel_block)(int channels, int KH, int KW, int B)
+{
+    int cblk = (int)(L1_WEIGHT_BYTES / ((long)KH * KW * B * sizeof(T)));
+    return cblk < 1 ? 1 : cblk > channels ? channels : cblk;
+}
+
+void F(conv_fwd)(const T *x, const T *wp, const T *bp, T *y, T *xpad,
+                        int N, int H, int W, int C, int KH, int KW, int sh, int sw, int ph, int pw,
+                        int dh, int dw, int Ho, int Wo, int O, int NV)
+{
+    const int OB = NV * VL, nob = (O + OB - 1) / OB;
+    const int Hp = H + 2 * ph, Wp = W + 2 * pw;
+    const long xrs = (long)Wp * C, pixs = (long)sw * C, tapcol = (long)dw * C, taprow = (long)dh * xrs;
+    const long wtap = (long)C * OB, wblock = KH * KW * wtap;
+    const int cblk = F(channel_block)(C, KH, KW, OB);
+    if (ph || pw)
+        __builtin_memset(xpad, 0, sizeof(T) * Hp * Wp * C);
+    for (int n = 0; n < N; n++) {
+        const T *xs = x + (long)n * H * W * C;
+        if (ph || pw) {
+            F(pad_sample)(xs, xpad, H, W, C, ph, pw, Wp);
+            xs = xpad;
+        }
+        T *ys = y + (long)n * Ho * Wo * O;
+        for (int ob = 0; ob < nob; ob++) {
+            const T *bb = bp + ob * OB;
+            const int ovalid = O - ob * OB;
+            for (int c0 = 0; c0 < C; c0 += cblk) {
+                const int cn = C - c0 < cblk ? C - c0 : cblk, first = c0 == 0;
+                const T *wb = wp + ob * wblock + (long)c0 * OB;
+                for (int i = 0; i < Ho; i++) {
+                    const T *xr = xs + (long)i * sh * xrs + c0;
+                    T *yr = ys + (long)i * Wo * O + ob * OB;
+                    int j = 0;
+#define FWD_TILES(JBC, NVC) \
+    for (; j + JBC <= Wo; j += JBC) F(fwd_tile)(xr + j * pixs, pixs, tapcol, taprow, wb, wtap, bb, first, KH, KW, cn, yr + (long)j * O, O, ovalid, JBC, NVC); \
+    for (; j + 4 <= Wo; j += 4) F(fwd_tile)(xr + j * pixs, pixs, tapcol, taprow, wb, wtap, bb, first, KH, KW, cn, yr + (long)j * O, O, ovalid, 4, NVC); \
+    for (; j < Wo; j++) F(fwd_tile)(xr + j * pixs, pixs, tapcol, taprow, wb, wtap, bb, first, KH, KW, cn, yr + (long)j * O, O, ovalid, 1, NVC);
+                    if (NV == 1) {
+                        FWD_TILES(FWD_JB1, 1)
+                    } else if (NV == 2) {
+                        FWD_TILES(FWD_JB2, 2)
+                    } else {
+                        FWD_TILES(FWD_JB4, 4)
+                    }
+#undef FWD_TILES
+                }
+            }
+        }
+    }
+}
+
+/* Input gradient, JB output pixels x NV vectors of input channels: for each tap, the
+ * pixels' contributions sum over the O outputs in registers, then are added into the
+ * tap's input pixels of dxpad. */
+static inline ALWAYS_INLINE void F(dx_tile)(
+    const T *dyp, long dypix, const T *wb, long wtap, T *dxr, long pixs, long tapcol, long taprow,
+    int KH, int KW, int on, int cvalid, const int JB, const int NV)
+{
+    const int CB = NV * VL;
+    for (int ki = 0; ki < KH; ki++) {
+        for (int kj = 0; kj < KW; kj++) {
+            const T *wt = wb + (long)(ki * KW + kj) * wtap;
+            V acc[12][4];
+            for (int jj = 0; jj < JB; jj++)
+                for (int v = 0; v < NV; v++)
+                    acc[jj][v] = (V){};
+            for (int o = 0; o < on; o++) {
+                V wv[4];
+                for (int v = 0; v < NV; v++)
+                    wv[v] = F(load)(wt + (long)o * CB + v * VL);
+                for (int jj = 0; jj < JB; jj++) {
+                    V g = F(splat)(dyp[jj * dypix + o]);
+                    for (int v = 0; v < NV; v++)
+                        acc[jj][v] += g * wv[v];
+                }
+            }
+            T *dt = dxr + ki * taprow + kj * tapcol;
+            for (int jj = 0; jj < JB; jj++) {
+                T *d = dt + jj * pixs;
+                if (cvalid >= CB) {
+                    for (int v = 0; v < NV; v++)
+                        F(store)(d + v * VL, F(load)(d + v * VL) + acc[jj][v]);
+                } else {
+                    T tmp[4 * VL];
+                    __builtin_memcpy(tmp, acc[jj], sizeof(T) * CB);
+                    for (int c = 0; c < cvalid; c++)
+                        d[c] += tmp[c];
+                }
+            }
+        }
+    }
+}
+
+void F(conv_dx)(const T *dy, const T *wt, T *dx, T *dxpad,
+                       int N, int H, int W, int C, int KH, int KW, int sh, int sw, int ph, int pw,
+                       int dh, int dw, int Ho, int Wo, int O, int NV)
+{
+    const int CB = NV * VL, ncb = (C + CB - 1) / CB;
+    /* dxpad covers every input pixel a tap reaches (with a floor-mode output it may
+     * reach less than H + 2*ph; never more). */
+    const int Hp = H + 2 * ph, Wp = W + 2 * pw;
+    const long dxrs = (long)Wp * C, pixs = (long)sw * C, tapcol = (long)dw * C, taprow = (long)dh * dxrs;
+    const long wtap = (long)O * CB, wblock = KH * KW * wtap;
+    const int oblk = F(channel_block)(O, KH, KW, CB);
+    for (int n = 0; n < N; n++) {
+        __builtin_memset(dxpad, 0, sizeof(T) * Hp * Wp * C);
+        const T *dys = dy + (long)n * Ho * Wo * O;
+        for (int cb = 0; cb < ncb; cb++) {
+            const int cvalid = C - cb * CB;
+            for (int o0 = 0; o0 < O; o0 += oblk) {
+                const int on = O - o0 < oblk ? O - o0 : oblk;
+                const T *wb = wt + cb * wblock + (long)o0 * CB;
+                for (int i = 0; i < Ho; i++) {
+                    const T *dyr = dys + (long)i * Wo * O + o0;
+                    T *dxr = dxpad + (long)i * sh * dxrs + cb * CB;
+                    int j = 0;
+#define DX_TILES(JBC, NVC) \
+    for (; j + JBC <= Wo; j += JBC) F(dx_tile)(dyr + (long)j * O, O, wb, wtap, dxr + j * pixs, pixs, tapcol, taprow, KH, KW, on, cvalid, JBC, NVC); \
+    for (; j + 4 <= Wo; j += 4) F(dx_tile)(dyr + (long)j * O, O, wb, wtap, dxr + j * pixs, pixs, tapcol, taprow, KH, KW, on, cvalid, 4, NVC); \
+    for (; j < Wo; j++) F(dx_tile)(dyr + (long)j * O, O, wb, wtap, dxr + j * pixs, pixs, tapcol, taprow, KH, KW, on, cvalid, 1, NVC);
+                    if (NV == 1) {
+                        DX_TILES(FWD_JB1, 1)
+                    } else if (NV == 2) {
+                        DX_TILES(FWD_JB2, 2)
+                    } else {
+                        DX_TILES(FWD_JB4, 4)
+                    }
+#undef DX_TILES
+                }
+            }
+        }
+        T *dxs = dx + (long)n * H * W * C;
+        for (int h = 0; h < H; h++)
+            __builtin_memcpy(dxs + (long)h * W * C, dxpad + ((long)(h + ph) * Wp + pw) * C, sizeof(T) * W * C);
+    }
+}
+
+/* Weight gradient of CBW input channels x NV vectors of outputs at one tap, summed over
+ * one sample's output pixels; dy rows are padded to whole vectors (dyo values apart). */
+static inline ALWAYS_INLINE void F(dw_tile)(
+    const T *xs, long xrs, long pixs, const T *dys, int dyo, int Ho, int Wo, T *dwb, int OB,
+    int cvalid, const int CBW, const int NV)
+{
+    V acc[12][4];
+    for (int cc = 0; cc < CBW; cc++)
+        for (int v = 0; v < NV; v++)
+            acc[cc][v] = (V){};
+    for (int i = 0; i < Ho; i++) {
+        const T *xr = xs + i * xrs;
+        const T *dyr = dys + (long)i * Wo * dyo;
+        for (int j = 0; j < Wo; j++) {
+            const T *xp = xr + j * pixs;
+            V gv[4];
+            for (int v = 0; v < NV; v++)
+                gv[v] = F(load)(dyr + (long)j * dyo + v * VL);
+            for (int cc = 0; cc < CBW; cc++) {
+                V xb = F(splat)(xp[cc]);
+                for (int v = 0; v < NV; v++)
+                    acc[cc][v] += xb * gv[v];
+            }
+        }
+    }
+    for (int cc = 0; cc < CBW && cc < cvalid; cc++)
+        for (int v = 0; v < NV; v++)
+            F(store)(dwb + (long)cc * OB + v * VL, F(load)(dwb + (long)cc * OB + v * VL) + acc[cc][v]);
+}
+
+void F(conv_dw)(const T *x, const T *dy, T *dwp, T *xpad,
+                       int N, int H, int W, int C, int KH, int KW, int sh, int sw, int ph, int pw,
+                       int dh, int dw, int Ho, int Wo, int Ostride, int NV)
+{
+    /* dy: (N, Ho, Wo, Ostride), Ostride a whole number of blocks of OB outputs. */
+    const int OB = NV * VL, nob = Ostride / OB;
+    const int Hp = H + 2 * ph, Wp = W + 2 * pw;
+    const long xrs = (long)Wp * C * sh, pixs = (long)sw * C;
+    if (ph || pw)
+        __builtin_memset(xpad, 0, sizeof(T) * Hp * Wp * C);
+    for (int n = 0; n < N; n++) {
+        const T *xs = x + (long)n * H * W * C;
+        if (ph || pw) {
+            F(pad_sample)(xs, xpad, H, W, C, ph, pw, Wp);
+            xs = xpad;
+        }
+        const T *dys = dy + (long)n * Ho * Wo * Ostride;
+        for (int ob = 0; ob < nob; ob++) {
+            for (int ki = 0; ki < KH; ki++) {
+                for (int kj = 0; kj < KW; kj++) {
+                    const T *xt = xs + ((long)ki * dh * Wp + (long)kj * dw) * C;
+                    T *dwt = dwp + (((long)ob * KH + ki) * KW + kj) * C * OB;
+                    const T *dyb = dys + ob * OB;
+                    T *dwc = dwt;
+                    int c = 0;
+                    /* literal NV per branch: the tiles' loops unroll into registers */
+#define DW_TILES(NVC, CBIG) \
+    for (; c + CBIG <= C; c += CBIG) F(dw_tile)(xt + c, xrs, pixs, dyb, Ostride, Ho, Wo, dwc + (long)c * OB, OB, CBIG, CBIG, NVC); \
+    for (; c + 4 <= C; c += 4) F(dw_tile)(xt + c, xrs, pixs, dyb, Ostride, Ho, Wo, dwc + (long)c * OB, OB, 4, 4, NVC); \
+    for (; c < C; c++) F(dw_tile)(xt + c, xrs, pixs, dyb, Ostride, Ho, Wo, dwc + (long)c * OB, OB, 1, 1, NVC);
+                    if (NV == 1) {
+                        DW_TILES(1, 8)
+                    } else if (NV == 2) {
+                        DW_TILES(2, 8)
+                    } else {
+                        DW_TILES(4, 4)
+                    }
+#undef DW_TILES
+                }
+            }
+        }
+    }
+}
+
+#undef F

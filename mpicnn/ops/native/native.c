@@ -1,0 +1,68 @@
+/* mpicnn's native CPU kernels, for float32 and float64, called through ctypes
+ * (mpicnn/ops/native.py): direct NHWC convolution (forward, input gradient, weight
+ * gradient; conv_impl.h) and the passes of batch normalisation (norm_impl.h).
+ *
+ * Built at install time as an optional extension (setup.py): when it is missing the
+ * NumPy code of ops/conv.py runs instead, with the same results. No Python API is used;
+ * the functions take raw pointers to C-contiguous arrays that the caller checked.
+ *
+ * On x86-64 setup.py compiles this file three times, for x86-64-v4 (AVX-512), v3 (AVX2
+ * and FMA) and the baseline, and native.py loads the best one whose
+ * mpicnn_native_supported() says the CPU runs it: a library built on a login node is
+ * right, and fast, on any compute node. (GCC's target_clones would do this in one
+ * library, but its clones did not inline the vector helpers: 10x slower.)
+ */
+#include <stddef.h>
+
+#define ALWAYS_INLINE __attribute__((always_inline))
+/* Output pixels per register tile for 1, 2 and 4 vectors of outputs (AVX-512 has 32
+ * vector registers: tiles of 12x1, 12x2 and 6x4 leave room for weights). */
+/* Bytes of weights a channel block keeps in L1 (32 KB on the CPUs we measured). */
+#ifndef L1_WEIGHT_BYTES
+#define L1_WEIGHT_BYTES 24576
+#endif
+#ifndef FWD_JB1
+#define FWD_JB1 12
+#endif
+#ifndef FWD_JB2
+#define FWD_JB2 12
+#endif
+#ifndef FWD_JB4
+#define FWD_JB4 6
+#endif
+
+/* The ABI version native.py checks: bump it when a signature changes. */
+int mpicnn_native_version(void) { return 2; }
+
+/* 1 when this CPU runs the instructions this copy was compiled for (MPICNN_NATIVE_LEVEL,
+ * an x86-64 micro-architecture level; unset: the compiler's default, always runnable). */
+int mpicnn_native_supported(void)
+{
+#if defined(MPICNN_NATIVE_LEVEL) && defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports(MPICNN_NATIVE_LEVEL) != 0;
+#else
+    return 1;
+#endif
+}
+
+typedef float v16f __attribute__((vector_size(64)));
+typedef double v8d __attribute__((vector_size(64)));
+
+#define T float
+#define V v16f
+#define VL 16
+#define SFX _f32
+#include "conv_impl.h"
+#include "norm_impl.h"
+#undef T
+#undef V
+#undef VL
+#undef SFX
+
+#define T double
+#define V v8d
+#define VL 8
+#define SFX _f64
+#include "conv_impl.h"
+#include "norm_impl.h"

@@ -1,0 +1,128 @@
+"""The native C kernels (mpicnn/ops/native/native.c) against the NumPy code of ops/conv.py
+and ops/norm.py, and the dispatch between them."""
+import os
+
+import numpy as np
+import pytest
+
+from mpicnn import ops
+from mpicnn.ops import conv as conv_ops
+from mpicnn.ops import native, norm
+
+rng = np.random.default_rng(7)
+
+pytestmark = pytest.mark.skipif(
+    not native.available() and os.environ.get("CI") != "true",
+    reason=f"native kernels unavailable: {native.why_unavailable()}")
+
+
+def test_built_under_ci():
+    """CI installs with a C compiler: the kernels must have been built and load."""
+    assert native.available(), native.why_unavailable()
+    assert os.path.basename(native.library_path()).startswith("_native_")
+
+
+# N, C, H, W, O, K, stride, padding, dilation: channel counts below, at and above one
+# vector (16 float32 / 8 float64 lanes), pixel rows shorter and longer than a register
+# tile, floor-mode outputs that leave input rows unread, non-square kernels via K.
+SHAPES = [
+    (2, 3, 9, 7, 16, 3, 1, 1, 1), (3, 16, 10, 10, 16, 3, 1, 1, 1), (2, 5, 11, 13, 6, 5, 1, 2, 1),
+    (2, 6, 14, 14, 16, 5, 1, 0, 1), (2, 16, 12, 12, 32, 3, 2, 1, 1), (2, 32, 8, 8, 64, 3, 1, 1, 1),
+    (1, 40, 7, 9, 33, 3, 2, 1, 1), (2, 8, 9, 9, 20, 1, 2, 0, 1), (2, 7, 12, 12, 9, 3, 1, 2, 2),
+    (2, 64, 4, 4, 128, 3, 1, 1, 1), (2, 17, 9, 8, 100, 2, 3, 0, 1), (1, 1, 28, 28, 6, 5, 1, 2, 1),
+    (2, 4, 30, 5, 70, 3, 1, 1, 1),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_native_matches_numpy(shape, dtype):
+    n, c, h, w_, o, k, s, p, d = shape
+    x = rng.standard_normal((n, h, w_, c)).astype(dtype)
+    w = rng.standard_normal((o, c, k, k)).astype(dtype)
+    b = rng.standard_normal(o).astype(dtype)
+    Ho, Wo = conv_ops.conv_output_size(h, k, s, p, d), conv_ops.conv_output_size(w_, k, s, p, d)
+    dy = rng.standard_normal((n, Ho, Wo, o)).astype(dtype)
+    # chunk=... forces the NumPy im2col code
+    y_ref = ops.conv2d_forward(x, w, b, s, p, d, chunk=2)
+    dx_ref, dw_ref, _ = ops.conv2d_backward(x, w, dy, s, p, d, chunk=2)
+    y = native.forward(x, w, b, (s, s), (p, p), (d, d), Ho, Wo)
+    dx = native.input_grad(dy, w, x.shape, (s, s), (p, p), (d, d))
+    dw = native.weight_grad(x, dy, w.shape, (s, s), (p, p), (d, d))
+    assert y.dtype == dx.dtype == dw.dtype == dtype
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    for got, ref in ((y, y_ref), (dx, dx_ref), (dw, dw_ref)):
+        assert got.shape == ref.shape
+        np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * np.abs(ref).max())
+    # the adjoint identity <conv(x), dy> = <x, conv^T(dy)> holds for the native pair alone
+    y0 = native.forward(x, w, None, (s, s), (p, p), (d, d), Ho, Wo)
+    assert np.isclose(np.sum(y0 * dy, dtype=np.float64), np.sum(x * dx, dtype=np.float64),
+                      rtol=1e-10 if dtype == np.float64 else 1e-4)
+
+
+def test_dispatch_takes_native_for_narrow_layers(monkeypatch):
+    """ops.conv2d_* send narrow convolutions to the C kernels, wide ones to BLAS, and
+    MPICNN_NATIVE=0 sends everything to NumPy; the results agree."""
+    calls = []
+    for name in ("forward", "input_grad", "weight_grad"):
+        real = getattr(native, name)
+        monkeypatch.setattr(native, name, lambda *a, _n=name, _r=real: calls.append(_n) or _r(*a))
+    x = rng.standard_normal((2, 10, 10, 16))
+    w = rng.standard_normal((16, 16, 3, 3))
+    dy = rng.standard_normal((2, 10, 10, 16))
+    y = ops.conv2d_forward(x, w, None, 1, 1)
+    dx, dw, db = ops.conv2d_backward(x, w, dy, 1, 1)
+    assert calls == ["forward", "weight_grad", "input_grad"]
+    calls.clear()
+    wide = rng.standard_normal((64, 16, 3, 3))
+    ops.conv2d_forward(x, wide, None, 1, 1)
+    assert calls == []  # 64 output channels: BLAS
+    monkeypatch.setenv("MPICNN_NATIVE", "0")
+    assert not native.available() and "MPICNN_NATIVE=0" in native.why_unavailable()
+    y2 = ops.conv2d_forward(x, w, None, 1, 1)
+    dx2, dw2, db2 = ops.conv2d_backward(x, w, dy, 1, 1)
+    assert calls == []
+    for a, b in ((y, y2), (dx, dx2), (dw, dw2), (db, db2)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_non_contiguous_input_is_copied_not_misread():
+    """The kernels read raw memory: a strided view must reach them as a copy."""
+    x = rng.standard_normal((2, 8, 8, 32))[..., ::2]  # 16 channels, stride 2
+    w = rng.standard_normal((16, 16, 3, 3))
+    np.testing.assert_allclose(ops.conv2d_forward(x, w, None, 1, 1),
+                               ops.conv2d_forward(np.ascontiguousarray(x), w, None, 1, 1, chunk=1),
+                               rtol=1e-12, atol=1e-12)
+
+
+def _bn_step(x, w, b, dy, allreduce=None):
+    y, cache, mean, var, count = norm.batch_norm_train_forward(x, w, b, allreduce=allreduce)
+    dx, dw, db = norm.batch_norm_backward(dy, cache, allreduce=allreduce)
+    return y, mean, var, dx, dw, db
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(6, 9, 7, 16), (4, 5, 5, 64), (5, 3, 7, 10), (33, 10), (2, 3, 4, 5, 12)])
+@pytest.mark.parametrize("affine", [True, False])
+def test_native_batch_norm_matches_numpy(shape, dtype, affine, monkeypatch):
+    """Training forward and backward through the C passes equal the NumPy passes, in the
+    input's dtype, with and without affine parameters and with a statistics allreduce."""
+    C = shape[-1]
+    x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal(C).astype(dtype) if affine else None
+    b = rng.standard_normal(C).astype(dtype) if affine else None
+    seen = []
+
+    def allreduce(a):  # a stand-in reduction: records what it sums, doubles nothing
+        seen.append(a.copy())
+        return a
+    got = _bn_step(x, w, b, dy, allreduce)
+    monkeypatch.setenv("MPICNN_NATIVE", "0")
+    ref_seen = len(seen)
+    ref = _bn_step(x, w, b, dy, allreduce)
+    assert ref_seen == len(seen) - ref_seen == 3  # count+sums, squares, gradient sums
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    for a, r in zip(got, ref):
+        assert np.asarray(a).dtype == np.asarray(r).dtype
+        np.testing.assert_allclose(a, r, rtol=tol, atol=tol * max(1.0, np.abs(r).max()))
