@@ -1,6 +1,9 @@
 """Data-parallel throughput 1 -> N ranks: the real trainer under mpiexec, one BLAS
-thread per rank, the same global batch, images/s read from its metrics; and the
-default job against PyTorch DDP on the same number of processes (``bench_vs_ddp``)."""
+thread per rank, the same global batch, images/s read from its metrics; the machine's
+ceiling for N ranks measured in the same run (N independent 1-rank trainers at 1/N of
+the batch, at the same time: what N processes get from the cores, the memory system
+and the Python interpreter with no communication at all); and the default job against
+PyTorch DDP on the same number of processes (``bench_vs_ddp``)."""
 import json
 import os
 import subprocess
@@ -21,6 +24,26 @@ def run_trainer(n, args, env):
         return [json.loads(line) for line in open(metrics)][-1]
 
 
+def run_ceiling(n, args, batch_size, env):
+    """n independent 1-rank trainers at batch_size/n, started together; their summed
+    images/s is what n ranks could reach with free communication."""
+    with tempfile.TemporaryDirectory() as tmp:
+        procs, paths = [], []
+        for i in range(n):
+            metrics = os.path.join(tmp, f"m{i}.jsonl")
+            cmd = mpi_command(1, "-m", "mpicnn.train", *args, "--batch-size", str(batch_size // n),
+                              "--no-progress", "--metrics", metrics)
+            procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                          env=env))
+            paths.append(metrics)
+        for cmd_proc in procs:
+            _, err = cmd_proc.communicate()
+            if cmd_proc.returncode:
+                raise RuntimeError(f"ceiling run failed:\n{err[-3000:]}")
+        records = [[json.loads(line) for line in open(p)][-1] for p in paths]
+        return {"images_per_sec": sum(r["images_per_sec"] for r in records)}
+
+
 def interleaved(variants, repeats, launch):
     """Run ``launch(variant)`` ``repeats`` times per variant, interleaved (a, b, a, b, ...)
     so machine noise hits every variant alike. Returns variant -> (the median run's final
@@ -38,17 +61,33 @@ def interleaved(variants, repeats, launch):
 
 def bench_scaling(ranks=(1, 2), model="lenet5", dataset="mnist5k", batch_size=128, steps=60, repeats=3,
                   extra=()):
-    """Images/s per rank count (medians of interleaved runs) and the speedup of the medians."""
-    args = ["--model", model, "--dataset", dataset, "--batch-size", str(batch_size), "--steps", str(steps),
-            "--eval-every", str(10 ** 9), *extra]
+    """Images/s per rank count (medians of interleaved runs), the speedup of the medians,
+    and for each n > 1 the machine's ceiling (``run_ceiling``, interleaved with the rest):
+    ``ceiling_images_per_sec``, ``ceiling_speedup`` and ``of_ceiling`` (images/s over the
+    ceiling's; 1.0 = communication and the layout cost nothing)."""
+    common = ["--model", model, "--dataset", dataset, "--steps", str(steps), "--eval-every", str(10 ** 9), *extra]
+    args = common + ["--batch-size", str(batch_size)]
     env = mpi_env()
+    variants = [("ranks", n) for n in ranks] + [("ceiling", n) for n in ranks if n > 1]
+
+    def launch(variant):
+        kind, n = variant
+        return run_trainer(n, args, env) if kind == "ranks" else run_ceiling(n, common, batch_size, env)
+
+    runs = interleaved(variants, repeats, launch)
     rows = []
-    for n, (mid, all_runs) in interleaved(ranks, repeats, lambda n: run_trainer(n, args, env)).items():
+    for n in ranks:
+        mid, all_runs = runs["ranks", n]
         rows.append({"ranks": n, "images_per_sec": mid["images_per_sec"], "all_runs": all_runs,
                      "comm_seconds": mid["comm_seconds"], "compute_seconds": mid["compute_seconds"]})
     base = rows[0]["images_per_sec"]
     for row in rows:
         row["speedup"] = row["images_per_sec"] / base
+        if ("ceiling", row["ranks"]) in runs:
+            ceiling, ceiling_runs = runs["ceiling", row["ranks"]]
+            row.update(ceiling_images_per_sec=ceiling["images_per_sec"],
+                       ceiling_speedup=ceiling["images_per_sec"] / base,
+                       of_ceiling=row["images_per_sec"] / ceiling["images_per_sec"], ceiling_runs=ceiling_runs)
     return rows
 
 

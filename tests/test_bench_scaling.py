@@ -1,0 +1,17 @@
+"""bench scaling: the data-parallel rows and the machine ceiling measured in the same run."""
+import pytest
+
+from mpicnn.bench.scaling import bench_scaling
+
+pytestmark = pytest.mark.slow
+
+
+def test_scaling_rows_carry_the_ceiling():
+    rows = bench_scaling(ranks=(1, 2), steps=4, repeats=1, batch_size=32)
+    one, two = rows
+    assert (one["ranks"], two["ranks"]) == (1, 2)
+    assert "ceiling_images_per_sec" not in one  # one rank has no ceiling run
+    assert two["ceiling_images_per_sec"] > 0 and two["images_per_sec"] > 0
+    assert two["of_ceiling"] == pytest.approx(two["images_per_sec"] / two["ceiling_images_per_sec"])
+    assert two["ceiling_speedup"] == pytest.approx(two["ceiling_images_per_sec"] / one["images_per_sec"])
+    assert len(two["ceiling_runs"]) == 1 and len(two["all_runs"]) == 1
