@@ -38,24 +38,32 @@ def is_image_tree(path):
     return os.path.isdir(path) and any(e.is_dir() and not e.name.startswith(".") for e in os.scandir(path))
 
 
+def _image_names(folder):
+    """Sorted names of the image files in ``folder``, and how many other files it holds."""
+    names = [e.name for e in os.scandir(folder) if e.is_file() and not e.name.startswith(".")]
+    images = sorted(n for n in names if n.lower().endswith(EXTENSIONS))
+    return images, len(names) - len(images)
+
+
 def _tree(root):
-    """(class names, [(file, class name)]) of one tree; every class folder must hold images."""
+    """(class names, image count per class) of one tree; every class folder must hold
+    images. Only counts are kept: the names are listed again, a class at a time, while
+    reading, so memory does not grow with the number of files."""
     classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
     if not classes:
         raise UserError(f"{root}: no class subfolders; an image-folder tree holds one folder per class "
                         f"(ROOT/cat/1.png, ROOT/dog/2.png, ...)")
-    files, skipped = [], 0
+    counts, skipped = [], 0
     for c in classes:
-        names = sorted(e.name for e in os.scandir(os.path.join(root, c)) if e.is_file() and not e.name.startswith("."))
-        images = [n for n in names if n.lower().endswith(EXTENSIONS)]
-        skipped += len(names) - len(images)
+        images, others = _image_names(os.path.join(root, c))
+        skipped += others
         if not images:
             raise UserError(f"{os.path.join(root, c)}: class folder holds no image files "
                             f"({', '.join(EXTENSIONS[:3])}, ...); add images or remove the folder")
-        files += [(os.path.join(root, c, n), c) for n in images]
+        counts.append(len(images))
     if skipped:
         print(f"{root}: skipped {skipped} files that are not images (not {', '.join(EXTENSIONS)})")
-    return classes, files
+    return classes, counts
 
 
 class _Reader:
@@ -74,6 +82,9 @@ class _Reader:
     def _open(self, path):
         try:
             return self.Image.open(path)
+        except self.Image.UnidentifiedImageError:
+            raise UserError(f"{path}: cannot read it as an image (not a format Pillow knows, or its header is "
+                            f"damaged); replace or delete the file") from None
         except Exception as e:  # Pillow raises many types for damaged files; all mean "bad input"
             raise UserError(f"{path}: cannot read it as an image ({type(e).__name__}: {e}); "
                             f"replace or delete the file") from None
@@ -103,16 +114,27 @@ class _Reader:
         return a[None] if self.gray else a.transpose(2, 0, 1)
 
 
-def _source(where, files, labels, reader):
+def _source(root, classes, counts, labels, reader):
+    """The images of ``classes`` (with ``counts`` files each) in blocks of one reused buffer."""
+    total = sum(counts)
+
     def blocks():
-        rows = block_rows(int(np.prod(reader.shape)))
-        for s in range(0, len(files), rows):
-            chunk = files[s:s + rows]
-            out = np.empty((len(chunk),) + reader.shape, np.uint8)
-            for i, (path, _) in enumerate(chunk):
-                out[i] = reader.read(path)
-            yield out, None
-    return Source(where, len(files), reader.shape, np.dtype(np.uint8), "labels", labels, blocks)
+        rows = min(total, block_rows(int(np.prod(reader.shape))))
+        out = np.empty((rows,) + reader.shape, np.uint8)
+        n = done = 0
+        for c in classes:
+            for name in _image_names(os.path.join(root, c))[0]:
+                if done == total:
+                    raise UserError(f"{root}: holds more images than when counted ({total}); it changed while "
+                                    f"converting; convert again")
+                out[n] = reader.read(os.path.join(root, c, name))
+                n, done = n + 1, done + 1
+                if n == rows:
+                    yield out, None
+                    n = 0
+        if n:
+            yield out[:n], None
+    return Source(root, total, reader.shape, np.dtype(np.uint8), "labels", labels, blocks)
 
 
 def open_images(root, size=None, mode=None, test=None):
@@ -124,16 +146,17 @@ def open_images(root, size=None, mode=None, test=None):
             if test is not None:
                 raise UserError(f"{root} already holds a test/ tree; drop --test")
             test_root = os.path.join(root, "test")
-    classes, files = _tree(train_root)
-    reader = _Reader(files[0][0], size, mode)
-    index = {c: k for k, c in enumerate(classes)}
-    sources = {"train": _source(train_root, files, np.array([index[c] for _, c in files], np.int64), reader)}
+    classes, counts = _tree(train_root)
+    first = os.path.join(train_root, classes[0], _image_names(os.path.join(train_root, classes[0]))[0][0])
+    reader = _Reader(first, size, mode)
+    labels = np.repeat(np.arange(len(classes)), counts)
+    sources = {"train": _source(train_root, classes, counts, labels, reader)}
     if test_root is not None:
-        test_classes, test_files = _tree(test_root)
+        test_classes, test_counts = _tree(test_root)
         extra = sorted(set(test_classes) - set(classes))
         if extra:
             raise UserError(f"{test_root}: class folders {', '.join(extra)} have no train folder in {train_root}; "
                             f"the test classes must be among the train classes")
-        sources["test"] = _source(test_root, test_files, np.array([index[c] for _, c in test_files], np.int64),
-                                  reader)
+        labels = np.repeat([classes.index(c) for c in test_classes], test_counts)
+        sources["test"] = _source(test_root, test_classes, test_counts, labels, reader)
     return sources, tuple(classes), len(classes)
