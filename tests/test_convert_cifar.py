@@ -6,7 +6,7 @@ import pickle
 import numpy as np
 import pytest
 
-from convert_tools import assert_refused, run_convert, stored
+from convert_tools import assert_refused, convert_memory, run_convert, stored
 
 from mpicnn import data
 
@@ -106,3 +106,21 @@ def test_pickled_python_cifar_and_torch_files_are_refused(tmp_path):
                    "numpy.save")
     (tmp_path / "stuff.dat").write_bytes(pickle.dumps([1, 2, 3], protocol=4))
     assert_refused(run_convert(tmp_path / "stuff.dat", "-o", out), out, "stuff.dat", "pickle")
+
+
+def test_peak_memory_does_not_grow_with_the_batches(tmp_path):
+    """2,000 and 20,000 records (6 and 61 MB) through 256 KiB blocks
+    (the small set is many blocks too)."""
+    rng = np.random.default_rng(3)
+    rec = cifar_records(rng, 20_000, 1, 10)
+    peaks = []
+    for n in (2_000, 20_000):
+        (tmp_path / str(n)).mkdir()
+        rec[:n].tofile(tmp_path / str(n) / "data_batch_1.bin")
+        peaks.append(convert_memory(256 << 10, tmp_path / str(n), "-o", tmp_path / f"{n}.h5"))
+    (small, rss_small), (big, rss_big) = peaks
+    grown = rec.nbytes - rec[:2_000].nbytes
+    print(f"tracemalloc peak {small / 2**20:.1f} / {big / 2**20:.1f} MiB, max RSS {rss_small / 2**20:.0f} / "
+          f"{rss_big / 2**20:.0f} MiB for 2,000 / 20,000 records")
+    assert big - small < grown / 16 and big < rec.nbytes / 4
+    assert rss_big - rss_small < grown / 4

@@ -65,7 +65,7 @@ class _NpyStream:
             for s in range(0, self.shape[0], rows):
                 n = min(rows, self.shape[0] - s)
                 buf = bytearray(n * row)
-                got = fh.readinto(memoryview(buf))
+                got = _read_into(fh, memoryview(buf))
                 if got != len(buf):
                     raise UserError(f"{self.where}: ends early, in sample {s + got // max(row, 1)} of "
                                     f"{self.shape[0]} (truncated); save or copy it again")
@@ -80,6 +80,18 @@ class _NpyStream:
         if len(buf) != nbytes:
             raise UserError(f"{self.where}: ends early (truncated); save or copy it again")
         return np.frombuffer(buf, self.dtype).reshape(self.shape, order="F" if self.fortran else "C")
+
+
+def _read_into(fh, view, piece=1 << 20):
+    """Fill ``view`` from ``fh`` in 1 MiB reads (a zip member's one big read would build
+    several copies of the block); returns the bytes read (fewer at the end of the file)."""
+    got = 0
+    while got < len(view):
+        n = fh.readinto(view[got:got + piece])
+        if not n:
+            break
+        got += n
+    return got
 
 
 def _npy_file(path):

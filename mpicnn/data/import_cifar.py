@@ -81,7 +81,7 @@ class _Batches:
         out = []
         top = self.fmt["classes"][self.which]
         for path, count in zip(self.paths, self.counts):
-            lab = np.concatenate([r[:, self.which] for r in _read_blocks(path, self.fmt, count)])
+            lab = np.concatenate([r[:, self.which].copy() for r in _read_blocks(path, self.fmt, count)])  # not views: they would keep every block
             if lab.max() >= top:
                 i = int(np.argmax(lab >= top))
                 raise UserError(f"{path}: record {i} has label {lab[i]}, but {self.fmt['name']} labels are "

@@ -52,6 +52,16 @@ def check_masks(masks, where, start):
     return masks.astype(np.uint8)
 
 
+def _small_metadata_cache(f):
+    """Cap HDF5's metadata cache (default: grows to 32 MiB) at 1 MiB: with one chunk per
+    sample it otherwise grows with the sample count (+16 MiB of RSS from 2,000 to 60,000
+    samples), and a sequential writer gains nothing from it."""
+    config = f.id.get_mdc_config()
+    config.set_initial_size, config.initial_size = True, 1 << 19
+    config.min_size, config.max_size = 1 << 18, 1 << 20
+    f.id.set_mdc_config(config)
+
+
 def write_sources(path, parts, num_classes=None, class_names=None, attrs=None, overwrite=False):
     """Write ``parts = [(source, {split: mask over the source's samples or None}), ...]``
     to ``path`` atomically; returns {split: samples written}. Every source must share
@@ -65,6 +75,7 @@ def write_sources(path, parts, num_classes=None, class_names=None, attrs=None, o
     width = first.targets.shape[1] if first.kind == "targets" else None
     top = -1
     with atomic_h5(path, overwrite=overwrite) as f, Progress(sum(counts.values())) as progress:
+        _small_metadata_cache(f)
         for k, v in (attrs or {}).items():
             f.attrs[k] = v
         out = {s: create_split(f, s, n, first.shape, first.dtype, first.kind, width)
