@@ -166,7 +166,7 @@ def test_bad_trees_are_one_line_errors_leaving_nothing(Image, tmp_path, capsys):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(flat / "a.png")
     refused(flat, "without class subfolders")
     refused(flat / "a.png", "one image", "folder tree")
-    extra = make_tree(Image, tmp_path / "extra" / "train")
+    make_tree(Image, tmp_path / "extra" / "train")
     make_tree(Image, tmp_path / "extra" / "test", sizes=((8, 8),) * 6)
     (tmp_path / "extra" / "test" / "k9").mkdir()
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "extra" / "test" / "k9" / "0.png")

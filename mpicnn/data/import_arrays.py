@@ -311,7 +311,7 @@ def open_arrays(opts):
 
 def _layout(shape, opts, where):
     """(stored sample shape, function from an input block to channels-first samples)."""
-    n, rest = shape[0], tuple(shape[1:])
+    rest = tuple(shape[1:])
     if len(rest) == 1:
         p, c = rest[0], opts.channels or 1
         h, w = opts.height, opts.width
