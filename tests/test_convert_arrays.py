@@ -3,6 +3,7 @@ file exactly, for images and volumes, with labels, regression targets or masks; 
 memory does not grow with the array; damaged arrays are one-line errors."""
 import h5py
 import numpy as np
+import pytest
 
 from convert_tools import assert_refused, convert_memory, run_convert, stored
 
@@ -75,6 +76,7 @@ def test_damaged_arrays_are_refused(tmp_path):
                    "no dataset 'images'", "it has a, b")
 
 
+@pytest.mark.slow
 def test_peak_memory_does_not_grow_with_npz(tmp_path):
     """Peak RSS of 10,000 and 20,000 CIFAR-sized samples (31 and 61 MB) in an .npz, split
     by --test-fraction, through 256 KiB blocks: the second 31 MB adds (almost) nothing. A

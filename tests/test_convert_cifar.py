@@ -108,6 +108,7 @@ def test_pickled_python_cifar_and_torch_files_are_refused(tmp_path):
     assert_refused(run_convert(tmp_path / "stuff.dat", "-o", out), out, "stuff.dat", "pickle")
 
 
+@pytest.mark.slow
 def test_peak_memory_does_not_grow_with_the_batches(tmp_path):
     """Through 256 KiB blocks: the peak of Python and NumPy allocations for 2,000 and 20,000
     records (6 and 61 MB), and the peak RSS for 10,000 and 20,000."""

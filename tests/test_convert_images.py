@@ -72,6 +72,7 @@ def linked_tree(root, path, copies, per_class):
     return path
 
 
+@pytest.mark.slow
 def test_peak_memory_does_not_grow_with_the_tree(tree, tmp_path):
     """Peak RSS through 256 KiB blocks for the 10,000 PNGs and for 20,000 (each file
     linked twice): the second 7.7 MB of pixels adds nothing."""
@@ -187,6 +188,7 @@ def test_missing_pillow_is_a_clean_error(tmp_path):
     assert_refused(r, tmp_path / "o.h5", "needs Pillow", "pip install")
 
 
+@pytest.mark.slow
 def test_trainer_runs_on_a_converted_tree(tree, tmp_path):
     root, _ = tree
     out = tmp_path / "digits.h5"
