@@ -17,6 +17,7 @@ import numpy as np
 from ..blas import blas_threads
 from ..nn import (Conv2d, CrossEntropyLoss, GlobalAvgPool2d, Linear, MaxPool2d, ReLU,
                   Sequential, swap_relu_maxpool)
+from ..ops import conv as conv_ops
 from ..ops.conv import conv2d_backward, conv2d_forward, conv_output_size
 
 __all__ = ["bench_cnn", "bench_conv_layers", "gemm_gflops", "build_benchmark_cnn"]
@@ -159,7 +160,8 @@ def bench_conv_layers(shapes=CONV_SHAPES, repeats=7, threads=1, dtype=np.float32
     """Forward, weight-gradient and input-gradient time and GFLOP/s per conv shape.
 
     One dict per shape: name, shape fields, gflop (2*N*Ho*Wo*O*C*K*K / 1e9, the same for
-    the three passes), fwd_ms, dw_ms (dW and db), dx_ms, and *_gflops for each.
+    the three passes), paths (which code ran forward/dW/dX: "C", the native kernels, or
+    "NumPy"), fwd_ms, dw_ms (dW and db), dx_ms, and *_gflops for each.
     """
     rng = np.random.default_rng(seed)
     rows = []
@@ -176,8 +178,10 @@ def bench_conv_layers(shapes=CONV_SHAPES, repeats=7, threads=1, dtype=np.float32
             dw = _median_ms(lambda: conv2d_backward(x, w, dy, s, p, need_dx=False), repeats)
             dx = _median_ms(lambda: conv2d_backward(x, w, dy, s, p, need_dw=False, need_db=False),
                             repeats)
+            paths = "/".join("C" if conv_ops._native_pays(x, 1, pass_, c, o) else "NumPy"
+                             for pass_ in ("fwd", "dw", "dx"))
             rows.append(dict(name=name, batch=n, in_channels=c, size=hw, out_channels=o,
-                             kernel=k, stride=s, padding=p, gflop=gflop,
+                             kernel=k, stride=s, padding=p, gflop=gflop, paths=paths,
                              fwd_ms=fwd, dw_ms=dw, dx_ms=dx, fwd_gflops=gflop / fwd * 1e3,
                              dw_gflops=gflop / dw * 1e3, dx_gflops=gflop / dx * 1e3))
     return rows
