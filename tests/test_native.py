@@ -72,11 +72,15 @@ def test_dispatch_takes_native_for_narrow_layers(monkeypatch):
     dy = rng.standard_normal((2, 10, 10, 16))
     y = ops.conv2d_forward(x, w, None, 1, 1)
     dx, dw, db = ops.conv2d_backward(x, w, dy, 1, 1)
-    assert calls == ["forward", "weight_grad", "input_grad"]
+    assert calls[:3] == ["forward", "weight_grad", "input_grad"]  # (a stride-1 input
+    # gradient then runs as a forward convolution: a fourth call)
     calls.clear()
-    wide = rng.standard_normal((64, 16, 3, 3))
+    wide = rng.standard_normal((160, 16, 3, 3))
     ops.conv2d_forward(x, wide, None, 1, 1)
-    assert calls == []  # 64 output channels: BLAS
+    assert calls == []  # 160 output channels: BLAS
+    winograd = rng.standard_normal((64, 64, 3, 3))
+    ops.conv2d_forward(rng.standard_normal((1, 16, 16, 64)), winograd, None, 1, 1)
+    assert calls == []  # 64 channels on 16x16 maps: Winograd
     monkeypatch.setenv("MPICNN_NATIVE", "0")
     assert not native.available() and "MPICNN_NATIVE=0" in native.why_unavailable()
     y2 = ops.conv2d_forward(x, w, None, 1, 1)

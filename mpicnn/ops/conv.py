@@ -38,8 +38,8 @@ How it is computed (what makes it fast in NumPy; FACTS.md):
 * where it measured faster (``_native_pays``), the native C kernels of
   ``ops/native/native.c`` (direct convolution, one register tile of pixels x output
   channels; ``ops/native.py``) replace all of the above for float32/float64, groups 1:
-  convolutions with at most 32 channels, and every weight gradient with at least 4
-  input channels. ``MPICNN_NATIVE=0`` turns them off.
+  convolutions with at most 32 channels (128 where Winograd does not apply), and every
+  weight gradient with at least 4 input channels. ``MPICNN_NATIVE=0`` turns them off.
 """
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -107,22 +107,25 @@ def _check(x, w, b, stride, padding, dilation, groups):
 
 
 # Where the native kernels beat im2col + BLAS (and Winograd), one thread, Zen 4, measured
-# per pass with bench conv against the NumPy code (CPU time): forward and input gradient
-# up to 32 channels in and out (16->16 at 32x32: 6.7 -> 4.7 ms forward, 6.4 -> 4.6 ms
-# input gradient); wider layers keep BLAS's blocking. The weight gradient (a GEMM with
-# a huge inner dimension, accumulated in registers) wins from 4 input channels up
-# (16->16: 7.2 -> 3.3 ms; 256->256 at 8x8: 54 -> 50 ms); with 1-3 channels its tiles are
-# too thin.
+# per pass against the NumPy code (best of 7, bench conv's shapes): forward and input
+# gradient up to 32 channels in and out (16->16 at 32x32: 6.7 -> 3.0 ms forward, 6.4 ->
+# 3.1 ms input gradient), and up to 128 where Winograd does not apply (64->64 at 8x8:
+# 3.7 -> 3.1 ms; 64->128 stride 2: 1.7 -> 1.6 ms); wider layers keep BLAS's blocking. The
+# weight gradient (a GEMM with a huge inner dimension, accumulated in registers) wins
+# from 4 input channels up (16->16: 7.2 -> 3.3 ms; 256->256 at 8x8: 54 -> 50 ms); with
+# 1-3 channels its tiles are too thin.
 NATIVE_MAX_CHANNELS = 32
+NATIVE_NO_WINOGRAD_MAX_CHANNELS = 128
 NATIVE_DW_MIN_CHANNELS = 4
 
 
-def _native_pays(x, groups, pass_, C, O):
+def _native_pays(x, groups, pass_, C, O, winograd=False):
     if not native.applies(x, groups):
         return False
     if pass_ == "dw":
         return C >= NATIVE_DW_MIN_CHANNELS
-    return max(C, O) <= NATIVE_MAX_CHANNELS
+    widest = max(C, O)
+    return widest <= NATIVE_MAX_CHANNELS or (widest <= NATIVE_NO_WINOGRAD_MAX_CHANNELS and not winograd)
 
 
 def _weight_matrix(w, groups):
@@ -236,10 +239,11 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, chun
     dilation = pair(dilation, "dilation")
     Ho, Wo = _check(x, w, b, stride, padding, dilation, groups)
     O, _, KH, KW = w.shape
-    if chunk is None and _native_pays(x, groups, "fwd", x.shape[3], O):
+    winograd = chunk is None and _winograd_applies(w, stride, dilation, groups, padding, (Ho, Wo))
+    if chunk is None and _native_pays(x, groups, "fwd", x.shape[3], O, winograd):
         return native.forward(np.ascontiguousarray(x), w, b, stride, padding, dilation, Ho, Wo)
     y = np.empty((x.shape[0], Ho, Wo, O), x.dtype)
-    if chunk is None and _winograd_applies(w, stride, dilation, groups, padding, (Ho, Wo)):
+    if winograd:
         return _conv3x3_winograd(x, _winograd_weight(w), b, padding, y)
     wmat = _weight_matrix(w, groups)
     if b is not None:
@@ -307,7 +311,9 @@ def _conv_input_grad(dy, w, xshape, stride, padding, dilation, groups, chunk):
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
     qh, qw = dh * (KH - 1) - ph, dw * (KW - 1) - pw
     Ho, Wo = dy.shape[1:3]
-    if chunk is None and _native_pays(dy, G, "dx", C, O):
+    winograd = (chunk is None and (sh, sw) == (1, 1) and qh >= 0 and qw >= 0
+                and _winograd_applies(w, (1, 1), dilation, G, (qh, qw), (H, W)))
+    if chunk is None and _native_pays(dy, G, "dx", C, O, winograd):
         return native.input_grad(dy, w, xshape, stride, padding, dilation)
     if chunk is None and G == 1 and C <= TAPS_MAX_CHANNELS:
         return _input_grad_taps(dy, w, xshape, stride, padding, dilation)

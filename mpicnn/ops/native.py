@@ -158,6 +158,13 @@ def input_grad(dy, w, xshape, stride, padding, dilation):
     """dx of a convolution whose output gradient is C-contiguous NHWC ``dy``."""
     dt = dy.dtype
     O, C, KH, KW = w.shape
+    qh, qw = dilation[0] * (KH - 1) - padding[0], dilation[1] * (KW - 1) - padding[1]
+    if tuple(stride) == (1, 1) and qh >= 0 and qw >= 0:
+        # The transposed convolution: dY correlated with the flipped weight, channels
+        # swapped. The forward kernel keeps every pixel's sum in registers over all taps,
+        # where the scatter below adds each tap's part into dX in memory.
+        wt = np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+        return forward(dy, wt, None, (1, 1), (qh, qw), dilation, xshape[1], xshape[2])
     nv = _vectors(C, dt)
     wt = _blocked(w.transpose(2, 3, 0, 1), nv, dt)  # (ncb, KH, KW, O, CB)
     N, H, W, _ = xshape

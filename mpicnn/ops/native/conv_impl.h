@@ -117,11 +117,14 @@ void F(conv_fwd)(const T *x, const T *wp, const T *bp, T *y, T *xpad,
 #define FWD_TILES(JBC, NVC) \
     for (; j + JBC <= Wo; j += JBC) F(fwd_tile)(xr + j * pixs, pixs, tapcol, taprow, wb, wtap, bb, first, KH, KW, cn, yr + (long)j * O, O, ovalid, JBC, NVC); \
     for (; j + 4 <= Wo; j += 4) F(fwd_tile)(xr + j * pixs, pixs, tapcol, taprow, wb, wtap, bb, first, KH, KW, cn, yr + (long)j * O, O, ovalid, 4, NVC); \
+    for (; j + 2 <= Wo; j += 2) F(fwd_tile)(xr + j * pixs, pixs, tapcol, taprow, wb, wtap, bb, first, KH, KW, cn, yr + (long)j * O, O, ovalid, 2, NVC); \
     for (; j < Wo; j++) F(fwd_tile)(xr + j * pixs, pixs, tapcol, taprow, wb, wtap, bb, first, KH, KW, cn, yr + (long)j * O, O, ovalid, 1, NVC);
                     if (NV == 1) {
                         FWD_TILES(FWD_JB1, 1)
                     } else if (NV == 2) {
                         FWD_TILES(FWD_JB2, 2)
+                    } else if (Wo % FWD_JB4 && Wo % 4 == 0) {  /* e.g. 8x8 maps: 4+4, not 6+1+1 */
+                        FWD_TILES(4, 4)
                     } else {
                         FWD_TILES(FWD_JB4, 4)
                     }
@@ -200,11 +203,14 @@ void F(conv_dx)(const T *dy, const T *wt, T *dx, T *dxpad,
 #define DX_TILES(JBC, NVC) \
     for (; j + JBC <= Wo; j += JBC) F(dx_tile)(dyr + (long)j * O, O, wb, wtap, dxr + j * pixs, pixs, tapcol, taprow, KH, KW, on, cvalid, JBC, NVC); \
     for (; j + 4 <= Wo; j += 4) F(dx_tile)(dyr + (long)j * O, O, wb, wtap, dxr + j * pixs, pixs, tapcol, taprow, KH, KW, on, cvalid, 4, NVC); \
+    for (; j + 2 <= Wo; j += 2) F(dx_tile)(dyr + (long)j * O, O, wb, wtap, dxr + j * pixs, pixs, tapcol, taprow, KH, KW, on, cvalid, 2, NVC); \
     for (; j < Wo; j++) F(dx_tile)(dyr + (long)j * O, O, wb, wtap, dxr + j * pixs, pixs, tapcol, taprow, KH, KW, on, cvalid, 1, NVC);
                     if (NV == 1) {
                         DX_TILES(FWD_JB1, 1)
                     } else if (NV == 2) {
                         DX_TILES(FWD_JB2, 2)
+                    } else if (Wo % FWD_JB4 && Wo % 4 == 0) {  /* e.g. 8x8 maps: 4+4, not 6+1+1 */
+                        DX_TILES(4, 4)
                     } else {
                         DX_TILES(FWD_JB4, 4)
                     }
