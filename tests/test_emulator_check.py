@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import kernels
+from kernels.loader import declared_instantiations
 
 SAMPLES = Path(__file__).resolve().parent / "cuda_samples"
 BUGGY = SAMPLES / "buggy.cu"
@@ -358,3 +359,64 @@ def test_cooperative_groups_reduce(kernel_cache):
     kernels.RawKernel(src, "tile_stats", check=CHECKS)((1,), (128,), (x, sums, maxima))
     np.testing.assert_array_equal(sums, x.reshape(4, 32).sum(1))
     np.testing.assert_array_equal(maxima, x.reshape(4, 32).max(1))
+
+
+# ---- code written as NVIDIA's samples write it -------------------------------------
+
+@pytest.mark.parametrize("check", ["", CHECKS])
+def test_nvidia_style_kernels(kernel_cache, check):
+    """SharedMemory<T> with extern __shared__ in a template struct, template block sizes,
+    cg::reduce, `static __shared__` in a __device__ function, threadFenceReduction and a
+    chained scan on volatile flags: right results, and no report under memcheck,synccheck."""
+    mod = kernels.RawModule(path=SAMPLES / "nvidia_style.cu", check=check,
+                            name_expressions=declared_instantiations((SAMPLES / "nvidia_style.cu").read_text()))
+    cg = kernels.RawModule(path=SAMPLES / "cg" / "cg_style.cu", check=check,
+                           name_expressions=("reduce6_cg<float, 256, true>", "cg_block_sum<double>"))
+    x = rng.standard_normal(4096).astype(np.float32)
+    partial = np.zeros(8, np.float32)
+    for reduce6 in (mod.get_function("reduce6<float, 256, true>"), cg.get_function("reduce6_cg<float, 256, true>")):
+        partial[:] = 0
+        reduce6((8,), (256,), (x, partial, np.uint32(x.size)), shared_mem=256 * 4)
+        assert partial.sum() == pytest.approx(x.astype(np.float64).sum(), rel=1e-5, abs=1e-3)
+    d = rng.standard_normal(1000)
+    sums = np.zeros(5)
+    mod.get_function("reduce6<double, 128, false>")((5,), (128,), (d, sums, np.uint32(d.size)), shared_mem=128 * 8)
+    assert sums.sum() == pytest.approx(d.sum(), rel=1e-12)
+    sums[:] = 0
+    cg.get_function("cg_block_sum<double>")((5,), (96,), (d, sums, np.uint32(d.size)))
+    assert sums.sum() == pytest.approx(d.sum(), rel=1e-12)
+    a = rng.standard_normal((6, 300)).astype(np.float32)
+    y = np.zeros_like(a)
+    mod.get_function("softmax_rows")((6,), (128,), (a, y, np.int32(300)))
+    e = np.exp(a.astype(np.float64) - a.max(1, keepdims=True))
+    np.testing.assert_allclose(y, e / e.sum(1, keepdims=True), rtol=1e-5, atol=1e-7)
+    total = np.zeros(1, np.float32)
+    for _ in range(2):  # the last block resets the counter for the next launch
+        partial[:] = 0
+        mod.get_function("fence_sum")((7,), (64,), (x, partial, total, np.uint32(x.size)))
+        assert total[0] == pytest.approx(x.astype(np.float64).sum(), rel=1e-5, abs=1e-3)
+    counts = rng.integers(0, 9, 6).astype(np.int32)
+    offsets, flags = np.zeros(6, np.int32), np.zeros(6, np.int32)
+    mod.get_function("chained_offsets")((6,), (32,), (counts, offsets, flags, np.int32(0)))
+    np.testing.assert_array_equal(offsets, np.cumsum(counts) - counts)
+
+
+def test_static_shared_in_a_device_function_is_guarded_by_memcheck(kernel_cache):
+    src = textwrap.dedent("""
+        __device__ float stash(float v)
+        {
+            static __shared__ float slots[32];
+            slots[threadIdx.x] = v;
+            __syncthreads();
+            return slots[31 - threadIdx.x];
+        }
+        extern "C" __global__ void mirror(float* x) { x[threadIdx.x] = stash(x[threadIdx.x]); }
+    """)
+    k = kernels.RawKernel(src, "mirror", check=CHECKS)
+    x = np.arange(32, dtype=np.float32)
+    k((1,), (32,), (x,))
+    np.testing.assert_array_equal(x, np.arange(32)[::-1])
+    with pytest.raises(kernels.LaunchError, match=r"thread \(32,0,0\).*invalid write of 4 bytes, 0 bytes past the "
+                                                  r"end of __shared__ slots \(128 bytes, declared at <source>:4\) "
+                                                  r"at <source>:5$"):
+        k((1,), (64,), (np.zeros(64, np.float32),))
