@@ -310,11 +310,48 @@ def test_spin_wait_on_a_flag_another_thread_sets(kernel_cache, check):
     np.testing.assert_array_equal(out, x)
 
 
-def test_volatile_spin_wait_under_memcheck(kernel_cache):
+@pytest.mark.parametrize("check", ["", "memcheck"])
+def test_volatile_spin_wait_on_a_flag_another_thread_sets(kernel_cache, check):
+    """A plain volatile load in a loop: memcheck sees the repeated load, the default mode's
+    watchdog the thread that loops without changing a register; either way the thread
+    yields to the one that sets the flag, as on a GPU."""
     x = rng.integers(1, 1000, 5).astype(np.int32)
     flags, out = np.zeros(5, np.int32), np.zeros(5, np.int32)
-    sample("spin", "memcheck").get_function("handoff_volatile")((5,), (64,), (x, flags, out))
+    sample("spin", check).get_function("handoff_volatile")((5,), (64,), (x, flags, out))
     np.testing.assert_array_equal(out, x)
+
+
+@pytest.mark.parametrize("check", ["", "memcheck"])
+def test_volatile_spin_wait_on_a_later_block_is_a_deadlock(kernel_cache, check):
+    k = kernels.RawModule(path=SAMPLES / "nvidia_style.cu", check=check).get_function("chained_offsets")
+    counts = rng.integers(0, 9, 6).astype(np.int32)
+    offsets, flags = np.zeros(6, np.int32), np.zeros(6, np.int32)
+    with pytest.raises(kernels.LaunchError, match=(
+            r"^kernel 'chained_offsets', block \(0,0,0\): deadlock in a spin-wait: thread \(0,0,0\) \[warp 0 lane 0\] "
+            r"(loops on memory without changing anything \(a spin on a volatile or plain load, seen by the watchdog\)|"
+            r"repeats atomics that change nothing \(the last at byte 4 of args\[2\]\)) and no thread of the block can "
+            r"change that \(1 spin, 0 wait at __syncthreads, 31 exited\); blocks run one after another")):
+        k((6,), (32,), (counts, offsets, flags, np.int32(1)))  # block b waits for block b + 1
+    flags[:] = 0
+    k((6,), (32,), (counts, offsets, flags, np.int32(0)))  # for block b - 1: the chain the emulator runs
+    np.testing.assert_array_equal(offsets, np.cumsum(counts) - counts)
+
+
+def test_a_long_loop_without_runtime_calls_is_not_a_spin(kernel_cache):
+    """One thread iterating ~0.3 s on a float in SSE registers while its block's other
+    threads have exited: the watchdog looks at it many times and must leave it be."""
+    src = textwrap.dedent("""
+        extern "C" __global__ void grow(double* x, double limit)
+        {
+            if (threadIdx.x != 0) return;
+            double v = x[0];
+            while (v < limit) v = v * 1.000000001;
+            x[0] = v;
+        }
+    """)
+    x = np.ones(1)
+    kernels.RawKernel(src, "grow")((1,), (32,), (x, 1.3))
+    assert 1.3 <= x[0] < 1.3 * (1 + 2e-9)
 
 
 def test_spin_wait_on_a_later_block_is_a_deadlock(kernel_cache):

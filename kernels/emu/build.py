@@ -2,7 +2,8 @@
 
 The user's source is compiled as C++17 after ``cuda_emu.h``, inside a generated
 wrapper that lists its kernels in a launch table (``emu_launch.h``). The runtime
-(``runtime.cpp``, ``fiber.cpp``) is compiled once into objects and linked in.
+(``runtime.cpp``, ``fiber.cpp``, ``check.cpp``, ``watchdog.cpp``) is compiled once into
+objects and linked in.
 
 Libraries are cached in ``$MPICNN_KERNEL_CACHE`` (default ``~/.cache/mpicnn/kernels``)
 under a hash of everything that goes into them: source, options, name expressions,
@@ -30,7 +31,7 @@ EMU_DIR = Path(__file__).resolve().parent
 # with --fmad=false) on every host, not only on x86-64 without -mfma.
 _BASE_FLAGS = ["-x", "c++", "-std=c++17", "-O2", "-fPIC", "-fvisibility=hidden",
                "-fno-gnu-unique", "-fno-strict-aliasing", "-ffp-contract=off"]
-_RUNTIME_SOURCES = ("fiber.cpp", "runtime.cpp", "check.cpp")
+_RUNTIME_SOURCES = ("fiber.cpp", "runtime.cpp", "check.cpp", "watchdog.cpp")
 # memcheck: every load and store of the kernel's code calls kernels/emu/check.cpp
 # (kernel-address mode, so no sanitizer runtime is needed), and -g lets a report name
 # the source line of the access.

@@ -36,5 +36,11 @@ EMU_EXPORT const char* emu_last_error(void);
 __attribute__((visibility("hidden"))) const __emu_config* __emu_current_launch(void);
 // Adds a kernel's static __shared__ variable to its total, checked against the launch's limit.
 __attribute__((visibility("hidden"), cold)) void __emu_note_static_shared(size_t bytes, const char* name, const char* file, int line);
+// The watchdog (watchdog.cpp): started by a launch; it calls back into runtime.cpp.
+__attribute__((visibility("hidden"))) void __emu_watch_launch();
+__attribute__((visibility("hidden"))) bool __emu_watch_in_launch();
+__attribute__((visibility("hidden"))) unsigned long long __emu_watch_activity();
+// The current thread loops on memory without calling the runtime: yield, or fail the launch.
+__attribute__((visibility("hidden"))) void __emu_watch_spin(const void* pc);
 // Measures one fiber switch, in nanoseconds, over n round trips.
 EMU_EXPORT double emu_fiber_switch_ns(int n);

@@ -5,7 +5,8 @@
 // when their barrier or collective is complete. When nothing can run, the launch
 // fails with a description of who waits for whom instead of hanging. A thread that
 // spins (atomics that change nothing) yields to the others; a spin no thread of the
-// block can end is a deadlock too.
+// block can end is a deadlock too. A thread that spins on plain or volatile loads
+// never calls in here: the watchdog (watchdog.cpp) catches it and it yields the same way.
 #include "emu_types.h"
 #include "emu_sync.h"
 #include "emu_runtime.h"
@@ -73,6 +74,9 @@ struct Block {
 };
 
 Block B;
+// What the watchdog (watchdog.cpp) reads as activity, besides B's own counters.
+unsigned long long g_block_serial, g_switches, g_spin_checks;
+unsigned long long g_yield_block, g_yield_progress;  // the watchdog's last yield of a spinning thread
 Fiber g_main;     // the launching OS thread's own context
 Fiber* g_cur;     // fiber running now
 Fiber* g_dying;   // finished fiber, recycled once we are off its stack
@@ -160,6 +164,7 @@ void enter(int t) {  // make t the current CUDA thread
 void switch_to(Fiber* to) {
     Fiber* from = g_cur;
     g_cur = to;
+    g_switches++;
     if (to != from) fiber_switch(from, to);
     recycle();
 }
@@ -373,18 +378,32 @@ bool resume_spinners() {
     return true;
 }
 
-void spin_deadlock() {
-    int first = first_in_state(SPINNING), at_bar = 0, spinning = 0;
+// Ends the launch: `first` spins (on atomics, or on loads the watchdog saw) and no
+// thread of the block can end that.
+[[noreturn]] void report_spin_deadlock(int first) {
+    int at_bar = 0, spinning = 0;
     for (int t = 0; t < B.n; ++t) {
         at_bar += B.t[t].state == AT_BARRIER;
-        spinning += B.t[t].state == SPINNING || B.t[t].state == READY;
+        spinning += B.t[t].state == SPINNING || B.t[t].state == READY || t == first;
     }
-    char a[96];
-    fail("deadlock in a spin-wait: %s repeats atomics that change nothing (the last at @addr=%p) and no thread "
-         "of the block can change that (%d spin, %d wait at __syncthreads, %d exited); blocks run one after "
-         "another on the CPU emulator, so a value that a later block would write is never seen here, and a GPU "
-         "does not promise that the blocks a spin-wait depends on run at the same time either",
-         thread_str(first, a, sizeof a), B.site[first].spin_addr, spinning, at_bar, B.exited);
+    char a[96], what[160];
+    if (B.site[first].spin_addr)
+        snprintf(what, sizeof what, "repeats atomics that change nothing (the last at @addr=%p)",
+                 B.site[first].spin_addr);
+    else
+        snprintf(what, sizeof what, "loops on memory without changing anything (a spin on a volatile or plain "
+                 "load, seen by the watchdog)");
+    fail("deadlock in a spin-wait: %s %s and no thread of the block can change that (%d spin, %d wait at "
+         "__syncthreads, %d exited); blocks run one after another on the CPU emulator, so a value that a later "
+         "block would write is never seen here, and a GPU does not promise that the blocks a spin-wait depends "
+         "on run at the same time either", thread_str(first, a, sizeof a), what, spinning, at_bar, B.exited);
+}
+
+void spin_deadlock() {
+    int first = -1;
+    for (int t = 0; t < B.n && first < 0; ++t)  // an atomic spinner names the address
+        if (B.t[t].state == SPINNING && B.site[t].spin_addr) first = t;
+    report_spin_deadlock(first >= 0 ? first : first_in_state(SPINNING));
 }
 
 void deadlock() {
@@ -494,6 +513,7 @@ unsigned long long __emu_warp(int op, unsigned int mask, unsigned long long valu
 
 extern "C" void __emu_spin_check(void) {
     __emu_spin_budget = kSpinBudget;
+    g_spin_checks++;
     bool changed = __emu_spin_effect;
     __emu_spin_effect = 0;
     if (!g_in_launch) return;
@@ -504,6 +524,43 @@ extern "C" void __emu_spin_check(void) {
     int t = __emu_tid;
     B.t[t].state = SPINNING;
     B.site[t].spin_addr = __emu_spin_addr;
+    B.spinning[B.spinning_len++] = t;
+    schedule();
+}
+
+// ---- the watchdog's view (watchdog.cpp) ----------------------------------------------
+
+bool __emu_watch_in_launch() { return __atomic_load_n(&g_in_launch, __ATOMIC_RELAXED); }
+
+// Changes whenever a thread of the launch starts, exits, waits, switches or spins on atomics.
+unsigned long long __emu_watch_activity() {
+    const unsigned long long v[] = {__atomic_load_n(&g_block_serial, __ATOMIC_RELAXED),
+                                    (unsigned long long)__atomic_load_n(&B.next, __ATOMIC_RELAXED),
+                                    (unsigned long long)__atomic_load_n(&B.exited, __ATOMIC_RELAXED),
+                                    __atomic_load_n(&B.progress, __ATOMIC_RELAXED),
+                                    __atomic_load_n(&g_switches, __ATOMIC_RELAXED),
+                                    __atomic_load_n(&g_spin_checks, __ATOMIC_RELAXED)};
+    unsigned long long h = 0;
+    for (unsigned long long x : v) h = h * 1000003u ^ x;
+    return h;
+}
+
+// The current thread loops on memory without calling into the runtime (the watchdog's
+// signal handler saw it twice in the same state): let the other threads of the block
+// run, as a spin on an atomic does; when none can, or they changed nothing since this
+// thread last yielded, nothing will ever end the loop.
+void __emu_watch_spin(const void*) {
+    int t = __emu_tid;
+    unsigned long long progress = B.progress + B.next + B.exited;
+    bool others = B.ready_len || B.next < B.n || B.spinning_len || B.activemask_waiting;
+    if (!others || (g_yield_block == g_block_serial && g_yield_progress == progress)) {
+        B.site[t].spin_addr = nullptr;
+        report_spin_deadlock(t);
+    }
+    g_yield_block = g_block_serial;
+    g_yield_progress = progress;
+    B.t[t].state = SPINNING;
+    B.site[t].spin_addr = nullptr;
     B.spinning[B.spinning_len++] = t;
     schedule();
 }
@@ -624,11 +681,13 @@ int __emu_run_grid(const __emu_config* cfg, void (*body)(void*), void* ctx) {
         }
     }
     fiber_capture_fp_state();
+    __emu_watch_launch();
     g_in_launch = true;
     for (unsigned int z = 0; z < cfg->grid[2] && !g_failed; ++z)
         for (unsigned int y = 0; y < cfg->grid[1] && !g_failed; ++y)
             for (unsigned int x = 0; x < cfg->grid[0] && !g_failed; ++x) {
                 __emu_blockIdx = uint3{x, y, z};
+                g_block_serial++;
                 if (cfg->flags & EMU_POISON_SHARED) memset(dynamic_smem, 0xff, cfg->shared_bytes);
                 B.next = B.exited = B.arrived = B.arrived_true = 0;
                 B.ready_head = B.ready_len = B.activemask_waiting = 0;
