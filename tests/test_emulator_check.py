@@ -188,36 +188,73 @@ def test_without_synccheck_exited_threads_count_as_arrived(kernel_cache):
     np.testing.assert_array_equal(x, np.r_[np.full(32, 2.0), np.zeros(32)])
 
 
+# ---- racecheck ---------------------------------------------------------------------
+
+def test_shared_memory_read_without_a_barrier_is_a_race(kernel_cache):
+    k = kernels.RawModule(path=BUGGY, check="racecheck").get_function("rotate")
+    x = rng.standard_normal(512).astype(np.float32)
+    with pytest.raises(kernels.LaunchError, match=(
+            r"^kernel 'rotate', block \(0,0,0\): thread \(1,0,0\) \[warp 0 lane 1\]: racecheck: write-after-read "
+            rf"hazard at byte 4 of __shared__ tile \(1024 bytes, declared at {BUGGY}:74\): this thread writes it at "
+            rf"{BUGGY}:75 and thread \(0,0,0\) \[warp 0 lane 0\] read it at {BUGGY}:77, with no __syncthreads\(\)")):
+        k((2,), (256,), (x, np.int32(0)))
+    expect = np.roll(x.reshape(2, 256), -1, axis=1).ravel()
+    k((2,), (256,), (x, np.int32(1)))  # with the barriers: no report, and the right answer
+    np.testing.assert_array_equal(x, expect)
+    survives()
+
+
+def test_every_thread_adding_into_one_shared_value_is_a_race(kernel_cache):
+    with pytest.raises(kernels.LaunchError, match=(
+            r"thread \(0,0,0\) .*: racecheck: read-after-write hazard at byte 0 of __shared__ sum \(4 bytes, "
+            rf"declared at {BUGGY}:84\): this thread reads it at {BUGGY}:87 and thread \(63,0,0\) \[warp 1 lane 31\] "
+            rf"wrote it at {BUGGY}:87")):
+        kernels.RawModule(path=BUGGY, check=CHECKS + ",racecheck").get_function("block_total")(
+            (1,), (64,), (np.ones(64, np.float32), np.zeros(1, np.float32)))
+
+
+def test_syncwarp_orders_the_lanes_of_a_warp(kernel_cache):
+    k = kernels.RawModule(path=BUGGY, check="racecheck").get_function("lane_swap")
+    x = np.arange(32, dtype=np.int32)
+    k((1,), (32,), (x, np.int32(1)))
+    np.testing.assert_array_equal(x, np.arange(32) ^ 1)
+    with pytest.raises(kernels.LaunchError,
+                       match=r"thread \(1,0,0\) .*write-after-read hazard at byte 4 of __shared__ lanes"):
+        k((1,), (32,), (x, np.int32(0)))
+
+
 # ---- no false reports on the sample kernels ----------------------------------------
 
-def test_sample_kernels_pass_memcheck_and_synccheck(kernel_cache):
+@pytest.mark.parametrize("checks", [CHECKS, CHECKS + ",racecheck"])
+def test_sample_kernels_pass_the_checks(kernel_cache, checks):
     a = rng.standard_normal((37, 29)).astype(np.float32)
     b = rng.standard_normal((29, 50)).astype(np.float32)
     c = np.zeros((37, 50), np.float32)
-    sample("sgemm_tiled").get_function("sgemm_tiled")((4, 3), (16, 16), (a, b, c, 37, 50, 29))
+    sample("sgemm_tiled", checks).get_function("sgemm_tiled")((4, 3), (16, 16), (a, b, c, 37, 50, 29))
     np.testing.assert_allclose(c, a.astype(np.float64) @ b, rtol=1e-5, atol=1e-5)
     x = rng.standard_normal(10_007).astype(np.float32)
     total = np.zeros(1, np.float32)
-    sample("warp_reduce").get_function("sum_reduce")((40,), (256,), (x, total, np.int32(x.size)))
+    sample("warp_reduce", checks).get_function("sum_reduce")((40,), (256,), (x, total, np.int32(x.size)))
     assert total[0] == pytest.approx(x.astype(np.float64).sum(), rel=1e-4, abs=1e-2)
     hist = np.zeros(37, np.float32)
-    sample("atomics").get_function("histogram")((13,), (128,), (x, x.size, np.float32(-2), np.float32(2), hist, 37))
+    sample("atomics", checks).get_function("histogram")((13,), (128,),
+                                                        (x, x.size, np.float32(-2), np.float32(2), hist, 37))
     assert hist.sum() == x.size
     d = rng.standard_normal(1000)
     out = np.zeros(8)
-    sample("dynamic_smem").get_function("block_sum_double")((8,), (128,), (d, out, 1000), shared_mem=128 * 8)
+    sample("dynamic_smem", checks).get_function("block_sum_double")((8,), (128,), (d, out, 1000), shared_mem=128 * 8)
     np.testing.assert_allclose(out, np.pad(d, (0, 24)).reshape(8, 128).sum(1))
-    mod = sample("templates")
+    mod = sample("templates", checks)
     mod = kernels.RawModule(path=SAMPLES / "templates.cu", name_expressions=("block_sum<double, 128>",),
-                            check=CHECKS)
+                            check=checks)
     mod.get_function("block_sum<double, 128>")((8,), (128,), (d, out, 1000))
     np.testing.assert_allclose(out, np.pad(d, (0, 24)).reshape(8, 128).sum(1))
     out3 = np.full((3, 5, 10), -1, np.int32)
-    sample("index3d").get_function("fill_index3d")((3, 2, 2), (4, 3, 2), (out3, 10, 5, 3))
+    sample("index3d", checks).get_function("fill_index3d")((3, 2, 2), (4, 3, 2), (out3, 10, 5, 3))
     assert (out3 >= 0).all()
     flags = rng.integers(0, 2, 128).astype(np.int32)
     outs = [np.zeros(4, t) for t in (np.uint32, np.int32, np.int32, np.int32)]
-    sample("warp_reduce").get_function("votes")((2,), (64,), (flags, *outs))
+    sample("warp_reduce", checks).get_function("votes")((2,), (64,), (flags, *outs))
     assert outs[3].tolist() == flags.reshape(4, 32).sum(1).tolist()
 
 
@@ -291,18 +328,18 @@ def test_non_contiguous_arrays_are_refused(kernel_cache, make, what):
 
 
 def test_unknown_check_is_refused(kernel_cache, monkeypatch):
-    with pytest.raises(ValueError, match=r"check=: unknown check 'memchek'; choose from memcheck, synccheck"):
+    with pytest.raises(ValueError, match=r"check=: unknown check 'memchek'; choose from memcheck, synccheck, "
+                                         r"racecheck, comma-separated"):
         kernels.RawModule(code="", check="memchek")
-    monkeypatch.setenv("MPICNN_EMU_CHECK", "racecheck")
+    monkeypatch.setenv("MPICNN_EMU_CHECK", "initcheck")
     k = kernels.RawModule(path=SAMPLES / "elementwise.cu").get_function("relu")
-    with pytest.raises(ValueError, match=r"MPICNN_EMU_CHECK: unknown check 'racecheck' \(racecheck is not "
-                                         r"available on the emulator"):
+    with pytest.raises(ValueError, match=r"MPICNN_EMU_CHECK: unknown check 'initcheck'"):
         k((1,), (32,), (np.zeros(32, np.float32), np.zeros(32, np.float32), np.int32(32)))
 
 
 # ---- atomics and volatile ----------------------------------------------------------
 
-@pytest.mark.parametrize("check", ["", "memcheck"])
+@pytest.mark.parametrize("check", ["", "memcheck", "racecheck"])
 def test_spin_wait_on_a_flag_another_thread_sets(kernel_cache, check):
     x = rng.integers(1, 1000, 5).astype(np.int32)
     flags, out = np.zeros(5, np.int32), np.zeros(5, np.int32)
@@ -310,7 +347,7 @@ def test_spin_wait_on_a_flag_another_thread_sets(kernel_cache, check):
     np.testing.assert_array_equal(out, x)
 
 
-@pytest.mark.parametrize("check", ["", "memcheck"])
+@pytest.mark.parametrize("check", ["", "memcheck", "racecheck"])
 def test_volatile_spin_wait_on_a_flag_another_thread_sets(kernel_cache, check):
     """A plain volatile load in a loop: memcheck sees the repeated load, the default mode's
     watchdog the thread that loops without changing a register; either way the thread
@@ -400,7 +437,7 @@ def test_cooperative_groups_reduce(kernel_cache):
 
 # ---- code written as NVIDIA's samples write it -------------------------------------
 
-@pytest.mark.parametrize("check", ["", CHECKS])
+@pytest.mark.parametrize("check", ["", CHECKS, "racecheck"])
 def test_nvidia_style_kernels(kernel_cache, check):
     """SharedMemory<T> with extern __shared__ in a template struct, template block sizes,
     cg::reduce, `static __shared__` in a __device__ function, threadFenceReduction and a

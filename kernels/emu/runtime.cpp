@@ -23,6 +23,8 @@ dim3 __emu_blockDim, __emu_gridDim;
 int __emu_tid;
 alignas(256) unsigned char __emu_dynamic_smem[EMU_MAX_DYNAMIC_SMEM];
 int __emu_spin_budget = 1 << 30;
+unsigned long long __emu_race_epoch;
+unsigned int __emu_race_warp[EMU_MAX_THREADS / 32];
 int __emu_spin_effect;
 const void* __emu_spin_addr;
 extern const int __emu_table_size;  // generated with the kernel table
@@ -130,6 +132,8 @@ const char* state_str(int t, char* buf, size_t n) {
 
 }  // namespace
 
+const char* __emu_thread_name(int t, char* buf, size_t n) { return thread_str(t, buf, n); }
+
 void __emu_fail_thread(const char* fmt, ...) {
     char a[96], msg[6144];
     va_list ap;
@@ -205,6 +209,7 @@ void schedule() {
 
 void release_barrier() {
     B.progress++;
+    __emu_race_epoch++;
     B.bar_total = B.arrived;
     B.bar_true = B.arrived_true;
     for (int i = 0; i < B.arrived; ++i) {
@@ -332,6 +337,7 @@ void complete_warp_op(int w, unsigned int mask, int op) {
     }
     B.waiting_lanes[w] &= ~mask;
     B.progress++;
+    __emu_race_warp[w]++;
     for (unsigned int m = mask; m; m &= m - 1) {
         int t = (w << 5) + __builtin_ctz(m);
         if (t == __emu_tid) B.t[t].state = RUNNING;
@@ -674,7 +680,7 @@ int __emu_run_grid(const __emu_config* cfg, void (*body)(void*), void* ctx) {
     __emu_gridDim = dim3(cfg->grid[0], cfg->grid[1], cfg->grid[2]);
     unsigned char* dynamic_smem = __emu_dynamic_smem;
     if (cfg->flags & EMU_CHECK_MEM) {
-        dynamic_smem = __emu_check_launch_begin(cfg->shared_bytes);
+        dynamic_smem = __emu_check_launch_begin(cfg->shared_bytes, cfg->flags & EMU_CHECK_RACE);
         if (!dynamic_smem) {
             snprintf(g_error, sizeof g_error, "kernel '%s': memcheck could not reserve its arena", cfg->kernel);
             return -1;
@@ -688,6 +694,7 @@ int __emu_run_grid(const __emu_config* cfg, void (*body)(void*), void* ctx) {
             for (unsigned int x = 0; x < cfg->grid[0] && !g_failed; ++x) {
                 __emu_blockIdx = uint3{x, y, z};
                 g_block_serial++;
+                __emu_race_epoch++;
                 if (cfg->flags & EMU_POISON_SHARED) memset(dynamic_smem, 0xff, cfg->shared_bytes);
                 B.next = B.exited = B.arrived = B.arrived_true = 0;
                 B.ready_head = B.ready_len = B.activemask_waiting = 0;
