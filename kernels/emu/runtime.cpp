@@ -77,7 +77,7 @@ struct Block {
 
 Block B;
 // What the watchdog (watchdog.cpp) reads as activity, besides B's own counters.
-unsigned long long g_block_serial, g_switches, g_spin_checks;
+unsigned long long g_block_serial, g_spin_checks;
 unsigned long long g_yield_block, g_yield_progress;  // the watchdog's last yield of a spinning thread
 Fiber g_main;     // the launching OS thread's own context
 Fiber* g_cur;     // fiber running now
@@ -168,7 +168,6 @@ void enter(int t) {  // make t the current CUDA thread
 void switch_to(Fiber* to) {
     Fiber* from = g_cur;
     g_cur = to;
-    g_switches++;
     if (to != from) fiber_switch(from, to);
     recycle();
 }
@@ -538,13 +537,14 @@ extern "C" void __emu_spin_check(void) {
 
 bool __emu_watch_in_launch() { return __atomic_load_n(&g_in_launch, __ATOMIC_RELAXED); }
 
-// Changes whenever a thread of the launch starts, exits, waits, switches or spins on atomics.
+// Changes whenever a thread of the launch starts or exits, a barrier or collective
+// completes, or a thread spins on atomics. (A switch to another waiting thread changes
+// the stack pointer the watchdog compares, so switches need no count.)
 unsigned long long __emu_watch_activity() {
     const unsigned long long v[] = {__atomic_load_n(&g_block_serial, __ATOMIC_RELAXED),
                                     (unsigned long long)__atomic_load_n(&B.next, __ATOMIC_RELAXED),
                                     (unsigned long long)__atomic_load_n(&B.exited, __ATOMIC_RELAXED),
                                     __atomic_load_n(&B.progress, __ATOMIC_RELAXED),
-                                    __atomic_load_n(&g_switches, __ATOMIC_RELAXED),
                                     __atomic_load_n(&g_spin_checks, __ATOMIC_RELAXED)};
     unsigned long long h = 0;
     for (unsigned long long x : v) h = h * 1000003u ^ x;

@@ -2,8 +2,7 @@
 // atomic or __nanosleep yields (runtime.cpp), but a loop over a volatile (or plain)
 // load never calls into the runtime, so the scheduler cannot see it. A helper thread
 // (one per kernel library, started at its first launch) looks every kTickNs at the
-// launch's activity: thread starts and exits, barriers, collectives, fiber switches,
-// atomics. When nothing has happened for two looks, it signals the launching thread,
+// launch's activity: thread starts and exits, barriers, collectives, atomics. When nothing has happened for two looks, it signals the launching thread,
 // and again at every look that sees nothing new; the handler compares the interrupted
 // registers (general and SSE) with those of the previous signal. The same registers
 // (the program counter within a small loop) with no activity in between mean that the
@@ -11,8 +10,8 @@
 // other threads of the block run (the flag may be theirs to set, as on a GPU) or, when
 // none can, ends the launch as a deadlock. A thread that computes for long changes its
 // registers and is left alone; so is a spin that counts its turns. The default mode
-// pays a flag test per launch and a counter increment per block, fiber switch and spin
-// check; the helper sleeps.
+// pays a flag test per launch and a counter increment per block and spin check; the
+// helper sleeps.
 #include "emu_runtime.h"
 #include <errno.h>
 #include <pthread.h>

@@ -16,10 +16,10 @@ how they mix elements, so that the trainer can split their feature maps correctl
 (sums or means over height and width, taken through ``self.spatial_sum``/``spatial_mean``,
 which span the whole map when it is split over ranks), ``"channel-reduction"`` (over
 channels at each pixel) or ``Window(kernel, stride, padding, dilation)`` (each output
-pixel reads a window of input pixels, channel by channel: the layer reads its input
-through ``self.window_input`` and returns its gradient through ``self.window_input_grad``,
-which add the padding and, under spatial splits, the neighbours' halo). Undeclared layers
-of one's own are refused under spatial and channel splits.
+pixel reads a window of input pixels: the layer reads its input through
+``self.window_input`` and returns its gradient through ``self.window_input_grad``, which
+add the padding and, under spatial splits, the neighbours' halo). Undeclared layers of
+one's own are refused under spatial and channel splits.
 """
 import numpy as np
 
@@ -96,18 +96,17 @@ TOUCHES = ("pointwise", "spatial-reduction", "channel-reduction")
 class Window:
     """``touches = Window(kernel, stride=1, padding=0, dilation=1, fill=0.0)``: a layer of
     one's own whose output pixel (i, j) reads input rows ``i*stride - padding + a*dilation``
-    and columns alike (a < kernel), channel by channel, with ``fill`` outside the map (0
-    for sums, ``-inf`` for maxima). Each value is an int or one per spatial axis (2 for
+    and columns alike (a < kernel), with ``fill`` outside the map (0 for sums, ``-inf``
+    for maxima). Each value is an int or one per spatial axis (2 for
     images, 3 for volumes)."""
 
     def __init__(self, kernel, stride=1, padding=0, dilation=1, fill=0.0):
         self.kernel, self.stride, self.padding, self.dilation = kernel, stride, padding, dilation
         self.fill = float(fill)
         for name, low in (("kernel", 1), ("stride", 1), ("padding", 0), ("dilation", 1)):
-            values = getattr(self, name)
-            values = values if isinstance(values, tuple) else (values,)
-            if not values or len(values) > 3 or any(not isinstance(v, (int, np.integer)) or v < low
-                                                    for v in values):
+            value = getattr(self, name)
+            values = value if isinstance(value, tuple) and len(value) in (2, 3) else (value,)
+            if any(not isinstance(v, (int, np.integer)) or v < low for v in values):
                 raise ValueError(f"Window {name}={getattr(self, name)!r}: an int >= {low} or a tuple of "
                                  f"2 or 3 of them")
 
@@ -134,14 +133,14 @@ def declared(touches):
     return isinstance(touches, Window) or touches in TOUCHES
 
 
-def _read_span(size, kernel, stride, padding, dilation):
-    """(first, end) of the padded input rows a window op's outputs read along one axis:
-    padding rows past the last window are not read."""
+def _rows_read(size, kernel, stride, padding, dilation):
+    """How many rows of the padded input a window op's outputs read along one axis (the
+    padding past the last window is not read)."""
     out = (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
     if out < 1:
         raise ValueError(f"input of {size} is too small for kernel {kernel} with padding {padding} "
                          f"and dilation {dilation}")
-    return 0, (out - 1) * stride + (kernel - 1) * dilation + 1
+    return (out - 1) * stride + (kernel - 1) * dilation + 1
 
 
 class Module:
@@ -199,11 +198,11 @@ class Module:
         if self.context.spatial:
             xin, self._window_handle = self.context.user_window_input(self, x, geometry, window.fill)
             return xin
-        spans = [_read_span(n, *g) for n, g in zip(x.shape[2:], zip(*geometry))]
-        pads = [(0, 0), (0, 0)] + [(p, max(0, end - n - p)) for n, p, (_, end) in zip(x.shape[2:], geometry[2], spans)]
+        read = [_rows_read(n, *g) for n, g in zip(x.shape[2:], zip(*geometry))]
+        pads = [(0, 0), (0, 0)] + [(p, max(0, r - n - p)) for n, p, r in zip(x.shape[2:], geometry[2], read)]
         xin = array_module(x).pad(x, pads, constant_values=window.fill)
         self._window_handle = (x.shape, geometry[2])
-        return xin[(slice(None), slice(None)) + tuple(slice(a, b) for a, b in spans)]
+        return xin[(slice(None), slice(None)) + tuple(slice(0, r) for r in read)]
 
     def window_input_grad(self, dxin):
         """Gradient of ``window_input``'s result -> gradient of its ``x``: padding dropped,

@@ -148,8 +148,9 @@ def windows_undeclared(in_channels=3, num_classes=10, dtype=np.float32, image_si
 
 
 def blurred_volumes(in_channels=1, num_classes=2, dtype=np.float32, image_size=None):
-    """A regression model on volumes with the blur of one's own between 3-D convs."""
+    """A regression model on volumes with the blur and the centring of one's own between
+    3-D convs."""
     return nn.Sequential(
-        nn.Conv3d(in_channels, 4, 3, padding=1, dtype=dtype), nn.ReLU(), BoxBlur(),
+        nn.Conv3d(in_channels, 4, 3, padding=1, dtype=dtype), nn.ReLU(), BoxBlur(), Center(),
         nn.Conv3d(4, 4, 3, padding=1, dtype=dtype), nn.ReLU(), nn.GlobalAvgPool3d(),
         nn.Linear(4, num_classes, dtype=dtype))
