@@ -21,10 +21,11 @@ beyond CUDA's limits (48 KB of static + dynamic shared memory unless
 deadlocks (spin-waits included), fails an assert or calls __trap raises LaunchError
 naming the kernel, block and thread. With ``MPICNN_EMU_CHECK`` (or ``check=``) the
 emulator is a debugger: memcheck reports the access past an argument or shared buffer
-with its source line, synccheck a barrier not every thread of the block reaches.
+with its source line, synccheck a barrier not every thread of the block reaches,
+racecheck two threads touching the same shared memory between barriers.
 
 Environment:
-  MPICNN_EMU_CHECK=memcheck,synccheck  emulator checks (any subset; racecheck is not there)
+  MPICNN_EMU_CHECK=memcheck,synccheck,racecheck  emulator checks (any subset)
   MPICNN_TRACE_KERNELS=1     count and time every launch; table on stderr at exit
   MPICNN_KERNEL_CACHE=DIR    emulator libraries (default ~/.cache/mpicnn/kernels)
   MPICNN_EMU_POISON_SHARED=1 fill dynamic shared memory with 0xff (NaN) bytes per block

@@ -7,8 +7,10 @@ is a TypeError. With no arrays at all it runs on the emulator.
 
 On the emulator, ``check=`` (or the environment variable ``MPICNN_EMU_CHECK``) turns
 on the tools of NVIDIA's compute-sanitizer it imitates: ``memcheck`` (every global and
-shared memory access bounds-checked, kernels/emu/check.cpp) and ``synccheck`` (every
-thread of a block reaches the same barriers). A fault they find is a LaunchError.
+shared memory access bounds-checked, kernels/emu/check.cpp), ``synccheck`` (every
+thread of a block reaches the same barriers) and ``racecheck`` (two threads touch the same
+shared memory between barriers, one of them writing; it runs on memcheck's build). A
+fault they find is a LaunchError.
 """
 
 import os
@@ -19,7 +21,7 @@ import numpy as np
 
 from . import gpu, launch, trace
 
-CHECK_TOOLS = ("memcheck", "synccheck")
+CHECK_TOOLS = ("memcheck", "synccheck", "racecheck")
 
 
 def parse_checks(value, where="MPICNN_EMU_CHECK"):
@@ -27,9 +29,7 @@ def parse_checks(value, where="MPICNN_EMU_CHECK"):
     names = value.replace(",", " ").split() if isinstance(value, str) else list(value)
     unknown = [n for n in names if n not in CHECK_TOOLS]
     if unknown:
-        hint = (" (racecheck is not available on the emulator; compute-sanitizer --tool racecheck has it "
-                "on a GPU)" if "racecheck" in unknown else "")
-        raise ValueError(f"{where}: unknown check {unknown[0]!r}{hint}; choose from {', '.join(CHECK_TOOLS)}, "
+        raise ValueError(f"{where}: unknown check {unknown[0]!r}; choose from {', '.join(CHECK_TOOLS)}, "
                          "comma-separated")
     return frozenset(names)
 
@@ -63,7 +63,7 @@ class RawModule:
         self._include_dirs = (str(self.path.resolve().parent),) if self.path is not None else ()
         self.check = None if check is None else parse_checks(check, "check=")
         self._functions = {}
-        self._emu = {}  # memcheck (bool) -> library
+        self._emu = {}  # instrumented (None, "memcheck", "racecheck") -> library
 
     def get_function(self, name):
         """The kernel ``name``: an ``extern "C"`` kernel, or one of ``name_expressions``."""
@@ -76,14 +76,14 @@ class RawModule:
         """The emulator checks on for a launch now."""
         return self.check if self.check is not None else env_checks()
 
-    def emulator(self, memcheck=False):
-        """The compiled emulator library (built on first use, then cached); ``memcheck``
-        gives the instrumented build."""
-        lib = self._emu.get(memcheck)
+    def emulator(self, instrumented=None):
+        """The compiled emulator library (built on first use, then cached); ``instrumented``
+        ("memcheck" or "racecheck") gives a build with every memory access checked."""
+        lib = self._emu.get(instrumented)
         if lib is None:
             from . import emu
-            lib = self._emu[memcheck] = emu.load_library(self.code, self.display, self._include_dirs,
-                                                         self.options, self.name_expressions, memcheck)
+            lib = self._emu[instrumented] = emu.load_library(self.code, self.display, self._include_dirs,
+                                                             self.options, self.name_expressions, instrumented)
         return lib
 
     def kernel_names(self):
@@ -131,7 +131,8 @@ class Kernel:
                        tuple(args), shared_mem, opt_in, trace if tracing else None)
             return
         checks = m.checks()
-        lib = m.emulator("memcheck" in checks)
+        # racecheck's build checks bounds too (kernels/emu/build.py)
+        lib = m.emulator("racecheck" if "racecheck" in checks else "memcheck" if "memcheck" in checks else None)
         start = time.perf_counter()
         lib.launch(self.name, grid, block, args, shared_mem, launch.shared_limit(opt_in), checks)
         if tracing:

@@ -14,5 +14,5 @@ GPU = backend.gpu_count() > 0
 REQUIRE_GPU = os.environ.get("MPICNN_REQUIRE_GPU") == "1"
 CUPY = pytest.param("cupy", marks=pytest.mark.skipif(not (GPU or REQUIRE_GPU), reason="no GPU"))
 KERNEL_BACKENDS = ["emu", CUPY]
-EMU_CHECKS = "memcheck,synccheck"
+EMU_CHECKS = "memcheck,synccheck,racecheck"
 KERNEL_TARGETS = ["emu", "emu-checked", CUPY]

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import kernels
+from kernels.loader import declared_instantiations
 
 SAMPLES = Path(__file__).resolve().parent / "cuda_samples"
 BUGGY = SAMPLES / "buggy.cu"
@@ -187,36 +188,73 @@ def test_without_synccheck_exited_threads_count_as_arrived(kernel_cache):
     np.testing.assert_array_equal(x, np.r_[np.full(32, 2.0), np.zeros(32)])
 
 
+# ---- racecheck ---------------------------------------------------------------------
+
+def test_shared_memory_read_without_a_barrier_is_a_race(kernel_cache):
+    k = kernels.RawModule(path=BUGGY, check="racecheck").get_function("rotate")
+    x = rng.standard_normal(512).astype(np.float32)
+    with pytest.raises(kernels.LaunchError, match=(
+            r"^kernel 'rotate', block \(0,0,0\): thread \(1,0,0\) \[warp 0 lane 1\]: racecheck: write-after-read "
+            rf"hazard at byte 4 of __shared__ tile \(1024 bytes, declared at {BUGGY}:74\): this thread writes it at "
+            rf"{BUGGY}:75 and thread \(0,0,0\) \[warp 0 lane 0\] read it at {BUGGY}:77, with no __syncthreads\(\)")):
+        k((2,), (256,), (x, np.int32(0)))
+    expect = np.roll(x.reshape(2, 256), -1, axis=1).ravel()
+    k((2,), (256,), (x, np.int32(1)))  # with the barriers: no report, and the right answer
+    np.testing.assert_array_equal(x, expect)
+    survives()
+
+
+def test_every_thread_adding_into_one_shared_value_is_a_race(kernel_cache):
+    with pytest.raises(kernels.LaunchError, match=(
+            r"thread \(0,0,0\) .*: racecheck: read-after-write hazard at byte 0 of __shared__ sum \(4 bytes, "
+            rf"declared at {BUGGY}:84\): this thread reads it at {BUGGY}:87 and thread \(63,0,0\) \[warp 1 lane 31\] "
+            rf"wrote it at {BUGGY}:87")):
+        kernels.RawModule(path=BUGGY, check=CHECKS + ",racecheck").get_function("block_total")(
+            (1,), (64,), (np.ones(64, np.float32), np.zeros(1, np.float32)))
+
+
+def test_syncwarp_orders_the_lanes_of_a_warp(kernel_cache):
+    k = kernels.RawModule(path=BUGGY, check="racecheck").get_function("lane_swap")
+    x = np.arange(32, dtype=np.int32)
+    k((1,), (32,), (x, np.int32(1)))
+    np.testing.assert_array_equal(x, np.arange(32) ^ 1)
+    with pytest.raises(kernels.LaunchError,
+                       match=r"thread \(1,0,0\) .*write-after-read hazard at byte 4 of __shared__ lanes"):
+        k((1,), (32,), (x, np.int32(0)))
+
+
 # ---- no false reports on the sample kernels ----------------------------------------
 
-def test_sample_kernels_pass_memcheck_and_synccheck(kernel_cache):
+@pytest.mark.parametrize("checks", [CHECKS, CHECKS + ",racecheck"])
+def test_sample_kernels_pass_the_checks(kernel_cache, checks):
     a = rng.standard_normal((37, 29)).astype(np.float32)
     b = rng.standard_normal((29, 50)).astype(np.float32)
     c = np.zeros((37, 50), np.float32)
-    sample("sgemm_tiled").get_function("sgemm_tiled")((4, 3), (16, 16), (a, b, c, 37, 50, 29))
+    sample("sgemm_tiled", checks).get_function("sgemm_tiled")((4, 3), (16, 16), (a, b, c, 37, 50, 29))
     np.testing.assert_allclose(c, a.astype(np.float64) @ b, rtol=1e-5, atol=1e-5)
     x = rng.standard_normal(10_007).astype(np.float32)
     total = np.zeros(1, np.float32)
-    sample("warp_reduce").get_function("sum_reduce")((40,), (256,), (x, total, np.int32(x.size)))
+    sample("warp_reduce", checks).get_function("sum_reduce")((40,), (256,), (x, total, np.int32(x.size)))
     assert total[0] == pytest.approx(x.astype(np.float64).sum(), rel=1e-4, abs=1e-2)
     hist = np.zeros(37, np.float32)
-    sample("atomics").get_function("histogram")((13,), (128,), (x, x.size, np.float32(-2), np.float32(2), hist, 37))
+    sample("atomics", checks).get_function("histogram")((13,), (128,),
+                                                        (x, x.size, np.float32(-2), np.float32(2), hist, 37))
     assert hist.sum() == x.size
     d = rng.standard_normal(1000)
     out = np.zeros(8)
-    sample("dynamic_smem").get_function("block_sum_double")((8,), (128,), (d, out, 1000), shared_mem=128 * 8)
+    sample("dynamic_smem", checks).get_function("block_sum_double")((8,), (128,), (d, out, 1000), shared_mem=128 * 8)
     np.testing.assert_allclose(out, np.pad(d, (0, 24)).reshape(8, 128).sum(1))
-    mod = sample("templates")
+    mod = sample("templates", checks)
     mod = kernels.RawModule(path=SAMPLES / "templates.cu", name_expressions=("block_sum<double, 128>",),
-                            check=CHECKS)
+                            check=checks)
     mod.get_function("block_sum<double, 128>")((8,), (128,), (d, out, 1000))
     np.testing.assert_allclose(out, np.pad(d, (0, 24)).reshape(8, 128).sum(1))
     out3 = np.full((3, 5, 10), -1, np.int32)
-    sample("index3d").get_function("fill_index3d")((3, 2, 2), (4, 3, 2), (out3, 10, 5, 3))
+    sample("index3d", checks).get_function("fill_index3d")((3, 2, 2), (4, 3, 2), (out3, 10, 5, 3))
     assert (out3 >= 0).all()
     flags = rng.integers(0, 2, 128).astype(np.int32)
     outs = [np.zeros(4, t) for t in (np.uint32, np.int32, np.int32, np.int32)]
-    sample("warp_reduce").get_function("votes")((2,), (64,), (flags, *outs))
+    sample("warp_reduce", checks).get_function("votes")((2,), (64,), (flags, *outs))
     assert outs[3].tolist() == flags.reshape(4, 32).sum(1).tolist()
 
 
@@ -290,18 +328,18 @@ def test_non_contiguous_arrays_are_refused(kernel_cache, make, what):
 
 
 def test_unknown_check_is_refused(kernel_cache, monkeypatch):
-    with pytest.raises(ValueError, match=r"check=: unknown check 'memchek'; choose from memcheck, synccheck"):
+    with pytest.raises(ValueError, match=r"check=: unknown check 'memchek'; choose from memcheck, synccheck, "
+                                         r"racecheck, comma-separated"):
         kernels.RawModule(code="", check="memchek")
-    monkeypatch.setenv("MPICNN_EMU_CHECK", "racecheck")
+    monkeypatch.setenv("MPICNN_EMU_CHECK", "initcheck")
     k = kernels.RawModule(path=SAMPLES / "elementwise.cu").get_function("relu")
-    with pytest.raises(ValueError, match=r"MPICNN_EMU_CHECK: unknown check 'racecheck' \(racecheck is not "
-                                         r"available on the emulator"):
+    with pytest.raises(ValueError, match=r"MPICNN_EMU_CHECK: unknown check 'initcheck'"):
         k((1,), (32,), (np.zeros(32, np.float32), np.zeros(32, np.float32), np.int32(32)))
 
 
 # ---- atomics and volatile ----------------------------------------------------------
 
-@pytest.mark.parametrize("check", ["", "memcheck"])
+@pytest.mark.parametrize("check", ["", "memcheck", "racecheck"])
 def test_spin_wait_on_a_flag_another_thread_sets(kernel_cache, check):
     x = rng.integers(1, 1000, 5).astype(np.int32)
     flags, out = np.zeros(5, np.int32), np.zeros(5, np.int32)
@@ -309,11 +347,48 @@ def test_spin_wait_on_a_flag_another_thread_sets(kernel_cache, check):
     np.testing.assert_array_equal(out, x)
 
 
-def test_volatile_spin_wait_under_memcheck(kernel_cache):
+@pytest.mark.parametrize("check", ["", "memcheck", "racecheck"])
+def test_volatile_spin_wait_on_a_flag_another_thread_sets(kernel_cache, check):
+    """A plain volatile load in a loop: memcheck sees the repeated load, the default mode's
+    watchdog the thread that loops without changing a register; either way the thread
+    yields to the one that sets the flag, as on a GPU."""
     x = rng.integers(1, 1000, 5).astype(np.int32)
     flags, out = np.zeros(5, np.int32), np.zeros(5, np.int32)
-    sample("spin", "memcheck").get_function("handoff_volatile")((5,), (64,), (x, flags, out))
+    sample("spin", check).get_function("handoff_volatile")((5,), (64,), (x, flags, out))
     np.testing.assert_array_equal(out, x)
+
+
+@pytest.mark.parametrize("check", ["", "memcheck"])
+def test_volatile_spin_wait_on_a_later_block_is_a_deadlock(kernel_cache, check):
+    k = kernels.RawModule(path=SAMPLES / "nvidia_style.cu", check=check).get_function("chained_offsets")
+    counts = rng.integers(0, 9, 6).astype(np.int32)
+    offsets, flags = np.zeros(6, np.int32), np.zeros(6, np.int32)
+    with pytest.raises(kernels.LaunchError, match=(
+            r"^kernel 'chained_offsets', block \(0,0,0\): deadlock in a spin-wait: thread \(0,0,0\) \[warp 0 lane 0\] "
+            r"(loops on memory without changing anything \(a spin on a volatile or plain load, seen by the watchdog\)|"
+            r"repeats atomics that change nothing \(the last at byte 4 of args\[2\]\)) and no thread of the block can "
+            r"change that \(1 spin, 0 wait at __syncthreads, 31 exited\); blocks run one after another")):
+        k((6,), (32,), (counts, offsets, flags, np.int32(1)))  # block b waits for block b + 1
+    flags[:] = 0
+    k((6,), (32,), (counts, offsets, flags, np.int32(0)))  # for block b - 1: the chain the emulator runs
+    np.testing.assert_array_equal(offsets, np.cumsum(counts) - counts)
+
+
+def test_a_long_loop_without_runtime_calls_is_not_a_spin(kernel_cache):
+    """One thread iterating ~0.3 s on a float in SSE registers while its block's other
+    threads have exited: the watchdog looks at it many times and must leave it be."""
+    src = textwrap.dedent("""
+        extern "C" __global__ void grow(double* x, double limit)
+        {
+            if (threadIdx.x != 0) return;
+            double v = x[0];
+            while (v < limit) v = v * 1.000000001;
+            x[0] = v;
+        }
+    """)
+    x = np.ones(1)
+    kernels.RawKernel(src, "grow")((1,), (32,), (x, 1.3))
+    assert 1.3 <= x[0] < 1.3 * (1 + 2e-9)
 
 
 def test_spin_wait_on_a_later_block_is_a_deadlock(kernel_cache):
@@ -358,3 +433,64 @@ def test_cooperative_groups_reduce(kernel_cache):
     kernels.RawKernel(src, "tile_stats", check=CHECKS)((1,), (128,), (x, sums, maxima))
     np.testing.assert_array_equal(sums, x.reshape(4, 32).sum(1))
     np.testing.assert_array_equal(maxima, x.reshape(4, 32).max(1))
+
+
+# ---- code written as NVIDIA's samples write it -------------------------------------
+
+@pytest.mark.parametrize("check", ["", CHECKS, "racecheck"])
+def test_nvidia_style_kernels(kernel_cache, check):
+    """SharedMemory<T> with extern __shared__ in a template struct, template block sizes,
+    cg::reduce, `static __shared__` in a __device__ function, threadFenceReduction and a
+    chained scan on volatile flags: right results, and no report under memcheck,synccheck."""
+    mod = kernels.RawModule(path=SAMPLES / "nvidia_style.cu", check=check,
+                            name_expressions=declared_instantiations((SAMPLES / "nvidia_style.cu").read_text()))
+    cg = kernels.RawModule(path=SAMPLES / "cg" / "cg_style.cu", check=check,
+                           name_expressions=("reduce6_cg<float, 256, true>", "cg_block_sum<double>"))
+    x = rng.standard_normal(4096).astype(np.float32)
+    partial = np.zeros(8, np.float32)
+    for reduce6 in (mod.get_function("reduce6<float, 256, true>"), cg.get_function("reduce6_cg<float, 256, true>")):
+        partial[:] = 0
+        reduce6((8,), (256,), (x, partial, np.uint32(x.size)), shared_mem=256 * 4)
+        assert partial.sum() == pytest.approx(x.astype(np.float64).sum(), rel=1e-5, abs=1e-3)
+    d = rng.standard_normal(1000)
+    sums = np.zeros(5)
+    mod.get_function("reduce6<double, 128, false>")((5,), (128,), (d, sums, np.uint32(d.size)), shared_mem=128 * 8)
+    assert sums.sum() == pytest.approx(d.sum(), rel=1e-12)
+    sums[:] = 0
+    cg.get_function("cg_block_sum<double>")((5,), (96,), (d, sums, np.uint32(d.size)))
+    assert sums.sum() == pytest.approx(d.sum(), rel=1e-12)
+    a = rng.standard_normal((6, 300)).astype(np.float32)
+    y = np.zeros_like(a)
+    mod.get_function("softmax_rows")((6,), (128,), (a, y, np.int32(300)))
+    e = np.exp(a.astype(np.float64) - a.max(1, keepdims=True))
+    np.testing.assert_allclose(y, e / e.sum(1, keepdims=True), rtol=1e-5, atol=1e-7)
+    total = np.zeros(1, np.float32)
+    for _ in range(2):  # the last block resets the counter for the next launch
+        partial[:] = 0
+        mod.get_function("fence_sum")((7,), (64,), (x, partial, total, np.uint32(x.size)))
+        assert total[0] == pytest.approx(x.astype(np.float64).sum(), rel=1e-5, abs=1e-3)
+    counts = rng.integers(0, 9, 6).astype(np.int32)
+    offsets, flags = np.zeros(6, np.int32), np.zeros(6, np.int32)
+    mod.get_function("chained_offsets")((6,), (32,), (counts, offsets, flags, np.int32(0)))
+    np.testing.assert_array_equal(offsets, np.cumsum(counts) - counts)
+
+
+def test_static_shared_in_a_device_function_is_guarded_by_memcheck(kernel_cache):
+    src = textwrap.dedent("""
+        __device__ float stash(float v)
+        {
+            static __shared__ float slots[32];
+            slots[threadIdx.x] = v;
+            __syncthreads();
+            return slots[31 - threadIdx.x];
+        }
+        extern "C" __global__ void mirror(float* x) { x[threadIdx.x] = stash(x[threadIdx.x]); }
+    """)
+    k = kernels.RawKernel(src, "mirror", check=CHECKS)
+    x = np.arange(32, dtype=np.float32)
+    k((1,), (32,), (x,))
+    np.testing.assert_array_equal(x, np.arange(32)[::-1])
+    with pytest.raises(kernels.LaunchError, match=r"thread \(32,0,0\).*invalid write of 4 bytes, 0 bytes past the "
+                                                  r"end of __shared__ slots \(128 bytes, declared at <source>:4\) "
+                                                  r"at <source>:5$"):
+        k((1,), (64,), (np.zeros(64, np.float32),))

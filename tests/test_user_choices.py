@@ -10,7 +10,7 @@ import pytest
 
 import mpicnn
 from contract import agreed_max, max_rel_diff, on_ranks
-from mpicnn import data, models, train
+from mpicnn import data, models, nn, train
 from mpicnn.config import parse_args as config_args
 from mpicnn.errors import UserError
 
@@ -134,3 +134,64 @@ def test_channels_last_hdf5_is_refused_with_the_fix(tmp_path):
         f["train/labels"] = np.arange(8) % 2
     with pytest.raises(UserError, match=r"looks channels-last \(N, H, W, C\).*--layout nhwc"):
         data.open_dataset(str(path))
+
+
+def test_windows_of_ones_own_match_the_builtin_layers():
+    """window_input/window_input_grad on one rank: padding, stride and dilation as the
+    built-in pools and convs have them, forward and backward."""
+    from user_models import small
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 9, 7))
+    depthwise = small.DilatedDepthwise(3)
+    conv = nn.Conv2d(3, 3, 3, padding=2, dilation=2, groups=3, bias=False, dtype=np.float64)
+    conv.weight.data[...] = depthwise.weight.data[:, None]
+    pairs = [(small.BoxBlur(), nn.AvgPool2d(3, 1, 1), x), (small.StridedMax(), nn.MaxPool2d(3, 2, 1), x),
+             (depthwise, conv, x), (small.BoxBlur(), nn.AvgPool3d(3, 1, 1), rng.standard_normal((2, 2, 5, 6, 7)))]
+    for mine, builtin, inputs in pairs:
+        y = mine(inputs)
+        assert np.abs(y - builtin(inputs)).max() <= 1e-12, mine
+        dy = rng.standard_normal(y.shape)
+        assert np.abs(mine.backward(dy) - builtin.backward(dy)).max() <= 1e-12, mine
+    assert np.abs(depthwise.weight.grad - conv.weight.grad[:, 0]).max() <= 1e-12
+    with pytest.raises(ValueError, match=r"Window stride=0: an int >= 1"):
+        nn.Window(kernel=3, stride=0)
+    with pytest.raises(ValueError, match="gives 2 kernel values for an input with 3 spatial axes"):
+        nn.Window(kernel=(3, 3)).geometry(3)
+
+
+WINDOWS = ["--model", "user_models.small:windows", "--dataset", "shapes:16:64", "--dtype", "float64", "--steps",
+           "3", "--batch-size", "8", "--no-progress", "--seed", "3"]
+VOLUMES = ["--model", "user_models.small:blurred_volumes", "--dataset", "cosmo:16:16", "--dtype", "float64",
+           "--steps", "2", "--batch-size", "4", "--no-progress", "--seed", "3"]
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("argv, parallel, ranks", [(WINDOWS, "spatial=2x1", 2), (WINDOWS, "spatial=2x2", 4),
+                                                   (WINDOWS, "data=2,spatial=1x2", 4),
+                                                   (VOLUMES, "spatial=2x1x1", 2), (VOLUMES, "spatial=1x2x2", 4)])
+def test_declared_windows_equal_one_rank(argv, parallel, ranks):
+    """Blur, dilated depthwise filter and strided max of one's own, in plain NumPy on each
+    rank's block: the halo exchange makes the split run the 1-rank run."""
+    from mpi4py import MPI
+    if MPI.COMM_WORLD.Get_size() < ranks:
+        pytest.skip(f"needs {ranks} ranks")
+    serial = train.run(argv, MPI.COMM_SELF).params
+
+    def differs(comm):
+        return max_rel_diff(train.run(argv + ["--parallel", parallel], comm).params, serial)
+    assert agreed_max(on_ranks(ranks, differs)) <= 1e-9
+
+
+@pytest.mark.mpi(min_size=2)
+def test_undeclared_window_is_refused_under_spatial_splits():
+    argv = [a.replace(":windows", ":windows_undeclared") for a in WINDOWS] + ["--parallel", "spatial=2x1"]
+
+    def refused(comm):
+        try:
+            train.run(argv, comm)
+        except UserError as e:
+            return float("layer 2 (BoxBlurUndeclared) does not say how it touches them; declare it in the class: "
+                         "touches = 'pointwise'" not in str(e) or "nn.Window(kernel, stride, padding, dilation)"
+                         not in str(e))
+        return 1.0
+    assert agreed_max(on_ranks(2, refused)) == 0

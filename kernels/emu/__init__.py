@@ -16,15 +16,16 @@ _loaded = {}
 _lock = threading.Lock()
 
 
-def load_library(code, display, include_dirs=(), options=(), name_expressions=(), memcheck=False):
+def load_library(code, display, include_dirs=(), options=(), name_expressions=(), instrumented=None):
+    """``instrumented``: None, "memcheck" or "racecheck" (kernels/emu/build.py)."""
     from . import build
     key = (code, display, tuple(include_dirs), tuple(options), tuple(name_expressions),
-           str(cache_dir()), tuple(build._runtime_flags()), memcheck)
+           str(cache_dir()), tuple(build._runtime_flags()), instrumented)
     with _lock:
         lib = _loaded.get(key)
         if lib is None:
-            path = build.library(code, display, include_dirs, options, name_expressions, memcheck)
-            lib = _loaded[key] = EmuLibrary(path, display, memcheck)
+            path = build.library(code, display, include_dirs, options, name_expressions, instrumented)
+            lib = _loaded[key] = EmuLibrary(path, display, memcheck=instrumented is not None)
         return lib
 
 

@@ -2,7 +2,8 @@
 
 The user's source is compiled as C++17 after ``cuda_emu.h``, inside a generated
 wrapper that lists its kernels in a launch table (``emu_launch.h``). The runtime
-(``runtime.cpp``, ``fiber.cpp``) is compiled once into objects and linked in.
+(``runtime.cpp``, ``fiber.cpp``, ``check.cpp``, ``watchdog.cpp``) is compiled once into
+objects and linked in.
 
 Libraries are cached in ``$MPICNN_KERNEL_CACHE`` (default ``~/.cache/mpicnn/kernels``)
 under a hash of everything that goes into them: source, options, name expressions,
@@ -30,13 +31,20 @@ EMU_DIR = Path(__file__).resolve().parent
 # with --fmad=false) on every host, not only on x86-64 without -mfma.
 _BASE_FLAGS = ["-x", "c++", "-std=c++17", "-O2", "-fPIC", "-fvisibility=hidden",
                "-fno-gnu-unique", "-fno-strict-aliasing", "-ffp-contract=off"]
-_RUNTIME_SOURCES = ("fiber.cpp", "runtime.cpp", "check.cpp")
+_RUNTIME_SOURCES = ("fiber.cpp", "runtime.cpp", "check.cpp", "watchdog.cpp")
 # memcheck: every load and store of the kernel's code calls kernels/emu/check.cpp
 # (kernel-address mode, so no sanitizer runtime is needed), and -g lets a report name
 # the source line of the access.
 _MEMCHECK_FLAGS = ["-fsanitize=kernel-address", "--param", "asan-instrumentation-with-call-threshold=0",
                    "--param", "asan-stack=0", "--param", "asan-globals=0",
                    "-fno-sanitize-address-use-after-scope", "-g"]
+# racecheck: ThreadSanitizer's instrumentation instead (its __tsan_* calls are check.cpp's
+# too), because AddressSanitizer checks one access per location and basic block: the
+# store of `s += x` would go unseen after its load. The same bounds checks run on it.
+# -fno-threadsafe-statics: the guards of static locals would be atomics (one OS thread
+# runs a launch).
+_RACECHECK_FLAGS = ["-fsanitize=thread", "--param", "tsan-instrument-func-entry-exit=0", "-fno-threadsafe-statics",
+                    "-g"]
 
 stats = {"compiles": 0, "disk_hits": 0}  # read by tests: a cached load compiles nothing
 _lock = threading.Lock()
@@ -91,14 +99,15 @@ def gxx_options(options):
     return out
 
 
-def library(code, display, include_dirs=(), options=(), name_expressions=(), memcheck=False):
+def library(code, display, include_dirs=(), options=(), name_expressions=(), instrumented=None):
     """Path of the compiled library for this source, compiling it if not cached;
-    ``memcheck`` builds the instrumented variant (kernels/emu/check.cpp)."""
+    ``instrumented`` ("memcheck" or "racecheck") builds a variant whose every access
+    calls kernels/emu/check.cpp."""
     cxx = compiler()
-    text = source.rewrite_shared(code, memcheck)
+    text = source.rewrite_shared(code, instrumented is not None)
     flags = gxx_options(options) + [f"-I{d}" for d in include_dirs]
-    if memcheck:
-        flags += _MEMCHECK_FLAGS
+    if instrumented:
+        flags += _RACECHECK_FLAGS if instrumented == "racecheck" else _MEMCHECK_FLAGS
     material = [emulator_version(), _compiler_id(cxx), _runtime_flags(), display, text, flags,
                 list(name_expressions)]
     with _lock:
@@ -130,9 +139,16 @@ def library(code, display, include_dirs=(), options=(), name_expressions=(), mem
             wrapper.write_text(_wrapper_text(display, entries))
             objects = [_runtime_object(cxx, cdir, name) for name in _RUNTIME_SOURCES]
             tmp = work / "lib.so"
-            _run([cxx, *_BASE_FLAGS, "-shared", "-Wl,-z,defs", f"-I{EMU_DIR}", *flags,
-                  "-o", str(tmp), str(wrapper), "-x", "none", *map(str, objects)],
-                 display, work, entries)
+            if instrumented == "racecheck":  # compiled apart: linking with -fsanitize=thread adds libtsan
+                code_object = work / "wrapper.o"
+                _run([cxx, *_BASE_FLAGS, f"-I{EMU_DIR}", *flags, "-c", "-o", str(code_object), str(wrapper)],
+                     display, work, entries)
+                _run([cxx, "-shared", "-Wl,-z,defs", "-o", str(tmp), str(code_object), *map(str, objects)],
+                     display, work, entries)
+            else:
+                _run([cxx, *_BASE_FLAGS, "-shared", "-Wl,-z,defs", f"-I{EMU_DIR}", *flags,
+                      "-o", str(tmp), str(wrapper), "-x", "none", *map(str, objects)],
+                     display, work, entries)
             os.replace(tmp, final)
             stats["compiles"] += 1
             return final

@@ -7,6 +7,8 @@
 // here). An access that falls in an arena but in none of its regions, or near address
 // 0, ends the launch with a message naming the region it missed and the code offset
 // of the access ("@pc=0x..."), which library.py turns into a source line.
+// racecheck builds use -fsanitize=thread instead (the __tsan_* functions, same checks)
+// and also follow who touched each byte of shared memory in which epoch (race()).
 #include "emu_types.h"
 #include "emu_runtime.h"
 #include "emu_check.h"
@@ -25,9 +27,12 @@ __EMU_HIDDEN void __emu_spin_check(void);
 
 namespace {
 
+struct Shadow;
+
 struct Region {
     uintptr_t beg, size;
     const char* label;
+    Shadow* shadow;  // racecheck: one per byte, allocated at the region's first checked access
 };
 
 constexpr int kMaxArgs = 256;
@@ -54,7 +59,7 @@ bool arena() {
     void* p = mmap(nullptr, kArena, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) return false;
     g_arena = (char*)p;
-    g_shared[0] = Region{(uintptr_t)g_arena + kGap, 0, g_dyn_label};
+    g_shared[0] = Region{(uintptr_t)g_arena + kGap, 0, g_dyn_label, nullptr};
     g_nshared = 1;
     g_arena_used = 2 * kGap + EMU_MAX_DYNAMIC_SMEM;
     return true;
@@ -109,11 +114,87 @@ inline bool inside(uintptr_t a, size_t n, const Region* regions, int count, int&
 }
 int g_last_arg, g_last_shared;
 
+// ---- racecheck: two threads touch a byte of shared memory between barriers, one writes.
+// Each byte keeps its last write and its last read (plus whether another thread read it
+// in the same epoch); an access is ordered after them when the epoch moved on
+// (emu_runtime.h) or, for lanes of one warp, when the warp completed a collective.
+
+struct Access {
+    unsigned long long epoch;  // 0: none
+    unsigned int warp_count;   // the warp's collectives completed when it happened
+    unsigned int pc;           // code offset
+    int tid;
+};
+struct Shadow {
+    Access write, read;
+    int other_reader;  // another thread that read in read.epoch, or -1
+};
+bool g_race;
+
+unsigned int code_offset(const void* pc) {
+    static uintptr_t base;
+    if (!base) {
+        Dl_info info;
+        base = dladdr((const void*)&code_offset, &info) && info.dli_fbase ? (uintptr_t)info.dli_fbase : 1;
+    }
+    return (unsigned int)((uintptr_t)pc - base - 1);  // inside the call instruction
+}
+
+inline bool unordered(const Access& before, int t) {
+    if (before.epoch != __emu_race_epoch || before.tid == t) return false;
+    return (before.tid >> 5) != (t >> 5) || before.warp_count == __emu_race_warp[t >> 5];
+}
+
+[[noreturn]] __attribute__((noinline, cold)) void race_report(const Region& r, uintptr_t offset, bool write,
+                                                             const void* pc, const Access& other, bool other_wrote) {
+    char name[96];
+    const char* kind = other_wrote ? (write ? "write-after-write" : "read-after-write") : "write-after-read";
+    if (&r == &g_shared[0])
+        snprintf(g_dyn_label, sizeof g_dyn_label, "dynamic shared memory (extern __shared__%s%s)",
+                 g_dyn_name ? " " : "", g_dyn_name ? g_dyn_name : "");
+    __emu_fail_thread("racecheck: %s hazard at byte %lu of %s: this thread %s it @pc=0x%x and %s %s it @pc=0x%x, "
+                      "with no __syncthreads() (or __syncwarp() within a warp) between", kind,
+                      (unsigned long)offset, r.label, write ? "writes" : "reads", code_offset(pc),
+                      __emu_thread_name(other.tid, name, sizeof name), other_wrote ? "wrote" : "read", other.pc);
+}
+
+__attribute__((noinline)) void race(uintptr_t a, size_t n, bool write, const void* pc, Region& r) {
+    if (!r.shadow) {
+        size_t bytes = &r == &g_shared[0] ? EMU_MAX_DYNAMIC_SMEM : r.size;
+        r.shadow = (Shadow*)calloc(bytes ? bytes : 1, sizeof(Shadow));
+        if (!r.shadow) return;
+    }
+    int t = __emu_tid;
+    Access now{__emu_race_epoch, __emu_race_warp[t >> 5], 0, t};
+    for (size_t i = 0; i < n; ++i) {
+        uintptr_t offset = a - r.beg + i;
+        Shadow& s = r.shadow[offset];
+        if (unordered(s.write, t)) race_report(r, offset, write, pc, s.write, true);
+        if (write) {
+            if (unordered(s.read, t)) race_report(r, offset, write, pc, s.read, false);
+            if (s.read.epoch == now.epoch && s.other_reader >= 0 && s.other_reader != t) {
+                Access other = s.read;
+                other.tid = s.other_reader;
+                if (unordered(other, t)) race_report(r, offset, write, pc, other, false);
+            }
+            if (!now.pc) now.pc = code_offset(pc);
+            s.write = now;
+        } else if (s.read.epoch != now.epoch) {
+            if (!now.pc) now.pc = code_offset(pc);
+            s.read = now;
+            s.other_reader = -1;
+        } else if (s.read.tid != t && s.other_reader < 0) {
+            s.other_reader = t;
+        }
+    }
+}
+
 inline void check(uintptr_t a, size_t n, bool write, const void* pc) {
     if (a - g_args_lo < g_args_span) {
         if (!inside(a, n, g_args, g_nargs, g_last_arg)) report(a, n, write, pc, g_args, g_nargs);
     } else if (g_arena && a - (uintptr_t)g_arena < kArena) {
         if (!inside(a, n, g_shared, g_nshared, g_last_shared)) report(a, n, write, pc, g_shared, g_nshared);
+        if (g_race && !__emu_race_in_atomic) race(a, n, write, pc, g_shared[g_last_shared]);
     } else if (a < 65536 && __emu_current_launch()) {
         report(a, n, write, pc, nullptr, 0);
     }
@@ -137,7 +218,7 @@ extern "C" {
 EMU_EXPORT void emu_check_set_args(int n, const uintptr_t* beg, const uintptr_t* size, const char** labels,
                                    uintptr_t lo, uintptr_t hi) {
     g_nargs = n < kMaxArgs ? n : kMaxArgs;
-    for (int i = 0; i < g_nargs; ++i) g_args[i] = Region{beg[i], size[i], labels[i]};
+    for (int i = 0; i < g_nargs; ++i) g_args[i] = Region{beg[i], size[i], labels[i], nullptr};
     g_args_lo = n ? lo : 0;
     g_args_span = n ? hi - lo : 0;
     g_last_load = 0;
@@ -154,12 +235,15 @@ void* __emu_check_shared(size_t bytes, const char* name, const char* file, int l
     g_arena_used += round_up(bytes ? bytes : 1, 256) + kGap;
     char* label = (char*)malloc(strlen(name) + strlen(file) + 96);
     sprintf(label, "__shared__ %s (%zu bytes, declared at %s:%d)", name, bytes, file, line);
-    g_shared[g_nshared++] = Region{(uintptr_t)p, bytes, label};
+    g_shared[g_nshared++] = Region{(uintptr_t)p, bytes, label, nullptr};
     return p;
 }
 
-unsigned char* __emu_check_launch_begin(unsigned int shared_bytes) {
+int __emu_race_in_atomic;
+
+unsigned char* __emu_check_launch_begin(unsigned int shared_bytes, int race) {
     if (!arena()) return nullptr;
+    g_race = race != 0;
     g_shared[0].size = shared_bytes;
     g_last_load = 0;
     return (unsigned char*)g_shared[0].beg;
@@ -182,6 +266,35 @@ EMU_CHECK_SIZE(16)
 __EMU_HIDDEN void __asan_loadN_noabort(void* p, size_t n) { check((uintptr_t)p, n, false, __builtin_return_address(0)); }
 __EMU_HIDDEN void __asan_storeN_noabort(void* p, size_t n) { check((uintptr_t)p, n, true, __builtin_return_address(0)); }
 __EMU_HIDDEN void __asan_handle_no_return(void) {}
+// ThreadSanitizer's calls (the racecheck build): the same checks.
+#define EMU_TSAN_SIZE(N)                                                                                    \
+    __EMU_HIDDEN void __tsan_read##N(void* p) { check((uintptr_t)p, N, false, __builtin_return_address(0)); } \
+    __EMU_HIDDEN void __tsan_write##N(void* p) { check((uintptr_t)p, N, true, __builtin_return_address(0)); }
+#define EMU_TSAN_UNALIGNED(N)                                                                               \
+    __EMU_HIDDEN void __tsan_unaligned_read##N(void* p) { check((uintptr_t)p, N, false, __builtin_return_address(0)); } \
+    __EMU_HIDDEN void __tsan_unaligned_write##N(void* p) { check((uintptr_t)p, N, true, __builtin_return_address(0)); }
+EMU_TSAN_SIZE(1)
+EMU_TSAN_SIZE(2)
+EMU_TSAN_SIZE(4)
+EMU_TSAN_SIZE(8)
+EMU_TSAN_SIZE(16)
+EMU_TSAN_UNALIGNED(2)
+EMU_TSAN_UNALIGNED(4)
+EMU_TSAN_UNALIGNED(8)
+EMU_TSAN_UNALIGNED(16)
+__EMU_HIDDEN void __tsan_read_range(void* p, size_t n) { check((uintptr_t)p, n, false, __builtin_return_address(0)); }
+__EMU_HIDDEN void __tsan_write_range(void* p, size_t n) { check((uintptr_t)p, n, true, __builtin_return_address(0)); }
+// __atomic loads and stores in a kernel (one OS thread runs a launch: plain ones do).
+#define EMU_TSAN_ATOMIC(BITS, T)                                                                          \
+    __EMU_HIDDEN T __tsan_atomic##BITS##_load(const volatile T* p, int) { return *p; }                     \
+    __EMU_HIDDEN void __tsan_atomic##BITS##_store(volatile T* p, T v, int) { *p = v; }
+EMU_TSAN_ATOMIC(8, unsigned char)
+EMU_TSAN_ATOMIC(16, unsigned short)
+EMU_TSAN_ATOMIC(32, unsigned int)
+EMU_TSAN_ATOMIC(64, unsigned long long)
+__EMU_HIDDEN void __tsan_init(void) {}
+__EMU_HIDDEN void __tsan_atomic_signal_fence(int) {}
+__EMU_HIDDEN void __tsan_atomic_thread_fence(int) {}
 __EMU_HIDDEN void __asan_register_globals(void*, size_t) {}
 __EMU_HIDDEN void __asan_unregister_globals(void*, size_t) {}
 

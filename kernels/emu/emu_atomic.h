@@ -15,6 +15,23 @@ extern __EMU_HIDDEN const void* __emu_spin_addr; // the last atomic's address (f
 __EMU_HIDDEN void __emu_spin_check(void);
 }
 
+// In checked builds (every access calls check.cpp) racecheck leaves an atomic's own
+// accesses alone and takes a fence as ordering what came before it (a flag set after
+// __threadfence_block hands data over, as on a GPU).
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+extern "C" {
+extern __EMU_HIDDEN int __emu_race_in_atomic;
+extern __EMU_HIDDEN unsigned long long __emu_race_epoch;
+}
+#define __EMU_ATOMIC_BEGIN __emu_race_in_atomic = 1;
+#define __EMU_ATOMIC_END __emu_race_in_atomic = 0;
+#define __EMU_FENCE __emu_race_epoch++;
+#else
+#define __EMU_ATOMIC_BEGIN
+#define __EMU_ATOMIC_END
+#define __EMU_FENCE
+#endif
+
 template <class T>
 static inline void __emu_atomic_done(const void* p, T old, T now) {
     __emu_spin_effect |= __builtin_memcmp(&old, &now, sizeof(T)) != 0;
@@ -30,8 +47,10 @@ static inline void __emu_atomic_done(const void* p, T old, T now) {
 #define __EMU_ATOMIC_RMW(name, T, expr)                                              \
     __EMU_ATOMIC_SCOPES(T, name, (T* p, T v), {                                      \
         volatile T* q = p;                                                           \
+        __EMU_ATOMIC_BEGIN                                                           \
         T old = *q, now = (expr);                                                    \
         *q = now;                                                                    \
+        __EMU_ATOMIC_END                                                             \
         __emu_atomic_done(p, old, now);                                              \
         return old;                                                                  \
     })
@@ -52,8 +71,10 @@ static inline void __emu_atomic_done(const void* p, T old, T now) {
 #define __EMU_ATOMIC_CAS(T)                                                          \
     __EMU_ATOMIC_SCOPES(T, atomicCAS, (T* p, T cmp, T v), {                          \
         volatile T* q = p;                                                           \
+        __EMU_ATOMIC_BEGIN                                                           \
         T old = *q, now = old == cmp ? v : old;                                      \
         *q = now;                                                                    \
+        __EMU_ATOMIC_END                                                             \
         __emu_atomic_done(p, old, now);                                              \
         return old;                                                                  \
     })
@@ -80,9 +101,9 @@ __EMU_ATOMIC_RMW(atomicInc, unsigned int, old >= v ? 0u : old + 1u)
 __EMU_ATOMIC_RMW(atomicDec, unsigned int, (old == 0u || old > v) ? v : old - 1u)
 
 // Memory fences order nothing on one OS thread; keep them as compiler barriers.
-static inline void __threadfence() { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
-static inline void __threadfence_block() { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
-static inline void __threadfence_system() { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
+static inline void __threadfence() { __EMU_FENCE __atomic_signal_fence(__ATOMIC_SEQ_CST); }
+static inline void __threadfence_block() { __EMU_FENCE __atomic_signal_fence(__ATOMIC_SEQ_CST); }
+static inline void __threadfence_system() { __EMU_FENCE __atomic_signal_fence(__ATOMIC_SEQ_CST); }
 
 // A back-off in a spin-wait: a spin point that changes nothing.
 static inline void __nanosleep(unsigned int) {

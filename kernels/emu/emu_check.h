@@ -7,8 +7,11 @@
 extern "C" {
 __EMU_HIDDEN void* __emu_check_shared(size_t bytes, const char* name, const char* file, int line);
 __EMU_HIDDEN unsigned char* __emu_check_dynamic_smem(const char* name);
-// The dynamic shared memory of a memcheck launch (runtime.cpp calls it as a launch starts).
-__EMU_HIDDEN unsigned char* __emu_check_launch_begin(unsigned int shared_bytes);
+// The dynamic shared memory of a memcheck launch (runtime.cpp calls it as a launch starts);
+// `race`: racecheck is on for it.
+__EMU_HIDDEN unsigned char* __emu_check_launch_begin(unsigned int shared_bytes, int race);
+// racecheck: the accesses of an atomic are not hazards (set around them in memcheck builds).
+extern __EMU_HIDDEN int __emu_race_in_atomic;
 }
 
 // Once per variable, in the function that declares it: the first thread to pass the

@@ -22,7 +22,7 @@ from ..errors import KernelNotFound, LaunchError
 from . import args as argcheck
 
 # Launch flags, as in emu_runtime.h.
-_POISON_SHARED, _CHECK_MEM, _CHECK_SYNC = 1, 2, 4
+_POISON_SHARED, _CHECK_MEM, _CHECK_SYNC, _CHECK_RACE = 1, 2, 4, 8
 _ARENA_GAP = 64 * 1024  # unused bytes around each argument's copy: a stray access lands there
 _PC = re.compile(r" @pc=0x([0-9a-f]+)")
 _ADDR = re.compile(r"@addr=(0x[0-9a-f]+|\(nil\))")
@@ -82,6 +82,7 @@ class EmuLibrary:
         values = [argcheck.convert(name, i, p, a) for i, (p, a) in enumerate(zip(params, args))]
         flags = _POISON_SHARED if os.environ.get("MPICNN_EMU_POISON_SHARED", "") not in ("", "0") else 0
         flags |= _CHECK_SYNC if "synccheck" in checks else 0
+        flags |= _CHECK_RACE if "racecheck" in checks else 0
         arena = None
         g = (ctypes.c_uint * 3)(*grid)
         b = (ctypes.c_uint * 3)(*block)

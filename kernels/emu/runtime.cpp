@@ -5,7 +5,8 @@
 // when their barrier or collective is complete. When nothing can run, the launch
 // fails with a description of who waits for whom instead of hanging. A thread that
 // spins (atomics that change nothing) yields to the others; a spin no thread of the
-// block can end is a deadlock too.
+// block can end is a deadlock too. A thread that spins on plain or volatile loads
+// never calls in here: the watchdog (watchdog.cpp) catches it and it yields the same way.
 #include "emu_types.h"
 #include "emu_sync.h"
 #include "emu_runtime.h"
@@ -22,6 +23,8 @@ dim3 __emu_blockDim, __emu_gridDim;
 int __emu_tid;
 alignas(256) unsigned char __emu_dynamic_smem[EMU_MAX_DYNAMIC_SMEM];
 int __emu_spin_budget = 1 << 30;
+unsigned long long __emu_race_epoch;
+unsigned int __emu_race_warp[EMU_MAX_THREADS / 32];
 int __emu_spin_effect;
 const void* __emu_spin_addr;
 extern const int __emu_table_size;  // generated with the kernel table
@@ -73,6 +76,9 @@ struct Block {
 };
 
 Block B;
+// What the watchdog (watchdog.cpp) reads as activity, besides B's own counters.
+unsigned long long g_block_serial, g_spin_checks;
+unsigned long long g_yield_block, g_yield_progress;  // the watchdog's last yield of a spinning thread
 Fiber g_main;     // the launching OS thread's own context
 Fiber* g_cur;     // fiber running now
 Fiber* g_dying;   // finished fiber, recycled once we are off its stack
@@ -125,6 +131,8 @@ const char* state_str(int t, char* buf, size_t n) {
 }
 
 }  // namespace
+
+const char* __emu_thread_name(int t, char* buf, size_t n) { return thread_str(t, buf, n); }
 
 void __emu_fail_thread(const char* fmt, ...) {
     char a[96], msg[6144];
@@ -200,6 +208,7 @@ void schedule() {
 
 void release_barrier() {
     B.progress++;
+    __emu_race_epoch++;
     B.bar_total = B.arrived;
     B.bar_true = B.arrived_true;
     for (int i = 0; i < B.arrived; ++i) {
@@ -327,6 +336,7 @@ void complete_warp_op(int w, unsigned int mask, int op) {
     }
     B.waiting_lanes[w] &= ~mask;
     B.progress++;
+    __emu_race_warp[w]++;
     for (unsigned int m = mask; m; m &= m - 1) {
         int t = (w << 5) + __builtin_ctz(m);
         if (t == __emu_tid) B.t[t].state = RUNNING;
@@ -373,18 +383,32 @@ bool resume_spinners() {
     return true;
 }
 
-void spin_deadlock() {
-    int first = first_in_state(SPINNING), at_bar = 0, spinning = 0;
+// Ends the launch: `first` spins (on atomics, or on loads the watchdog saw) and no
+// thread of the block can end that.
+[[noreturn]] void report_spin_deadlock(int first) {
+    int at_bar = 0, spinning = 0;
     for (int t = 0; t < B.n; ++t) {
         at_bar += B.t[t].state == AT_BARRIER;
-        spinning += B.t[t].state == SPINNING || B.t[t].state == READY;
+        spinning += B.t[t].state == SPINNING || B.t[t].state == READY || t == first;
     }
-    char a[96];
-    fail("deadlock in a spin-wait: %s repeats atomics that change nothing (the last at @addr=%p) and no thread "
-         "of the block can change that (%d spin, %d wait at __syncthreads, %d exited); blocks run one after "
-         "another on the CPU emulator, so a value that a later block would write is never seen here, and a GPU "
-         "does not promise that the blocks a spin-wait depends on run at the same time either",
-         thread_str(first, a, sizeof a), B.site[first].spin_addr, spinning, at_bar, B.exited);
+    char a[96], what[160];
+    if (B.site[first].spin_addr)
+        snprintf(what, sizeof what, "repeats atomics that change nothing (the last at @addr=%p)",
+                 B.site[first].spin_addr);
+    else
+        snprintf(what, sizeof what, "loops on memory without changing anything (a spin on a volatile or plain "
+                 "load, seen by the watchdog)");
+    fail("deadlock in a spin-wait: %s %s and no thread of the block can change that (%d spin, %d wait at "
+         "__syncthreads, %d exited); blocks run one after another on the CPU emulator, so a value that a later "
+         "block would write is never seen here, and a GPU does not promise that the blocks a spin-wait depends "
+         "on run at the same time either", thread_str(first, a, sizeof a), what, spinning, at_bar, B.exited);
+}
+
+void spin_deadlock() {
+    int first = -1;
+    for (int t = 0; t < B.n && first < 0; ++t)  // an atomic spinner names the address
+        if (B.t[t].state == SPINNING && B.site[t].spin_addr) first = t;
+    report_spin_deadlock(first >= 0 ? first : first_in_state(SPINNING));
 }
 
 void deadlock() {
@@ -494,6 +518,7 @@ unsigned long long __emu_warp(int op, unsigned int mask, unsigned long long valu
 
 extern "C" void __emu_spin_check(void) {
     __emu_spin_budget = kSpinBudget;
+    g_spin_checks++;
     bool changed = __emu_spin_effect;
     __emu_spin_effect = 0;
     if (!g_in_launch) return;
@@ -504,6 +529,44 @@ extern "C" void __emu_spin_check(void) {
     int t = __emu_tid;
     B.t[t].state = SPINNING;
     B.site[t].spin_addr = __emu_spin_addr;
+    B.spinning[B.spinning_len++] = t;
+    schedule();
+}
+
+// ---- the watchdog's view (watchdog.cpp) ----------------------------------------------
+
+bool __emu_watch_in_launch() { return __atomic_load_n(&g_in_launch, __ATOMIC_RELAXED); }
+
+// Changes whenever a thread of the launch starts or exits, a barrier or collective
+// completes, or a thread spins on atomics. (A switch to another waiting thread changes
+// the stack pointer the watchdog compares, so switches need no count.)
+unsigned long long __emu_watch_activity() {
+    const unsigned long long v[] = {__atomic_load_n(&g_block_serial, __ATOMIC_RELAXED),
+                                    (unsigned long long)__atomic_load_n(&B.next, __ATOMIC_RELAXED),
+                                    (unsigned long long)__atomic_load_n(&B.exited, __ATOMIC_RELAXED),
+                                    __atomic_load_n(&B.progress, __ATOMIC_RELAXED),
+                                    __atomic_load_n(&g_spin_checks, __ATOMIC_RELAXED)};
+    unsigned long long h = 0;
+    for (unsigned long long x : v) h = h * 1000003u ^ x;
+    return h;
+}
+
+// The current thread loops on memory without calling into the runtime (the watchdog's
+// signal handler saw it twice in the same state): let the other threads of the block
+// run, as a spin on an atomic does; when none can, or they changed nothing since this
+// thread last yielded, nothing will ever end the loop.
+void __emu_watch_spin(const void*) {
+    int t = __emu_tid;
+    unsigned long long progress = B.progress + B.next + B.exited;
+    bool others = B.ready_len || B.next < B.n || B.spinning_len || B.activemask_waiting;
+    if (!others || (g_yield_block == g_block_serial && g_yield_progress == progress)) {
+        B.site[t].spin_addr = nullptr;
+        report_spin_deadlock(t);
+    }
+    g_yield_block = g_block_serial;
+    g_yield_progress = progress;
+    B.t[t].state = SPINNING;
+    B.site[t].spin_addr = nullptr;
     B.spinning[B.spinning_len++] = t;
     schedule();
 }
@@ -617,18 +680,21 @@ int __emu_run_grid(const __emu_config* cfg, void (*body)(void*), void* ctx) {
     __emu_gridDim = dim3(cfg->grid[0], cfg->grid[1], cfg->grid[2]);
     unsigned char* dynamic_smem = __emu_dynamic_smem;
     if (cfg->flags & EMU_CHECK_MEM) {
-        dynamic_smem = __emu_check_launch_begin(cfg->shared_bytes);
+        dynamic_smem = __emu_check_launch_begin(cfg->shared_bytes, cfg->flags & EMU_CHECK_RACE);
         if (!dynamic_smem) {
             snprintf(g_error, sizeof g_error, "kernel '%s': memcheck could not reserve its arena", cfg->kernel);
             return -1;
         }
     }
     fiber_capture_fp_state();
+    __emu_watch_launch();
     g_in_launch = true;
     for (unsigned int z = 0; z < cfg->grid[2] && !g_failed; ++z)
         for (unsigned int y = 0; y < cfg->grid[1] && !g_failed; ++y)
             for (unsigned int x = 0; x < cfg->grid[0] && !g_failed; ++x) {
                 __emu_blockIdx = uint3{x, y, z};
+                g_block_serial++;
+                __emu_race_epoch++;
                 if (cfg->flags & EMU_POISON_SHARED) memset(dynamic_smem, 0xff, cfg->shared_bytes);
                 B.next = B.exited = B.arrived = B.arrived_true = 0;
                 B.ready_head = B.ready_len = B.activemask_waiting = 0;

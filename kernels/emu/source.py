@@ -2,7 +2,8 @@
 
 ``extern __shared__ T name[];`` (dynamic shared memory) cannot be a macro expansion
 (``extern static`` is not C++), so it is rewritten into a pointer to the per-launch
-buffer. A static ``__shared__ T name[N];`` in a function keeps its declaration and gains
+buffer. A static ``__shared__ T name[N];`` in a function (``static __shared__`` too, as in
+NVIDIA's block-reduce idiom) keeps its declaration and gains
 a note of its size (a kernel over a GPU's 48 KB fails); under memcheck it becomes a reference to
 a guarded region instead (``static T (&name)[N] = ...``, kernels/emu/check.cpp), so
 ``sizeof``, indexing and decay to a pointer are unchanged. Rewrites stay on their
@@ -24,14 +25,27 @@ KERNEL_MARKER = "__emu_kernel_marker__"  # what cuda_emu.h turns __global__ into
 _TOKEN = re.compile(r'"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'|[A-Za-z_]\w*|::|\S')
 
 
-_STATIC_SHARED = re.compile(r"(?<![\w])(?:static\s+)?__shared__\b(?P<decl>[^;{}]*);")
+_STATIC_SHARED = re.compile(r"(?<![\w])__shared__\b(?P<decl>[^;{}]*);")
 _DECLARATOR = re.compile(r"^(?P<type>.*?)\b(?P<name>[A-Za-z_]\w*)\s*(?P<dims>(?:\[[^\]]*\]\s*)*)$", re.S)
 _MASKED = re.compile(r'//[^\n]*|/\*.*?\*/|"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'', re.S)
 
 
+# ``static __shared__`` (the block-reduce idiom of NVIDIA's samples, in a __device__
+# function) or ``__shared__ static``: __shared__ already means static here.
+_STATIC_WORD = re.compile(r"\bstatic(?=\s+__shared__\b)|(?<=__shared__)(\s+)static\b")
+
+
+def _mask(text):
+    """``text`` with comments and string literals blanked (same length, same lines)."""
+    return _MASKED.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), text)
+
+
 def rewrite_shared(text, memcheck=False):
     """The source with its ``__shared__`` declarations rewritten for the emulator."""
-    masked = _MASKED.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), text)
+    masked = _mask(text)
+    for m in reversed(list(_STATIC_WORD.finditer(masked))):  # same length: positions stay valid
+        text = text[:m.end() - 6] + "      " + text[m.end():]
+    masked = _mask(text)
     edits = []  # (start, end, replacement), found in the masked text, applied to the original
     for m in _EXTERN_SHARED.finditer(masked):
         ctype = " ".join(_ATTRIBUTE.sub(" ", m["type"]).split())

@@ -8,7 +8,7 @@ from .conv3d import Conv3d
 from .dropout import Dropout
 from .linear import Linear
 from .loss import CrossEntropyLoss, MSELoss
-from .module import Context, Module, Parameter
+from .module import Context, Module, Parameter, Window
 from .norm import BatchNorm2d
 from .norm3d import BatchNorm3d
 from .pool import (AvgPool2d, GlobalAvgPool2d, GlobalMaxPool2d, GlobalRMSPool2d, MaxPool2d,
@@ -18,7 +18,7 @@ from .shape import Flatten
 from .upsample import Upsample
 
 __all__ = [
-    "Module", "Parameter", "Context", "Sequential", "Residual",
+    "Module", "Parameter", "Context", "Window", "Sequential", "Residual",
     "Conv2d", "Linear", "ReLU", "LeakyReLU",
     "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "GlobalMaxPool2d", "GlobalRMSPool2d",
     "BatchNorm2d", "Dropout", "Flatten", "CrossEntropyLoss",

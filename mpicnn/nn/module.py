@@ -14,9 +14,12 @@ Users' own layers just override ``forward``/``backward`` in NCHW, and say in ``t
 how they mix elements, so that the trainer can split their feature maps correctly
 (README, "Your own layers"): ``"pointwise"`` (element by element), ``"spatial-reduction"``
 (sums or means over height and width, taken through ``self.spatial_sum``/``spatial_mean``,
-which span the whole map when it is split over ranks) or ``"channel-reduction"`` (over
-channels at each pixel). Undeclared layers of one's own are refused under spatial and
-channel splits.
+which span the whole map when it is split over ranks), ``"channel-reduction"`` (over
+channels at each pixel) or ``Window(kernel, stride, padding, dilation)`` (each output
+pixel reads a window of input pixels: the layer reads its input through
+``self.window_input`` and returns its gradient through ``self.window_input_grad``, which
+add the padding and, under spatial splits, the neighbours' halo). Undeclared layers of
+one's own are refused under spatial and channel splits.
 """
 import numpy as np
 
@@ -90,9 +93,59 @@ SERIAL = Context()
 TOUCHES = ("pointwise", "spatial-reduction", "channel-reduction")
 
 
+class Window:
+    """``touches = Window(kernel, stride=1, padding=0, dilation=1, fill=0.0)``: a layer of
+    one's own whose output pixel (i, j) reads input rows ``i*stride - padding + a*dilation``
+    and columns alike (a < kernel), with ``fill`` outside the map (0 for sums, ``-inf``
+    for maxima). Each value is an int or one per spatial axis (2 for
+    images, 3 for volumes)."""
+
+    def __init__(self, kernel, stride=1, padding=0, dilation=1, fill=0.0):
+        self.kernel, self.stride, self.padding, self.dilation = kernel, stride, padding, dilation
+        self.fill = float(fill)
+        for name, low in (("kernel", 1), ("stride", 1), ("padding", 0), ("dilation", 1)):
+            value = getattr(self, name)
+            values = value if isinstance(value, tuple) and len(value) in (2, 3) else (value,)
+            if any(not isinstance(v, (int, np.integer)) or v < low for v in values):
+                raise ValueError(f"Window {name}={getattr(self, name)!r}: an int >= {low} or a tuple of "
+                                 f"2 or 3 of them")
+
+    def geometry(self, axes):
+        """(kernel, stride, padding, dilation), each a tuple of ``axes`` ints."""
+        def per_axis(name):
+            value = getattr(self, name)
+            if not isinstance(value, tuple):
+                return (int(value),) * axes
+            if len(value) != axes:
+                raise ValueError(f"{self!r} gives {len(value)} {name} values for an input with {axes} "
+                                 f"spatial axes")
+            return tuple(int(v) for v in value)
+        return tuple(per_axis(name) for name in ("kernel", "stride", "padding", "dilation"))
+
+    def __repr__(self):
+        fill = "" if self.fill == 0 else f", fill={self.fill}"
+        return (f"Window(kernel={self.kernel}, stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}{fill})")
+
+
+def declared(touches):
+    """Whether ``touches`` is one of the declarations a layer of one's own may make."""
+    return isinstance(touches, Window) or touches in TOUCHES
+
+
+def _rows_read(size, kernel, stride, padding, dilation):
+    """How many rows of the padded input a window op's outputs read along one axis (the
+    padding past the last window is not read)."""
+    out = (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+    if out < 1:
+        raise ValueError(f"input of {size} is too small for kernel {kernel} with padding {padding} "
+                         f"and dilation {dilation}")
+    return (out - 1) * stride + (kernel - 1) * dilation + 1
+
+
 class Module:
     layout = "NCHW"
-    touches = None  # for a user's own layer: one of TOUCHES (see the module docstring)
+    touches = None  # for a user's own layer: one of TOUCHES or a Window (see the module docstring)
     buffer_names = ()  # attributes saved in state_dict that are not Parameters
     training = True
     context = SERIAL
@@ -120,17 +173,52 @@ class Module:
 
     # Reductions over the whole map, for layers of one's own (touches = "spatial-reduction").
     def spatial_sum(self, x):
-        """Sum of the NCHW array ``x`` over height and width, (N, C, 1, 1), over the whole
-        map even when its rows and columns are split over ranks."""
-        s = x.sum(axis=(2, 3), keepdims=True)
+        """Sum of the NCHW (or NCDHW) array ``x`` over its spatial axes, (N, C, 1, 1), over
+        the whole map even when it is split over ranks."""
+        s = x.sum(axis=tuple(range(2, x.ndim)), keepdims=True)
         return self.context.spatial_reduce(s, "sum") if self.context.spatial else s
 
     def spatial_mean(self, x):
-        """Mean of ``x`` over height and width of the whole map, (N, C, 1, 1)."""
-        area = np.array([float(x.shape[2] * x.shape[3])])
+        """Mean of ``x`` over the spatial axes of the whole map, (N, C, 1, 1)."""
+        area = np.array([float(np.prod(x.shape[2:]))])
         if self.context.spatial:
             self.context.spatial_reduce(area, "sum")
         return self.spatial_sum(x) / x.dtype.type(area[0])
+
+    # The input of a window of one's own (touches = Window(...)).
+    def window_input(self, x):
+        """The input rows and columns this layer's output reads: ``x`` (N, C, h, w) or (N, C,
+        d, h, w) with the declared ``fill`` padding at the map's edges and, under a spatial
+        split, the neighbours' halo. A window op without padding over it gives exactly this
+        rank's block of the output. Call ``window_input_grad`` in backward."""
+        window = self.touches
+        if not isinstance(window, Window):
+            raise TypeError(f"{type(self).__name__}.window_input needs touches = nn.Window(...) in the class")
+        geometry = window.geometry(x.ndim - 2)
+        if self.context.spatial:
+            xin, self._window_handle = self.context.user_window_input(self, x, geometry, window.fill)
+            return xin
+        read = [_rows_read(n, *g) for n, g in zip(x.shape[2:], zip(*geometry))]
+        pads = [(0, 0), (0, 0)] + [(p, max(0, r - n - p)) for n, p, r in zip(x.shape[2:], geometry[2], read)]
+        xin = array_module(x).pad(x, pads, constant_values=window.fill)
+        self._window_handle = (x.shape, geometry[2])
+        return xin[(slice(None), slice(None)) + tuple(slice(0, r) for r in read)]
+
+    def window_input_grad(self, dxin):
+        """Gradient of ``window_input``'s result -> gradient of its ``x``: padding dropped,
+        halo parts sent back to the ranks that own them and added there."""
+        handle = getattr(self, "_window_handle", None)
+        if handle is None:
+            raise RuntimeError(f"{type(self).__name__}.window_input_grad called before window_input")
+        self._window_handle = None
+        if self.context.spatial:
+            return self.context.user_window_input_grad(handle, dxin)
+        shape, padding = handle
+        xp = array_module(dxin)
+        full = xp.zeros(shape[:2] + tuple(n + 2 * p for n, p in zip(shape[2:], padding)), dxin.dtype)
+        full[(slice(None), slice(None)) + tuple(slice(0, n) for n in dxin.shape[2:])] = dxin
+        return xp.ascontiguousarray(full[(slice(None), slice(None))
+                                         + tuple(slice(p, p + n) for n, p in zip(shape[2:], padding))])
 
     # Tree walking: attributes in definition order, as PyTorch registers them.
     def named_children(self):

@@ -319,6 +319,31 @@ class SpatialContext(DataParallelContext):
         (a, b), (c, d) = halo.need
         return (xshape[0], b - a, d - c, xshape[3])
 
+    # ---- windows of one's own (nn.Module.window_input, touches = nn.Window(...)) ---------
+    def user_window_input(self, layer, x, geometry, fill):
+        """A user's window layer's input in its own layout, NCHW (or NCDHW): ``x`` with
+        halos and ``fill`` padding, the rows and columns its output block reads. The same
+        exchange as the built-in convs and pools (volumes: ``volume_window``). Returns
+        (input, handle for ``user_window_input_grad``)."""
+        xp = backend.array_module(x)
+        if x.ndim == 5:
+            xin, handle = self.volume_window(layer, x, *geometry, fill)
+            return xin, (3, handle)
+        if x.ndim != 4:
+            raise ValueError(f"{self._name(layer)}: window_input takes (N, C, h, w) or (N, C, d, h, w) "
+                             f"arrays, got shape {x.shape}")
+        xin, handle = self.window_input(layer, xp.ascontiguousarray(x.transpose(0, 2, 3, 1)), *geometry, fill)
+        return xp.ascontiguousarray(xin.transpose(0, 3, 1, 2)), (2, handle)
+
+    def user_window_input_grad(self, handle, dxin):
+        """Adjoint of ``user_window_input``: the gradient of its result -> that of ``x``."""
+        axes, handle = handle
+        if axes == 3:
+            return self.volume_input_grad(handle, dxin)
+        xp = backend.array_module(dxin)
+        dx = self.window_input_grad(handle, xp.ascontiguousarray(dxin.transpose(0, 2, 3, 1)))
+        return xp.ascontiguousarray(dx.transpose(0, 3, 1, 2))
+
     def window_input_grad(self, handle, dbuf):
         """Adjoint of ``window_input``: gradient of the op's input -> gradient of this rank's x."""
         layer, halo, _ = handle

@@ -9,7 +9,7 @@ from .. import backend
 from ..errors import UserError
 from ..faults import FaultPlan
 from ..nn import CrossEntropyLoss, MSELoss
-from ..nn.module import TOUCHES
+from ..nn.module import declared
 from ..parallel import events
 from ..parallel.balance import Balancer
 from ..parallel.collectives import bcast_array, node_local, sum_in_place
@@ -196,8 +196,7 @@ class GridRank(Layout):
 
 def _check_declared(model, parallel, spec):
     """Under spatial or channel splits every layer of one's own (a leaf defined outside
-    mpicnn) must say how it touches space and channels; spatial splits cannot run a
-    window of one's own (convolutions and pools come from mpicnn.nn)."""
+    mpicnn) must say how it touches space and channels (``nn.module.declared``)."""
     spatial, channel = spec.blocks > 1, spec.channel > 1
     if not (spatial or channel):
         return
@@ -205,11 +204,12 @@ def _check_declared(model, parallel, spec):
         if type(layer).__module__.startswith("mpicnn."):
             continue
         kind = type(layer).__name__
-        if layer.touches not in TOUCHES:
+        if not declared(layer.touches):
             raise UserError(f"--parallel {parallel} splits the feature maps, and layer {name} ({kind}) does "
                             f"not say how it touches them; declare it in the class: touches = 'pointwise', "
-                            f"'spatial-reduction' (through self.spatial_sum/spatial_mean) or "
-                            f"'channel-reduction' (README, Your own layers)")
+                            f"'spatial-reduction' (through self.spatial_sum/spatial_mean), "
+                            f"'channel-reduction' or nn.Window(kernel, stride, padding, dilation) (through "
+                            f"self.window_input/window_input_grad) (README, Your own layers)")
 
 
 def _named_leaves(module, prefix=""):

@@ -62,3 +62,37 @@ extern "C" __global__ void two_barriers(float* x)
         __syncthreads();
     }
 }
+
+// Races for racecheck (the lines above are named by the tests: new kernels go below).
+// rotate: writes a tile and reads a neighbour's element with no barrier between
+//         (synced=1 puts __syncthreads() there; the second barrier guards the reuse).
+// block_total: every thread adds into one __shared__ float between two barriers.
+// lane_swap: lanes of one warp exchange through shared memory, __syncwarp() between
+//            the write and the read when synced=1.
+extern "C" __global__ void rotate(float* x, int synced)
+{
+    __shared__ float tile[256];
+    tile[threadIdx.x] = x[blockIdx.x * blockDim.x + threadIdx.x];
+    if (synced) __syncthreads();
+    float v = tile[(threadIdx.x + 1) % blockDim.x];
+    if (synced) __syncthreads();
+    x[blockIdx.x * blockDim.x + threadIdx.x] = v;
+}
+
+extern "C" __global__ void block_total(const float* x, float* total)
+{
+    __shared__ float sum;
+    if (threadIdx.x == 0) sum = 0.0f;
+    __syncthreads();
+    sum += x[threadIdx.x];
+    __syncthreads();
+    if (threadIdx.x == 0) *total = sum;
+}
+
+extern "C" __global__ void lane_swap(int* x, int synced)
+{
+    __shared__ int lanes[32];
+    lanes[threadIdx.x] = x[threadIdx.x];
+    if (synced) __syncwarp();
+    x[threadIdx.x] = lanes[threadIdx.x ^ 1];
+}
