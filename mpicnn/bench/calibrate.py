@@ -1,132 +1,54 @@
 """``mpiexec -n 2 python -m mpicnn.bench calibrate -o machine.json``: measure this machine
 for the planner (``mpicnn.plan``; README, "Which layout should I run?").
 
-Every rank measures at once, so compute figures are those of cores shared as a real
-job shares them: forward and backward of the real layer objects (``plan.measure``) for
-every layer config of the zoo's lenet5, convnet and resnet8 (or ``--models``) over a
-grid of sizes; an Adam step over small and large parameters; reading and converting
-input bytes; message costs (``parallel.link_timing``: Allreduce, Allgatherv,
-Reduce_scatter, neighbour Isend/Irecv) fitted to alpha + beta * bytes; the resident
-memory of a rank before any array; and the trainer's per-step cost outside the layers
-(a short real 1-rank run per rank, minus what the layer table predicts for it).
-``quick=True`` (``--quick``; what ``--parallel auto`` runs without a machine file) times
-fewer sizes of the given model's layers only: a few seconds.
+``training.calibration.measure_machine`` times the layers of the zoo's lenet5, convnet
+and resnet8 (or ``--models``), the optimizer, the batch read and the messages on the
+ranks it is launched with; this adds how a real trainer step compares with the table (two
+short real 1-rank runs on every rank at once: a scale and a per-step cost) and
+writes the file (``trainer_fit``). ``--quick`` times fewer sizes (a few seconds).
 """
 import json
 import os
-import platform
 import tempfile
 import time
 
 import numpy as np
 
-from .. import nn
-from ..nn.optim import OPTIMIZERS
-from ..plan import measure
-from ..plan.machine import FORMAT, Machine
-from ..plan.problem import build, dataset_info
-from ..training.figures import peak_rss_kb
-
-MODELS = (("lenet5", "mnist5k"), ("convnet", "shapes:64"), ("resnet8", "shapes:32"))
+from ..plan.machine import Machine
+from ..training.calibration import MODELS, measure_machine
 
 
-def model_configs(models):
-    configs = []
-    for name, dataset in models:
-        shape, classes, *_ = dataset_info(dataset)
-        for kc in measure.model_configs(build(name, shape, classes, "float32")):
-            if kc not in configs:
-                configs.append(kc)
-    # the first layer of a model computes no input gradient: its figures are in column 3
-    return configs
-
-
-def time_optimizer(dtype, repeats=5):
-    """(seconds per tensor, seconds per byte) of an Adam step."""
-    def adam_seconds(shapes):
-        layer = nn.Sequential(*[nn.Linear(a, b, dtype=dtype) for a, b in shapes])
-        opt = OPTIMIZERS["adam"](list(layer.named_parameters()), lr=1e-3)
-        return measure._typical_run(opt.step, repeats), len(shapes) * 2, sum(a * b + b for a, b in shapes)
-    t_small, k_small, e_small = adam_seconds([(4, 4)] * 16)
-    t_big, k_big, e_big = adam_seconds([(512, 512)] * 2)
-    isz = np.dtype(dtype).itemsize
-    per_tensor = t_small / k_small
-    per_byte = max(t_big - per_tensor * k_big, 0.0) / (e_big * isz)
-    return {"per_tensor": per_tensor, "per_byte": per_byte}
-
-
-def time_data(dtype, repeats=5):
-    """Seconds per output byte of the trainer's batch read (``data.Dataset.read`` of 32
-    random mnist5k samples from its in-memory cache, converted to floats)."""
-    from ..data import open_dataset
-    ds = open_dataset("mnist5k", "train")
-    idx = np.random.default_rng(0).permutation(ds.num_samples)[:32]
-    ds.read(idx, dtype=dtype)  # fills the cache
-    t = measure._typical_run(lambda: ds.read(idx, dtype=dtype), repeats)
-    return t / (len(idx) * int(np.prod(ds.shape)) * np.dtype(dtype).itemsize)
-
-
-def step_overhead(spec, comm_self, dtype, steps=12):
-    """Seconds of a trainer step (lenet5, batch 32, 1 rank) that the layer table does not
-    predict: the loop, the loss, clocks, gradient zeroing."""
-    from ..plan import Layout, Problem, predict
+def trainer_fit(spec, comm_self, dtype, batches=(16, 128), steps=16):
+    """(scale, seconds): a trainer step measured against the table's prediction, fitted
+    as ``measured = seconds + scale * predicted compute`` over two real 1-rank runs of
+    lenet5 (batch ``batches``). ``scale`` holds what isolated layer timings miss (caches
+    the other layers of a step evicted); ``seconds`` the loop, loss, clocks and zeroing."""
     from ..parallel.spec import ParallelSpec
+    from ..plan import Layout, Problem, predict
     from ..train import run
-    with tempfile.TemporaryDirectory() as tmp:
-        result = run(["--model", "lenet5", "--dataset", "mnist5k", "--batch-size", "32", "--steps", str(steps),
-                      "--dtype", dtype, "--no-progress", "--eval-every", str(10 ** 9),
-                      "--metrics", os.path.join(tmp, "m.jsonl"), "--backend", "numpy"], comm_self)
-    measured = 32 / result.summary["images_per_sec"]
-    predicted = predict(Problem("lenet5", "mnist5k", 32, dtype), Layout(ParallelSpec()), Machine(spec)).step_seconds
-    return max(measured - predicted, 0.0)
+    points = []
+    for batch in batches:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = run(["--model", "lenet5", "--dataset", "mnist5k", "--batch-size", str(batch), "--steps",
+                          str(steps), "--dtype", dtype, "--no-progress", "--eval-every", str(10 ** 9),
+                          "--metrics", os.path.join(tmp, "m.jsonl"), "--backend", "numpy"], comm_self)
+        p = predict(Problem("lenet5", "mnist5k", batch, dtype), Layout(ParallelSpec()), Machine(spec))
+        points.append((p.compute_seconds + p.other_seconds, batch / result.summary["images_per_sec"]))
+    (p1, m1), (p2, m2) = points
+    scale = min(max((m2 - m1) / (p2 - p1), 0.8), 3.0) if p2 > p1 else 1.0
+    return scale, max(m1 - scale * p1, 0.0)
 
 
-def calibrate(comm, comm_self, models=MODELS, dtypes=("float32",), quick=False, with_step=True):
+def calibrate(comm, comm_self, models=MODELS, dtypes=("float32",), quick=False):
     """The machine description (a dict, see ``plan.machine``), the same on every rank."""
-    from ..parallel.collectives import gather_objects, node_local
-    from ..parallel.link_timing import OPS, fit_alpha_beta, time_links
+    from ..parallel.collectives import gather_objects
     t0 = time.perf_counter()
-    baseline = peak_rss_kb() * 1024  # before this calibration allocates
-    local_rank, ranks_on_node = node_local(comm)
-    sizes = gather_objects(comm, ranks_on_node)
-    configs = model_configs(models)
-    compute = {}
-    for dtype in dtypes:
-        if quick:
-            compute[dtype] = measure.calibrate_compute(configs, np.dtype(dtype), sides=(8, 32, 96), budget=0.02,
-                                                       deadline=time.perf_counter() + 5.0)
-        else:
-            compute[dtype] = measure.calibrate_compute(configs, np.dtype(dtype))
-    spec = {"format": FORMAT, "host": platform.node(), "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "backend": "numpy", "threads_per_rank": 1, "ranks": comm.Get_size(), "nodes": 1,
-            "ranks_per_node": max(sizes), "memory_per_rank": _memory_per_rank(max(sizes)),
-            "baseline_bytes": float(np.median(gather_objects(comm, baseline))),
-            "overlap_gradients": False, "compute": compute,
-            "optimizer": time_optimizer(np.dtype(dtypes[0])), "data_per_byte": time_data(np.dtype(dtypes[0]))}
-    if comm.Get_size() > 1:
-        rows = time_links(comm, sizes=(8, 1 << 14, 1 << 20) if quick else (8, 1 << 12, 1 << 16, 1 << 20, 1 << 23),
-                          repeats=3 if quick else 7)
-        spec["intra"] = {op: dict(zip(("alpha", "beta"), fit_alpha_beta(rows[op]))) for op in OPS}
-        spec["links_measured"] = rows
-    else:  # one rank: FACTS.md's figures for MPICH on one node, said so in the file
-        spec["intra"] = {"alpha": 3e-6, "beta": 3.3e-10}
-        spec["links_measured"] = "not measured (one rank); defaults"
-    # Every rank must write the same numbers: take rank 0's compute figures.
-    spec = gather_objects(comm, spec)[0]
-    spec["step_overhead"] = 0.0
-    if with_step:
-        overheads = gather_objects(comm, step_overhead(spec, comm_self, dtypes[0]))
-        spec["step_overhead"] = float(np.median(overheads))
+    spec = measure_machine(comm, models, dtypes, quick)
+    fits = gather_objects(comm, trainer_fit(spec, comm_self, dtypes[0]))
+    spec["compute_scale"] = float(np.median([f[0] for f in fits]))
+    spec["step_overhead"] = float(np.median([f[1] for f in fits]))
     spec["calibration_seconds"] = time.perf_counter() - t0
     return spec
-
-
-def _memory_per_rank(ranks_on_node):
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError):
-        return None
-    return int(total // max(ranks_on_node, 1))
 
 
 def main(args):
@@ -142,13 +64,5 @@ def main(args):
             json.dump(spec, f, indent=1)
         print(f"mpicnn: calibrated {comm.Get_size()} rank(s) in {spec['calibration_seconds']:.1f} s; "
               f"allreduce alpha {spec['intra'].get('allreduce', spec['intra']).get('alpha', 0) * 1e6:.1f} us, "
-              f"step overhead {spec['step_overhead'] * 1e3:.2f} ms; wrote {args.output}")
+              f"trainer = {spec['step_overhead'] * 1e3:.2f} ms + {spec['compute_scale']:.2f} x layers; wrote {args.output}")
     return 0
-
-
-def quick_machine(comm, comm_self, model_name, dataset, dtype):
-    """A Machine measured in a few seconds for ``--parallel auto`` without a machine file:
-    only ``model_name``'s layers, few sizes, no trainer run."""
-    spec = calibrate(comm, comm_self, ((model_name, dataset),), dtypes=(dtype,), quick=True, with_step=False)
-    return Machine(spec, "the quick calibration")
-

@@ -23,7 +23,10 @@ def plan(problem, ranks, machine, memory_per_rank=None, pipeline=True, ps=True):
     group fastest first."""
     limit = memory_per_rank if memory_per_rank is not None else machine.memory_per_rank
     out = []
+    c, h, w = problem.sample_shape
     for spec, m, split in enumerate_layouts(ranks, pipeline=pipeline, ps=ps):
+        if spec.spatial[0] > h or spec.spatial[1] > w or spec.data * m > problem.batch_size:
+            continue  # empty blocks: the trainer refuses these before any layer
         try:
             p = predict(problem, Layout(spec, m, split), machine)
         except ValueError:

@@ -33,6 +33,8 @@ def build_parser():
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"])
     p.add_argument("--bucket-mb", type=positive(float), default=25.0)
+    p.add_argument("--eval-batch-size", type=positive(int), default=500, help="as the trainer's (evaluation "
+                   "activations can set the peak memory)")
     p.add_argument("--pipeline-schedule", default="1f1b", choices=["gpipe", "1f1b"])
     p.add_argument("--memory-per-rank", help="bytes a rank may use, e.g. 16GB (default: the machine file's)")
     p.add_argument("--machine", help="machine file from python -m mpicnn.bench calibrate (default "
@@ -57,7 +59,7 @@ def command(argv):
     machine = load_machine(args.machine)
     limit = parse_bytes(args.memory_per_rank) if args.memory_per_rank else None
     problem = Problem(args.model, args.dataset, args.batch_size, args.dtype, args.optimizer, args.bucket_mb,
-                      args.width, args.pipeline_schedule)
+                      args.width, args.pipeline_schedule, args.eval_batch_size)
     predictions = plan(problem, args.ranks, machine, limit)
     if not predictions:
         raise UserError(f"no layout of {args.ranks} ranks can run --model {args.model} with --batch-size "

@@ -20,7 +20,9 @@ hand for a machine one is not on (``docs/machines/cluster-64x4.json``). Keys:
   forward_s, backward_s, backward_without_input_gradient_s], ...]}]}}`` (see
   ``plan.measure``), or a roofline ``{"flops": per second, "bandwidth": bytes per
   second, "layer_overhead": s}`` for hardware one cannot time.
-- ``step_overhead``: seconds per step outside the layers (loop, loss, clocks);
+- ``step_overhead``: seconds per step outside the layers (loop, loss, clocks), and
+  ``compute_scale``: a real step's compute over the sum of isolated layer timings (both
+  fitted by calibration to two real trainer runs);
   ``optimizer``: ``{"per_tensor": s, "per_byte": s}`` of an Adam step (SGD: half);
   ``data_per_byte``: seconds to read and convert one byte of input batch.
 """
@@ -42,6 +44,7 @@ class Machine:
         self.baseline = float(spec.get("baseline_bytes", 120e6))
         self.overlap = bool(spec.get("overlap_gradients", False))
         self.step_overhead = float(spec.get("step_overhead", 0.0))
+        self.compute_scale = float(spec.get("compute_scale", 1.0))
         self.optimizer = spec.get("optimizer", {"per_tensor": 5e-6, "per_byte": 1e-10})
         self.data_per_byte = float(spec.get("data_per_byte", 1e-10))
         self.links = {"intra": self._link(spec.get("intra"), "intra")}

@@ -92,7 +92,7 @@ class Prediction:
                 "compute_seconds": self.compute_seconds, "comm_seconds": self.comm_seconds,
                 "bubble_seconds": self.bubble_seconds, "other_seconds": self.other_seconds,
                 "memory_per_rank_bytes": int(self.memory_bytes), "array_bytes": int(self.array_bytes),
-                "memory_parts": {k: int(v) for k, v in self.memory_parts.items()},
+                "memory_parts": {k: v if isinstance(v, str) else int(v) for k, v in self.memory_parts.items()},
                 "bytes_per_step": int(self.bytes_per_step), "fits": self.fits, "caveat": self.caveat,
                 "stages": self.stages}
 
@@ -153,19 +153,30 @@ def _optimizer_seconds(machine, params, tensors, itemsize, optimizer):
     return scale * (o["per_tensor"] * tensors + o["per_byte"] * params * itemsize)
 
 
-def _memory(problem, machine, leaves, in_flight, n_input, params):
+def _memory(problem, machine, leaves, in_flight, n_input, params, n, data_ranks):
+    """(bytes per rank, bytes of arrays, parts). Activations peak either in a training
+    step (``in_flight`` micro-batches of ``n`` samples kept for backward, plus the
+    largest layer's transient buffers) or in evaluation (every layer keeps its input in
+    eval mode too; a piece of --eval-batch-size over the data ranks), whichever is larger."""
     isz = problem.itemsize
     state = OPTIMIZER_STATE.get(problem.optimizer, 2)
     parts = {"parameters": params * isz, "gradients": params * isz, "optimizer_state": state * params * isz}
     saved = sum(l.saved for l in leaves) * isz
-    parts["activations"] = saved * in_flight
-    parts["transient"] = max((l.in_elems + l.out_elems + l.workspace) for l in leaves) * isz
+    transient = max((l.in_elems + l.out_elems + l.workspace) for l in leaves) * isz
+    # Evaluation keeps every layer's input but no training-only copies; its transient
+    # arrays half-counted (fitted to tracemalloc peaks of lenet5 and convnet runs).
+    kept = saved - sum(l.copies for l in leaves) * isz
+    flow = max((l.in_elems + l.out_elems) for l in leaves) * isz
+    evaluated = -(-min(problem.eval_batch_size, max(problem.num_test, 1)) // data_ranks)
+    train, evaluation = saved * in_flight + transient, (kept + flow / 2) * evaluated / n
+    parts["activations"] = max(train, evaluation)
+    parts["activations_phase"] = "training" if train >= evaluation else "evaluation"
     cache = 0
     for count in (problem.num_train, problem.num_test):
         block = count * n_input * problem.stored_itemsize
         cache += block if block <= 512 * 2 ** 20 else 0  # the data cache's default bound (data/hdf5.py)
     parts["data_cache"] = cache
-    arrays = sum(parts.values())
+    arrays = sum(v for v in parts.values() if not isinstance(v, str))
     parts["baseline"] = machine.baseline
     return arrays + machine.baseline, arrays, parts
 
@@ -193,20 +204,21 @@ def predict(problem, layout, machine):
         for phase, op, nbytes, axis in leaf.messages:
             comm += comms.seconds(op, nbytes, axis)
             traffic += comms.traffic(op, nbytes, axis)
-    compute, comm, traffic = M * compute, M * comm, M * traffic
+    compute, comm, traffic = M * compute * machine.compute_scale, M * comm, M * traffic
     params = sum(l.params for l in leaves)
     tensors = sum(l.tensors for l in leaves)
     grad, grad_traffic = _gradient_seconds(comms, machine, params * isz, problem.bucket_mb * 2 ** 20,
                                            "replicas", backward)
     small = 2 * comms.seconds("allreduce", 32, "world")  # the step's loss/flags reductions
     n_input = leaves[0].in_elems // n  # elements of one sample's local block
-    other = (_optimizer_seconds(machine, params, tensors, isz, problem.optimizer) + machine.step_overhead
-             + M * n * n_input * machine.data_per_byte * isz)
+    other = (machine.compute_scale * (_optimizer_seconds(machine, params, tensors, isz, problem.optimizer)
+                                      + M * n * n_input * machine.data_per_byte * isz) + machine.step_overhead)
     p = Prediction(layout)
     p.compute_seconds, p.comm_seconds, p.other_seconds = compute, comm + grad + small, other
     p.step_seconds = compute + p.comm_seconds + other
     p.bytes_per_step = traffic + grad_traffic
-    p.memory_bytes, p.array_bytes, p.memory_parts = _memory(problem, machine, leaves, 1, n_input, params)
+    p.memory_bytes, p.array_bytes, p.memory_parts = _memory(problem, machine, leaves, 1, n_input, params, n,
+                                                            spec.data)
     return p
 
 
@@ -238,8 +250,8 @@ def _predict_pipeline(problem, layout, machine, leaves, n):
                 _, with_dx, _ = machine.layer_seconds(first.kind, first.config, first.size, _work(first),
                                                       first.flops, 0, dtype)
                 b += with_dx - _leaf_seconds(machine, first, dtype, isz)[1]
-        stage_f.append(f)
-        stage_b.append(b)
+        stage_f.append(f * machine.compute_scale)
+        stage_b.append(b * machine.compute_scale)
     link = [comms.seconds("sendrecv", out_bytes[hi - 1], "stage") for lo, hi in bounds[:-1]]
     makespan = _simulate(problem.pipeline_schedule, S, M, stage_f, stage_b, link)
     busy = max(M * (f + b) for f, b in zip(stage_f, stage_b))
@@ -257,7 +269,7 @@ def _predict_pipeline(problem, layout, machine, leaves, n):
         worst_other = max(worst_other, _optimizer_seconds(machine, params, sum(l.tensors for l in ls), isz,
                                                           problem.optimizer))
         in_flight = M if problem.pipeline_schedule == "gpipe" else min(S - s, M)
-        mine = _memory(problem, machine, ls, in_flight, n_input if s == 0 else 0, params)
+        mine = _memory(problem, machine, ls, in_flight, n_input if s == 0 else 0, params, n, spec.data)
         if mine[0] > memory[0]:
             memory = mine
     small = 2 * comms.seconds("allreduce", 32, "world")
@@ -265,7 +277,8 @@ def _predict_pipeline(problem, layout, machine, leaves, n):
     p.compute_seconds = busy
     p.bubble_seconds = makespan - busy
     p.comm_seconds = worst_grad + small
-    p.other_seconds = worst_other + machine.step_overhead + M * n * n_input * machine.data_per_byte * isz
+    p.other_seconds = (machine.compute_scale * (worst_other + M * n * n_input * machine.data_per_byte * isz)
+                       + machine.step_overhead)
     p.step_seconds = makespan + p.comm_seconds + p.other_seconds
     p.bytes_per_step = traffic + grad_traffic
     p.memory_bytes, p.array_bytes, p.memory_parts = memory

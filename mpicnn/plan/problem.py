@@ -21,6 +21,7 @@ class Problem:
     bucket_mb: float = 25.0
     width: int = None
     pipeline_schedule: str = "1f1b"
+    eval_batch_size: int = 500
 
     def __post_init__(self):
         self.sample_shape, self.num_classes, self.num_train, self.num_test, self.stored_itemsize = dataset_info(

@@ -8,9 +8,10 @@ first ones the extra row) and, for halos, the most a block of the axis receives
 (checked on the first, a middle and the last block).
 """
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from .. import nn
-from ..parallel.blocks import block_sizes
+from ..parallel.blocks import block_range
 from ..parallel.channel_plan import plan_model
 from ..parallel.halo_geometry import axis_plan
 from .measure import kind_of, work_of
@@ -34,6 +35,7 @@ class Leaf:
     params: int = 0  # local parameter elements
     tensors: int = 0  # local parameter tensors
     saved: int = 0  # elements kept for backward
+    copies: int = 0  # of those, a new array only training keeps (BatchNorm's xhat, Dropout's mask)
     workspace: int = 0  # transient elements while it runs (im2col of one 8-sample chunk, halo buffer)
     messages: list = field(default_factory=list)  # (phase, op, bytes, axis): phase fwd/bwd, axis of the comm
 
@@ -57,7 +59,11 @@ class Walker:
 
     # ---- local sizes --------------------------------------------------------------
     def own(self, size, parts):
-        return max(block_sizes(size, parts)) if size is not None else None
+        """The largest block: the first (balanced blocks give the first ones the extra)."""
+        if size is None:
+            return None
+        lo, hi = block_range(size, parts, 0)
+        return hi - lo
 
     def local_c(self, c, split):
         return self.own(c, self.C) if split else c
@@ -71,13 +77,7 @@ class Walker:
     # ---- halos --------------------------------------------------------------------
     def halo(self, size, k, s, p, d, parts):
         """(most rows a block receives, output rows of the biggest block) along one axis."""
-        if parts == 1:
-            return 0, -(-((size + 2 * p - d * (k - 1) - 1) // s + 1) // 1)
-        rows = 0
-        for i in sorted({0, parts // 2, parts - 1}):
-            rows = max(rows, axis_plan(size, k, s, p, d, parts, i).halo_rows)
-        out = (size + 2 * p - d * (k - 1) - 1) // s + 1
-        return rows, self.own(out, parts)
+        return _halo(size, k, s, p, d, parts)
 
     def window(self, leaf, state, k, s, p, d):
         """Output rows/columns of a window op and its halo messages (forward; backward
@@ -131,8 +131,6 @@ class Walker:
             local = dict(config)
             out_split = False
             if plan is not None:
-                if min(cin, cout) < self.C:
-                    raise ValueError(f"layer {name} has fewer channels than channel={self.C}")
                 if plan.layout in ("filter", "neuron"):
                     local[cout_key] = self.own(cout, self.C)
                     out_split = plan.split_out
@@ -203,8 +201,9 @@ class Walker:
                     leaf.messages.append((phase, "allreduce", 2 * c * 8, "spatial"))
             leaf.params, leaf.tensors = 2 * c, 2
         leaf.out_elems = self.elems(out)
+        leaf.copies = in_e if isinstance(m, SAVES_COPY) else 0
         leaf.saved = ((in_e if isinstance(m, SAVES_INPUT) else 0) + (leaf.out_elems if isinstance(m, SAVES_OUTPUT) else 0)
-                      + (in_e if isinstance(m, SAVES_COPY) else 0))
+                      + leaf.copies)
         self.leaves.append(leaf)
         return out
 
@@ -220,6 +219,16 @@ class Walker:
         if len(shape) == 1:  # an input-split layer's bias is whole
             return size
         return size // shape[1] * self.own(shape[1], self.C)
+
+
+@lru_cache(maxsize=None)
+def _halo(size, k, s, p, d, parts):
+    out = (size + 2 * p - d * (k - 1) - 1) // s + 1
+    if parts == 1:
+        return 0, out
+    rows = max(axis_plan(size, k, s, p, d, parts, i).halo_rows for i in sorted({0, parts // 2, parts - 1}))
+    lo, hi = block_range(out, parts, 0)
+    return rows, hi - lo
 
 
 def walk(model, spec, channel_split, sample_shape, n, itemsize):
