@@ -39,11 +39,28 @@ def trainer_fit(spec, comm_self, dtype, batches=(16, 128), steps=16):
     return scale, max(m1 - scale * p1, 0.0)
 
 
+def baseline_bytes(comm_self, dtype):
+    """Resident bytes of a trainer rank that are not the planner's arrays: the peak RSS
+    of a tiny real run (the first thing this process does) minus its predicted arrays."""
+    from ..parallel.spec import ParallelSpec
+    from ..plan import Layout, Problem, predict
+    from ..train import run
+    argv = ["--model", "lenet5", "--dataset", "mnist5k", "--batch-size", "8", "--steps", "2", "--dtype", dtype,
+            "--no-progress", "--eval-batch-size", "8", "--backend", "numpy"]
+    rss = run(argv, comm_self).summary["peak_rss_mb"] * 2 ** 20
+    bare = Machine({"compute": {"flops": 1.0, "bandwidth": 1.0}, "intra": {"alpha": 0.0, "beta": 0.0},
+                    "baseline_bytes": 0.0})
+    arrays = predict(Problem("lenet5", "mnist5k", 8, dtype, eval_batch_size=8), Layout(ParallelSpec()), bare)
+    return max(rss - arrays.array_bytes, 0.0)
+
+
 def calibrate(comm, comm_self, models=MODELS, dtypes=("float32",), quick=False):
     """The machine description (a dict, see ``plan.machine``), the same on every rank."""
     from ..parallel.collectives import gather_objects
     t0 = time.perf_counter()
+    baseline = float(np.median(gather_objects(comm, baseline_bytes(comm_self, dtypes[0]))))
     spec = measure_machine(comm, models, dtypes, quick)
+    spec["baseline_bytes"] = baseline
     fits = gather_objects(comm, trainer_fit(spec, comm_self, dtypes[0]))
     spec["compute_scale"] = float(np.median([f[0] for f in fits]))
     spec["step_overhead"] = float(np.median([f[1] for f in fits]))
