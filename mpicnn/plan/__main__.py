@@ -10,7 +10,7 @@ import sys
 from ..cli import Parser, positive, run_command
 from ..errors import UserError
 from . import Machine, Problem, plan
-from .report import plot_scaling, table
+from .report import plot_scaling, scaling_table, table
 
 UNITS = {"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KIB": 2 ** 10, "MIB": 2 ** 20,
          "GIB": 2 ** 30, "TIB": 2 ** 40}
@@ -41,6 +41,8 @@ def build_parser():
                                      "$MPICNN_MACHINE)")
     p.add_argument("--json", action="store_true", help="print a JSON list, best first")
     p.add_argument("--plot", metavar="PNG", help="draw predicted strong scaling per family for 1..N ranks")
+    p.add_argument("--scaling", action="store_true",
+                   help="print predicted strong scaling per family for 1, 2, 4 .. N ranks instead of the table")
     p.add_argument("--top", type=positive(int), default=20, help="rows of the table (default 20)")
     return p
 
@@ -60,6 +62,11 @@ def command(argv):
     limit = parse_bytes(args.memory_per_rank) if args.memory_per_rank else None
     problem = Problem(args.model, args.dataset, args.batch_size, args.dtype, args.optimizer, args.bucket_mb,
                       args.width, args.pipeline_schedule, args.eval_batch_size)
+    if args.scaling:
+        print(scaling_table(problem, args.ranks, machine, limit))
+        if args.plot:
+            plot_scaling(problem, args.ranks, machine, limit, args.plot)
+        return 0
     predictions = plan(problem, args.ranks, machine, limit)
     if not predictions:
         raise UserError(f"no layout of {args.ranks} ranks can run --model {args.model} with --batch-size "

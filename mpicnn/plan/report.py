@@ -42,20 +42,41 @@ def table(problem, ranks, records, top, limit):
     return "\n".join(lines)
 
 
-def scaling(problem, ranks, machine, limit):
-    """{family: [(n, images/s of its fastest fitting layout)]} for n = 1, 2, 4, .. ranks."""
+def scaling(problem, ranks, machine, limit, step=2):
+    """{n: {family: its fastest fitting Prediction}} for n = 1, step, step^2 .. ranks."""
     from . import plan
-    curves = {}
+    out = {}
     n = 1
     while n <= ranks:
         best = {}
         for p in plan(problem, n, machine, limit, ps=False):
             if p.fits and p.layout.family not in best:
-                best[p.layout.family] = p.images_per_sec(problem.batch_size)
-        for family, ips in best.items():
-            curves.setdefault(family, []).append((n, ips))
-        n *= 2
-    return curves
+                best[p.layout.family] = p
+        out[n] = best
+        n *= step
+    return out
+
+
+def scaling_table(problem, ranks, machine, limit):
+    """Per rank count (1, 4, 16 ..): the best layout, its images/s and memory per rank,
+    and the best pure data-parallel layout beside it (or why none fits)."""
+    head = ["ranks", "best layout", "images/s", "step ms", "memory/rank", "data-parallel images/s", "best/data"]
+    rows = []
+    for n, best in scaling(problem, ranks, machine, limit, step=4).items():
+        if not best:
+            rows.append([str(n), "nothing fits", "-", "-", "-", "-", "-"])
+            continue
+        top = min(best.values(), key=lambda p: p.step_seconds)
+        data = best.get("data")
+        ips = top.images_per_sec(problem.batch_size)
+        rows.append([str(n), top.layout.flags().replace("--parallel ", ""), f"{ips:.4g}", _ms(top.step_seconds),
+                     _bytes(top.memory_bytes), f"{data.images_per_sec(problem.batch_size):.4g}" if data else
+                     ("batch < ranks" if n > problem.batch_size else "does not fit"), f"{ips / data.images_per_sec(problem.batch_size):.2f}" if data else "-"])
+    lines = [f"mpicnn plan: predicted strong scaling of {problem.label()}"
+             + (f", memory per rank {_bytes(limit)}" if limit else ""),
+             "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
 
 
 def plot_scaling(problem, ranks, machine, limit, path):
@@ -66,7 +87,10 @@ def plot_scaling(problem, ranks, machine, limit, path):
         import matplotlib.pyplot as plt
     except ImportError:
         raise UserError("--plot needs matplotlib: pip install matplotlib (or drop --plot)")
-    curves = scaling(problem, ranks, machine, limit)
+    curves = {}
+    for n, best in scaling(problem, ranks, machine, limit).items():
+        for family, p in best.items():
+            curves.setdefault(family, []).append((n, p.images_per_sec(problem.batch_size)))
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for family, points in sorted(curves.items()):
         ax.plot([n for n, _ in points], [v for _, v in points], marker="o", label=family)

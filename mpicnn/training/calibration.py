@@ -73,8 +73,8 @@ def measure_machine(comm, models=MODELS, dtypes=("float32",), quick=False):
     compute = {}
     for dtype in dtypes:
         if quick:
-            compute[dtype] = measure.calibrate_compute(configs, np.dtype(dtype), sides=(8, 32, 96), budget=0.02,
-                                                       deadline=time.perf_counter() + 5.0)
+            compute[dtype] = measure.calibrate_compute(configs, np.dtype(dtype), sides=(8, 32, 96), budget=0.01,
+                                                       deadline=time.perf_counter() + 3.0)
         else:
             compute[dtype] = measure.calibrate_compute(configs, np.dtype(dtype))
     spec = {"format": FORMAT, "host": platform.node(), "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
