@@ -165,3 +165,14 @@ def test_no_machine_file_is_an_error_that_says_how_to_make_one(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mpicnn.plan", "--ranks", "2"], capture_output=True, text=True,
                           env=dict(env, PYTHONPATH=os.getcwd()))
     assert proc.returncode == 2 and "mpicnn.bench calibrate" in proc.stderr
+
+
+def test_planning_imports_no_mpi():
+    """The planner is pure: planning (and its command line) never loads mpi4py."""
+    code = ("import sys, json; from mpicnn.plan import Machine, Problem, plan; import mpicnn.plan.__main__; "
+            f"plan(Problem('convnet', 'shapes:32', 16), 4, Machine(json.loads({json.dumps(json.dumps(ROOFLINE))}))); "
+            "print('mpi4py' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"

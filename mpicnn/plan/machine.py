@@ -33,6 +33,7 @@ from ..errors import UserError
 
 FORMAT = "mpicnn-machine/1"
 OPS = ("allreduce", "allgather", "reduce_scatter", "sendrecv")
+SPIKE = 2.0  # the most the cost per unit of size may grow from one calibrated size to the next
 
 
 class Machine:
@@ -149,12 +150,15 @@ def _interp(points, size, column):
     """Seconds at ``size`` from the measured ``points`` (size ascending): log-log linear
     between points, proportional to size beyond the largest, the smallest's time below."""
     pts = sorted(points)
-    # Noise only adds time: a larger size never takes less than a smaller one's
-    # lower envelope, taken from the large end.
+    xs = [p[0] for p in pts]
     ts = [p[column] for p in pts]
+    # Noise only adds time. Larger sizes amortise the fixed cost, so a step up in the cost
+    # per unit of more than SPIKE (caches spilling) is another process's doing: cut it back.
+    for i in range(1, len(ts)):
+        ts[i] = min(ts[i], SPIKE * ts[i - 1] / xs[i - 1] * xs[i]) if ts[i - 1] > 0 else ts[i]
+    # ... and a larger size never takes less time than a smaller one.
     for i in range(len(ts) - 2, -1, -1):
         ts[i] = min(ts[i], ts[i + 1])
-    xs = [p[0] for p in pts]
     if size <= xs[0]:
         return ts[0]
     if size >= xs[-1]:
