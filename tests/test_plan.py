@@ -176,3 +176,16 @@ def test_planning_imports_no_mpi():
                           env=dict(os.environ, PYTHONPATH=os.getcwd()))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False"
+
+
+def test_scaling_table_and_plot(machine_file, tmp_path):
+    from tools import require_module
+    require_module("matplotlib", "pip install mpicnn[plot]")
+    png = tmp_path / "scaling.png"
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert plan_main(["--model", "convnet", "--dataset", "shapes:64", "--batch-size", "32", "--ranks", "16",
+                          "--machine", machine_file, "--scaling", "--plot", str(png)]) == 0
+    rows = [line for line in out.getvalue().splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [int(r.split("|")[1]) for r in rows] == [1, 4, 16]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -86,7 +86,7 @@ def plot_scaling(problem, ranks, machine, limit, path):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise UserError("--plot needs matplotlib: pip install matplotlib (or drop --plot)")
+        raise UserError("--plot needs matplotlib: pip install mpicnn[plot] (or drop --plot)")
     curves = {}
     for n, best in scaling(problem, ranks, machine, limit).items():
         for family, p in best.items():
