@@ -21,6 +21,14 @@ REPEATS = 7  # timed runs per point after one warm-up
 QUANTILE = 25
 
 
+def _seconds():
+    """(wall, CPU) clocks. A run's time is the smaller difference: CPU time leaves out
+    the waits of a process that other processes pushed off its core (short runs escape
+    them, long ones do not, which would bend the table), wall time the extra threads a
+    multi-threaded BLAS adds up."""
+    return time.perf_counter(), time.process_time()
+
+
 def kind_of(layer):
     """(kind, config) of a leaf layer, or None for one the planner does not model."""
     t = type(layer)
@@ -66,9 +74,10 @@ def _typical_run(fn, repeats):
     fn()  # warm-up: allocation, first-touch
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        w0, c0 = _seconds()
         fn()
-        times.append(time.perf_counter() - t0)
+        w1, c1 = _seconds()
+        times.append(min(w1 - w0, c1 - c0))
     return float(np.percentile(times, QUANTILE))
 
 
