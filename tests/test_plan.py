@@ -189,3 +189,12 @@ def test_scaling_table_and_plot(machine_file, tmp_path):
     rows = [line for line in out.getvalue().splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert [int(r.split("|")[1]) for r in rows] == [1, 4, 16]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sync_bn_adds_reductions_over_the_data_ranks():
+    machine = Machine(ROOFLINE)
+    layout = Layout(parse_parallel("data=2", 2))
+    plain = predict(Problem("convnet", "shapes:32", 16), layout, machine)
+    synced = predict(Problem("convnet", "shapes:32", 16, sync_bn=True), layout, machine)
+    assert synced.comm_seconds > plain.comm_seconds
+    assert synced.bytes_per_step > plain.bytes_per_step

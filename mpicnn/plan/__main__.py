@@ -35,6 +35,7 @@ def build_parser():
     p.add_argument("--bucket-mb", type=positive(float), default=25.0)
     p.add_argument("--eval-batch-size", type=positive(int), default=500, help="as the trainer's (evaluation "
                    "activations can set the peak memory)")
+    p.add_argument("--sync-bn", action="store_true", help="BatchNorm statistics over the data ranks (as the trainer's)")
     p.add_argument("--pipeline-schedule", default="1f1b", choices=["gpipe", "1f1b"])
     p.add_argument("--memory-per-rank", help="bytes a rank may use, e.g. 16GB (default: the machine file's)")
     p.add_argument("--machine", help="machine file from python -m mpicnn.bench calibrate (default "
@@ -61,7 +62,7 @@ def command(argv):
     machine = load_machine(args.machine)
     limit = parse_bytes(args.memory_per_rank) if args.memory_per_rank else None
     problem = Problem(args.model, args.dataset, args.batch_size, args.dtype, args.optimizer, args.bucket_mb,
-                      args.width, args.pipeline_schedule, args.eval_batch_size)
+                      args.width, args.pipeline_schedule, args.eval_batch_size, args.sync_bn)
     if args.scaling:
         print(scaling_table(problem, args.ranks, machine, limit))
         if args.plot:

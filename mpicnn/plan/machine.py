@@ -93,7 +93,7 @@ class Machine:
 
     # ---- messages -------------------------------------------------------------------
     def collective(self, op, nbytes, ranks, inter=False):
-        if ranks <= 1 or nbytes <= 0 and op != "allreduce":
+        if ranks <= 1:
             return 0.0
         alpha, beta = self.links["inter" if inter else "intra"][op]
         return (ranks - 1) * alpha + 2.0 * (ranks - 1) / ranks * nbytes * beta

@@ -191,7 +191,8 @@ def predict(problem, layout, machine):
     if B < spec.data * M:
         raise ValueError(f"batch {B} is smaller than {spec.data} data ranks x {M} micro-batches")
     n = max(hi - lo for lo, hi in pieces(B, M, spec.data, 0))
-    leaves = walk(problem.model, spec, layout.channel_split, problem.sample_shape, n, problem.itemsize)
+    leaves = walk(problem.model, spec, layout.channel_split, problem.sample_shape, n, problem.itemsize,
+                  problem.sync_bn)
     if spec.pipeline > 1:
         return _predict_pipeline(problem, layout, machine, leaves, n)
     comms = Comms(spec, machine)

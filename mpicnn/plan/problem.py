@@ -22,6 +22,7 @@ class Problem:
     width: int = None
     pipeline_schedule: str = "1f1b"
     eval_batch_size: int = 500
+    sync_bn: bool = False
 
     def __post_init__(self):
         self.sample_shape, self.num_classes, self.num_train, self.num_test, self.stored_itemsize = dataset_info(

@@ -49,8 +49,8 @@ class State:
 
 
 class Walker:
-    def __init__(self, model, spec, channel_split, n, itemsize):
-        self.spec, self.n, self.isz = spec, n, itemsize
+    def __init__(self, model, spec, channel_split, n, itemsize, sync_bn=False):
+        self.spec, self.n, self.isz, self.sync_bn = spec, n, itemsize, sync_bn
         self.C = spec.channel
         self.P, self.Q = spec.spatial
         self.plans = plan_model(model, channel_split) if self.C > 1 else {}
@@ -196,9 +196,11 @@ class Walker:
                 raise ValueError(f"BatchNorm {name} has fewer channels than channel={self.C}")
             c = self.local_c(state.c, split)
             leaf.config = {"c": c}
-            if self.P * self.Q > 1:
+            # Statistics over the blocks of a sample, and with --sync-bn over the data ranks too.
+            axis = "replicas" if self.sync_bn and self.spec.data > 1 else "spatial"
+            if self.P * self.Q > 1 or axis == "replicas":
                 for phase in ("fwd", "bwd"):
-                    leaf.messages.append((phase, "allreduce", 2 * c * 8, "spatial"))
+                    leaf.messages.append((phase, "allreduce", 2 * c * 8, axis))
             leaf.params, leaf.tensors = 2 * c, 2
         leaf.out_elems = self.elems(out)
         leaf.copies = in_e if isinstance(m, SAVES_COPY) else 0
@@ -231,11 +233,12 @@ def _halo(size, k, s, p, d, parts):
     return rows, hi - lo
 
 
-def walk(model, spec, channel_split, sample_shape, n, itemsize):
+def walk(model, spec, channel_split, sample_shape, n, itemsize, sync_bn=False):
     """The leaves of ``model`` for the busiest rank of ``spec`` with ``n`` samples of
     ``sample_shape`` (C, H, W); raises ValueError where the layout cannot split the model
-    (a block thinner than nothing, an unmodelled layer)."""
-    w = Walker(model, spec, channel_split, n, itemsize)
+    (an empty block, an unmodelled layer). ``sync_bn``: BatchNorm statistics are
+    summed over the data ranks too (--sync-bn)."""
+    w = Walker(model, spec, channel_split, n, itemsize, sync_bn)
     c, h, wd = sample_shape
     if spec.spatial != (1, 1) and (h < spec.spatial[0] or wd < spec.spatial[1]):
         raise ValueError(f"{h}x{wd} images cannot be cut into {spec.spatial[0]}x{spec.spatial[1]} blocks")

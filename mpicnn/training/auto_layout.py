@@ -23,7 +23,7 @@ class AutoLayout:
         path = getattr(args, "machine", None) or os.environ.get("MPICNN_MACHINE")
         with agree(comm):
             problem = Problem(args.model, args.dataset, args.batch_size, args.dtype, args.optimizer, args.bucket_mb,
-                              args.width, args.pipeline_schedule, args.eval_batch_size)
+                              args.width, args.pipeline_schedule, args.eval_batch_size, args.sync_bn)
             machine = Machine.load(path) if path else None
         if machine is None:
             machine = quick_machine(comm, args.model, args.dataset, args.dtype)
