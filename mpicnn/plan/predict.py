@@ -210,7 +210,7 @@ def predict(problem, layout, machine):
     tensors = sum(l.tensors for l in leaves)
     grad, grad_traffic = _gradient_seconds(comms, machine, params * isz, problem.bucket_mb * 2 ** 20,
                                            "replicas", backward)
-    small = 2 * comms.seconds("allreduce", 32, "world")  # the step's loss/flags reductions
+    small = comms.seconds("allreduce", 64, "world")  # the step's one reduction of loss, flags, signals
     n_input = leaves[0].in_elems // n  # elements of one sample's local block
     other = (machine.compute_scale * (_optimizer_seconds(machine, params, tensors, isz, problem.optimizer)
                                       + M * n * n_input * machine.data_per_byte * isz) + machine.step_overhead)
@@ -273,7 +273,7 @@ def _predict_pipeline(problem, layout, machine, leaves, n):
         mine = _memory(problem, machine, ls, in_flight, n_input if s == 0 else 0, params, n, spec.data)
         if mine[0] > memory[0]:
             memory = mine
-    small = 2 * comms.seconds("allreduce", 32, "world")
+    small = comms.seconds("allreduce", 64, "world")
     p = Prediction(layout)
     p.compute_seconds = busy
     p.bubble_seconds = makespan - busy
