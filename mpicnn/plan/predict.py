@@ -73,13 +73,20 @@ class Prediction:
     comm_seconds: float = 0.0
     bubble_seconds: float = 0.0
     other_seconds: float = 0.0  # optimizer, data, loop
-    memory_bytes: float = 0.0
+    memory_bytes: float = 0.0  # the peak: a training step or evaluation, whichever is larger
     array_bytes: float = 0.0
     bytes_per_step: float = 0.0
     fits: bool = True
     caveat: str = ""
     memory_parts: dict = field(default_factory=dict)
     stages: list = field(default_factory=list)
+
+    @property
+    def training_memory_bytes(self):
+        """Memory per rank of the training steps alone (what the trainer's summary reports
+        as peak_rss_mb: it is taken before the final evaluation)."""
+        parts = self.memory_parts
+        return self.memory_bytes - parts["activations"] + parts["training_activations"]
 
     def images_per_sec(self, batch):
         return batch / self.step_seconds if self.step_seconds else 0.0
@@ -92,6 +99,7 @@ class Prediction:
                 "compute_seconds": self.compute_seconds, "comm_seconds": self.comm_seconds,
                 "bubble_seconds": self.bubble_seconds, "other_seconds": self.other_seconds,
                 "memory_per_rank_bytes": int(self.memory_bytes), "array_bytes": int(self.array_bytes),
+                "training_memory_bytes": int(self.training_memory_bytes),
                 "memory_parts": {k: v if isinstance(v, str) else int(v) for k, v in self.memory_parts.items()},
                 "bytes_per_step": int(self.bytes_per_step), "fits": self.fits, "caveat": self.caveat,
                 "stages": self.stages}
@@ -171,12 +179,13 @@ def _memory(problem, machine, leaves, in_flight, n_input, params, n, data_ranks)
     train, evaluation = saved * in_flight + transient, (kept + flow / 2) * evaluated / n
     parts["activations"] = max(train, evaluation)
     parts["activations_phase"] = "training" if train >= evaluation else "evaluation"
+    parts["training_activations"] = train
     cache = 0
     for count in (problem.num_train, problem.num_test):
         block = count * n_input * problem.stored_itemsize
         cache += block if block <= 512 * 2 ** 20 else 0  # the data cache's default bound (data/hdf5.py)
     parts["data_cache"] = cache
-    arrays = sum(v for v in parts.values() if not isinstance(v, str))
+    arrays = sum(v for k, v in parts.items() if k not in ("activations_phase", "training_activations"))
     parts["baseline"] = machine.baseline
     return arrays + machine.baseline, arrays, parts
 
