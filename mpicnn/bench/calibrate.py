@@ -7,8 +7,10 @@ ranks it is launched with; this adds how a real trainer step compares with the t
 short real 1-rank runs on every rank at once: a scale and a per-step cost) and
 writes the file (``trainer_fit``). ``--quick`` times fewer sizes (a few seconds).
 """
+import io
 import json
 import os
+from contextlib import redirect_stdout
 import tempfile
 import time
 
@@ -28,7 +30,7 @@ def trainer_fit(spec, comm_self, dtype, batches=(16, 128), steps=16):
     from ..train import run
     points = []
     for batch in batches:
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, redirect_stdout(io.StringIO()):  # its log lines are not ours
             result = run(["--model", "lenet5", "--dataset", "mnist5k", "--batch-size", str(batch), "--steps",
                           str(steps), "--dtype", dtype, "--no-progress", "--eval-every", str(10 ** 9),
                           "--metrics", os.path.join(tmp, "m.jsonl"), "--backend", "numpy"], comm_self)
@@ -47,7 +49,8 @@ def baseline_bytes(comm_self, dtype):
     from ..train import run
     argv = ["--model", "lenet5", "--dataset", "mnist5k", "--batch-size", "8", "--steps", "2", "--dtype", dtype,
             "--no-progress", "--eval-batch-size", "8", "--backend", "numpy"]
-    rss = run(argv, comm_self).summary["peak_rss_mb"] * 2 ** 20
+    with redirect_stdout(io.StringIO()):
+        rss = run(argv, comm_self).summary["peak_rss_mb"] * 2 ** 20
     bare = Machine({"compute": {"flops": 1.0, "bandwidth": 1.0}, "intra": {"alpha": 0.0, "beta": 0.0},
                     "baseline_bytes": 0.0})
     arrays = predict(Problem("lenet5", "mnist5k", 8, dtype, eval_batch_size=8), Layout(ParallelSpec()), bare)
