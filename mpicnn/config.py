@@ -50,7 +50,10 @@ def build_parser():
     g.add_argument("--gamma", type=positive(float), default=0.1, help="decay factor of the step schedule")
     g.add_argument("--seed", type=nonnegative(int), default=0)
     g = p.add_argument_group("parallelism")
-    g.add_argument("--parallel", help="process grid, e.g. data=2 (default: data parallel over all ranks)")
+    g.add_argument("--parallel", help="process grid, e.g. data=2 (default: data parallel over all ranks); "
+                                      "auto: the planner chooses (python -m mpicnn.plan)")
+    g.add_argument("--machine", help="under --parallel auto: machine file of python -m mpicnn.bench calibrate "
+                                     "(default $MPICNN_MACHINE, else a quick calibration at start-up)")
     g.add_argument("--micro-batches", type=positive(int), default=1,
                    help="cut each global batch into M micro-batches whose gradients accumulate before "
                         "one optimizer step (gradient accumulation; the pipeline's unit of work)")

@@ -20,6 +20,7 @@ from .parallel.collectives import abort, node_local, world
 from .parallel.failure import agree, install_abort_hook
 from .signals import StopRequest
 from .training import fit, make_layout
+from .training.auto_layout import AutoLayout
 
 
 @dataclass
@@ -39,6 +40,7 @@ def run(argv=None, comm=None, phase_hooks=()):
         args = parse_args(argv)
     previous = backend.current()
     use_node(args, comm)
+    auto = AutoLayout(args, comm) if args.parallel == "auto" else None  # sets --parallel and friends
     stop = StopRequest().install()
     try:
         layout = make_layout(args, comm, stop)
@@ -47,6 +49,8 @@ def run(argv=None, comm=None, phase_hooks=()):
         try:
             observers = observe(args, comm, layout)
             summary = fit(layout)
+            if auto:
+                auto.report(summary, comm)
             params = layout.global_parameters()
         finally:
             for observer in observers:

@@ -8,7 +8,8 @@ from mpi4py import MPI
 
 from mpicnn import models, nn, train
 from mpicnn.io.checkpoint import latest_checkpoint, load_checkpoint
-from mpicnn.parallel.channel import estimate_volume, local_block, plan_model, shard_model
+from mpicnn.parallel.channel import local_block, shard_model
+from mpicnn.parallel.channel_plan import estimate_volume, plan_model
 from contract import BASE as CONTRACT, agreed_max, max_rel_diff, on_ranks, serial_params
 
 BASE = CONTRACT + ["--dataset", "shapes:32", "--model", "convnet", "--steps", "4", "--batch-size", "12"]

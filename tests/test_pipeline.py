@@ -11,7 +11,7 @@ from mpi4py import MPI
 
 from mpicnn import models, nn, train
 from mpicnn.errors import UserError
-from mpicnn.parallel.pipeline import schedule
+from mpicnn.parallel.pipeline_schedule import schedule
 from mpicnn.parallel.stage_balance import partition
 from mpicnn.straggler import Straggler
 from contract import BASE as CONTRACT, agreed_max, max_rel_diff, on_ranks, serial_params

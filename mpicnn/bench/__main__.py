@@ -19,6 +19,10 @@ ps         parameter server ps=1 with 2 workers: images/s and accuracy for stale
            with and without a straggler
 balance    data parallelism with a straggler (MPICNN_SLOW_RANK=1:F): static vs dynamic balance
 trace      the default job with every step traced (--trace) against untraced: images/s, trace MB
+calibrate  measure this machine for the planner (run under mpiexec -n 2): writes -o machine.json
+plan       the planner's validation matrix: predicted vs measured step time and memory of 1 rank,
+           data=2, spatial=2x1/1x2, channel=2 (each split) and pipeline=2 (M=1, 4) for convnet at
+           64^2 and 256^2, lenet5 and resnet8 at two batch sizes (the real trainer under mpiexec)
 """
 import argparse
 import os
@@ -32,7 +36,7 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", nargs="?", default="all", choices=["all", "conv", "cnn", "zoo", "scaling", "allreduce", "spatial",
                                                             "channel", "pipeline", "ps",
-                                                            "balance", "trace"])
+                                                            "balance", "trace", "calibrate", "plan"])
     p.add_argument("--compare", choices=["torch"], help="also time PyTorch's CPU build (if installed)")
     p.add_argument("--ranks", default="1,2", help="rank counts for the scaling bench (default 1,2)")
     p.add_argument("--steps", type=int, default=60, help="training steps per scaling run")
@@ -53,11 +57,22 @@ def main(argv=None):
     p.add_argument("--channels", default="1,2", help="channel counts for the channel bench (default 1,2)")
     p.add_argument("--slow-factor", type=float, default=2.0,
                    help="how much longer the straggler computes in the balance bench (default 2.0)")
+    p.add_argument("-o", "--output", default="machine.json", help="calibrate: the machine file to write")
+    p.add_argument("--quick", action="store_true", help="calibrate: a few seconds, fewer sizes")
+    p.add_argument("--dtypes", default="float32", help="calibrate: dtypes to time (default float32)")
+    p.add_argument("--machine", default=None, help="plan: a machine file (default: calibrate first)")
+    p.add_argument("--cases", default=None, help="plan: only cases whose label contains this text")
     p.add_argument("--json", default=None, help="where to write the results (default bench-results/<what>.json)")
     args = p.parse_args(argv)
     json_path = args.json or f"bench-results/{args.what}.json"
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")  # before NumPy loads BLAS: one thread, as the figures assume
+    if args.what == "calibrate":  # writes the machine file, not a bench result
+        from .calibrate import main as calibrate_main
+        return calibrate_main(args)
+    if args.what == "plan":
+        from .plan import main as bench_plan
+        return bench_plan(args, json_path)
     if args.what == "trace":  # its own JSON file, bench-results/trace.json
         from .trace import main as bench_trace
         return bench_trace(args)

@@ -12,7 +12,8 @@ from ..errors import UserError
 from ..io.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from ..nn import init
 from ..nn.optim import OPTIMIZERS
-from ..parallel.channel import ChannelComm, gather_full, local_block, plan_model, shard_model
+from ..parallel.channel import ChannelComm, gather_full, local_block, shard_model
+from ..parallel.channel_plan import plan_model
 from ..parallel.failure import agree
 
 

@@ -54,7 +54,8 @@ from ..nn import Sequential
 from ..nn.module import convert
 from ..parallel.collectives import gather_objects, max_in_place, sum_in_place
 from ..parallel.failure import agree
-from ..parallel.pipeline import Link, Stage, schedule
+from ..parallel.pipeline import Link, Stage
+from ..parallel.pipeline_schedule import schedule
 from ..parallel.stage_balance import partition
 from .grid_rank import GridRank
 from .layer_profile import profile_layers

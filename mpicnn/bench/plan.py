@@ -1,0 +1,131 @@
+"""``python -m mpicnn.bench plan``: the planner against the real trainer.
+
+Runs the validation matrix (``CASES``: convnet at 64^2 and 256^2, lenet5 and resnet8 on
+1 rank, data=2, spatial=2x1 and 1x2, channel=2 under each --channel-split, pipeline=2
+with 1 and 4 micro-batches, at two batch sizes where affordable) through the trainer
+under ``mpiexec`` with one BLAS thread per rank, and prints per case the predicted and
+measured step time and memory per rank (peak resident set of the training loop, before
+the final evaluation, against the prediction for the training steps with the data cache
+pages the run touched), then
+the error summary: median and worst step-time error, median memory error, and for each
+problem whether the planner's pick among the measured 2-rank layouts is within 10% of
+the fastest measured one and not slower than data=2 by more than 10%. The machine file
+is ``--machine`` or, without one, a calibration run first (``bench-results/machine.json``).
+"""
+import os
+import statistics
+import subprocess
+import sys
+
+from ..parallel.launcher import mpi_command, mpi_env
+from ..parallel.spec import parse_parallel
+from ..plan import Layout, Machine, Problem, predict
+from .report import table, write_json
+from .scaling import run_trainer
+
+ALL2 = [("data=2", 1, "auto"), ("spatial=2x1", 1, "auto"), ("spatial=1x2", 1, "auto"), ("channel=2", 1, "auto"),
+        ("channel=2", 1, "filter"), ("channel=2", 1, "channel"), ("pipeline=2", 1, "auto"),
+        ("pipeline=2", 4, "auto")]
+NO_SPATIAL = [c for c in ALL2 if not c[0].startswith("spatial")]  # lenet5 flattens its maps
+# (model, dataset, batch sizes, steps, layouts beside the 1-rank run)
+CASES = [
+    ("convnet", "shapes:64", (16, 64), 16, ALL2),
+    ("convnet", "shapes:256", (8,), 8, [("data=2", 1, "auto"), ("spatial=2x1", 1, "auto"),
+                                        ("channel=2", 1, "auto"), ("pipeline=2", 4, "auto")]),
+    ("lenet5", "mnist5k", (64, 256), 24, NO_SPATIAL),
+    ("resnet8", "shapes:32", (32,), 16, [("data=2", 1, "auto"), ("spatial=2x1", 1, "auto"),
+                                         ("spatial=1x2", 1, "auto"), ("channel=2", 1, "auto"),
+                                         ("channel=2", 1, "filter"), ("pipeline=2", 1, "auto"),
+                                         ("pipeline=2", 4, "auto")]),
+]
+PICK_TOLERANCE = 0.10
+
+
+def cases(only=None):
+    """(label, model, dataset, batch, steps, ranks, parallel, micro_batches, split) of the matrix."""
+    out = []
+    for model, dataset, batches, steps, layouts in CASES:
+        for batch in batches:
+            for ranks, (parallel, m, split) in [(1, ("data=1", 1, "auto"))] + [(2, l) for l in layouts]:
+                label = f"{model} {dataset} B={batch} {parallel}" + (f" M={m}" if m > 1 else "") + (
+                    f" {split}" if parallel.startswith("channel") else "")
+                if only is None or only in label:
+                    out.append((label, model, dataset, batch, steps, ranks, parallel, m, split))
+    return out
+
+
+def measure(case, env):
+    label, model, dataset, batch, steps, ranks, parallel, m, split = case
+    args = ["--model", model, "--dataset", dataset, "--batch-size", str(batch), "--steps", str(steps),
+            "--parallel", parallel, "--micro-batches", str(m), "--channel-split", split,
+            "--eval-every", str(10 ** 9)]
+    record = run_trainer(ranks, args, env)
+    return batch / record["images_per_sec"], record["peak_rss_mb"] * 2 ** 20
+
+
+def summarize(rows):
+    """The error summary and, per problem, the pick check."""
+    step_err = [abs(r["predicted_step_ms"] - r["measured_step_ms"]) / r["measured_step_ms"] for r in rows]
+    mem_err = [abs(r["predicted_memory_mb"] - r["measured_memory_mb"]) / r["measured_memory_mb"] for r in rows]
+    picks = []
+    problems = {}
+    for r in rows:
+        if r["ranks"] == 2:
+            problems.setdefault(r["problem"], []).append(r)
+    for problem, group in problems.items():
+        pick = min(group, key=lambda r: r["predicted_step_ms"])
+        fastest = min(group, key=lambda r: r["measured_step_ms"])
+        data = next((r for r in group if r["parallel"] == "data=2"), None)
+        picks.append({"problem": problem, "pick": pick["layout"], "fastest_measured": fastest["layout"],
+                      "pick_vs_fastest": pick["measured_step_ms"] / fastest["measured_step_ms"],
+                      "pick_vs_data": pick["measured_step_ms"] / data["measured_step_ms"] if data else None})
+    summary = {"cases": len(rows), "median_step_error": statistics.median(step_err), "worst_step_error": max(step_err),
+               "median_memory_error": statistics.median(mem_err),
+               "picks_within_10pct": all(p["pick_vs_fastest"] <= 1 + PICK_TOLERANCE for p in picks),
+               "picks_not_worse_than_data": all(p["pick_vs_data"] is None or p["pick_vs_data"] <= 1 + PICK_TOLERANCE
+                                                for p in picks)}
+    return summary, picks
+
+
+def machine_for(args):
+    if args.machine:
+        return Machine.load(args.machine), args.machine
+    path = os.path.join("bench-results", "machine.json")
+    os.makedirs("bench-results", exist_ok=True)
+    cmd = mpi_command(2, "-m", "mpicnn.bench", "calibrate", "-o", path)
+    proc = subprocess.run(cmd, env=mpi_env(), capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    print(proc.stdout.strip().splitlines()[-1])
+    return Machine.load(path), path
+
+
+def main(args, json_path):
+    machine, path = machine_for(args)
+    env = mpi_env()
+    rows = []
+    for case in cases(args.cases):
+        label, model, dataset, batch, steps, ranks, parallel, m, split = case
+        problem = Problem(model, dataset, batch)
+        p = predict(problem, Layout(parse_parallel(parallel, ranks), m, split), machine)
+        measured_step, measured_memory = measure(case, env)
+        # The trainer's peak_rss_mb is taken before the final evaluation, and the data
+        # cache's pages exist only for the samples a run read: compare like with like.
+        read = min(1.0, steps * batch / problem.num_train)
+        cache = problem.num_train * (p.memory_parts["data_cache"] / (problem.num_train + problem.num_test))
+        predicted_memory = p.training_memory_bytes - p.memory_parts["data_cache"] + cache * read
+        rows.append({"layout": label, "problem": f"{model} {dataset} B={batch}", "ranks": ranks,
+                     "parallel": parallel, "predicted_step_ms": 1e3 * p.step_seconds,
+                     "measured_step_ms": 1e3 * measured_step,
+                     "step_error": (p.step_seconds - measured_step) / measured_step,
+                     "predicted_memory_mb": predicted_memory / 2 ** 20, "measured_memory_mb": measured_memory / 2 ** 20})
+        print(f"{label}: predicted {rows[-1]['predicted_step_ms']:.1f} ms, measured "
+              f"{rows[-1]['measured_step_ms']:.1f} ms ({100 * rows[-1]['step_error']:+.0f}%)", flush=True)
+    summary, picks = summarize(rows)
+    load = os.getloadavg()
+    table(f"planner vs trainer (machine file {path}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})", rows)
+    table("the pick among the measured 2-rank layouts", picks)
+    print("\n" + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()))
+    write_json(json_path, {"plan": rows, "picks": picks, "summary": summary, "machine": path,
+                           "load_average": load, "command": " ".join(sys.argv)})
+    return 0

@@ -1,0 +1,63 @@
+"""Time the messages the layouts send, for the planner's calibration: Allreduce,
+Allgatherv, Reduce_scatter and a neighbour exchange (Isend/Irecv + Waitall, as halos
+and pipeline links do) of a range of sizes on a communicator, and fit each to
+``alpha + beta * bytes`` (collective costs of the whole vector on 2 ranks; see
+``mpicnn.plan.machine`` for how other rank counts scale)."""
+import time
+
+import numpy as np
+from mpi4py import MPI
+
+OPS = ("allreduce", "allgather", "reduce_scatter", "sendrecv")
+
+
+def _once(comm, op, buf, out):
+    size, rank = comm.Get_size(), comm.Get_rank()
+    if op == "allreduce":
+        comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+    elif op == "allgather":
+        part = buf.size // size
+        comm.Allgatherv(buf[:part], [out, [part] * size])
+    elif op == "reduce_scatter":
+        part = buf.size // size
+        comm.Reduce_scatter(buf, out[:part], [part] * size, op=MPI.SUM)
+    else:  # both neighbours of a ring, both directions at once
+        right, left = (rank + 1) % size, (rank - 1) % size
+        reqs = [comm.Irecv(out[:buf.size], source=left, tag=7), comm.Isend(buf, dest=right, tag=7)]
+        MPI.Request.Waitall(reqs)
+
+
+def time_links(comm, sizes=(8, 1 << 12, 1 << 16, 1 << 20, 1 << 23), repeats=7, ops=OPS):
+    """{op: [[bytes, seconds], ...]}: medians over ``repeats`` (after a warm-up) of each op
+    on float32 vectors of ``sizes`` bytes (the whole vector, as a collective's cost
+    counts it), the same on every rank (the slowest rank's time)."""
+    out = {}
+    for op in ops:
+        rows = []
+        for nbytes in sizes:
+            n = max(comm.Get_size(), nbytes // 4)
+            buf = np.ones(n, np.float32)
+            recv = np.empty(n, np.float32)
+            times = []
+            for i in range(repeats + 1):
+                comm.Barrier()
+                t0 = time.perf_counter()
+                _once(comm, op, buf, recv)
+                if i:
+                    times.append(time.perf_counter() - t0)
+            t = np.array([np.median(times)])
+            comm.Allreduce(MPI.IN_PLACE, t, op=MPI.MAX)
+            rows.append([int(n * 4), float(t[0])])
+        out[op] = rows
+    return out
+
+
+def fit_alpha_beta(rows):
+    """(alpha, beta) of ``seconds = alpha + beta * bytes`` by least squares on relative
+    error (small and large messages count alike); both at least 0."""
+    x = np.array([r[0] for r in rows], float)
+    y = np.array([r[1] for r in rows], float)
+    w = 1.0 / np.maximum(y, 1e-9)
+    A = np.stack([w, w * x], axis=1)
+    (alpha, beta), *_ = np.linalg.lstsq(A, w * y, rcond=None)
+    return max(float(alpha), 0.0), max(float(beta), 0.0)

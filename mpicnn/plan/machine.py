@@ -1,0 +1,171 @@
+"""A machine description (``machine.json``) and the costs the planner reads from it.
+
+Written by ``python -m mpicnn.bench calibrate`` (measured on the ranks it runs on) or by
+hand for a machine one is not on (``docs/machines/cluster-64x4.json``). Keys:
+
+- ``nodes``, ``ranks_per_node``: the job shape the numbers describe; ranks are placed on
+  nodes in order (rank r on node r // ranks_per_node), as ``mpiexec`` does by default.
+- ``memory_per_rank``: bytes a rank may use (``--memory-per-rank`` overrides it).
+- ``baseline_bytes``: resident memory of a trainer rank before any array (interpreter,
+  NumPy, mpi4py, h5py).
+- ``intra`` / ``inter``: message costs inside a node / between nodes. Either per
+  operation, ``{"allreduce": {"alpha": s, "beta": s_per_byte}, "allgather": ...,
+  "reduce_scatter": ..., "sendrecv": ...}``, or one ``{"alpha": s, "beta": s_per_byte}``
+  for all. A collective over P ranks of n bytes (the whole vector) costs
+  ``(P-1)*alpha + 2*(P-1)/P*n*beta`` (ring; on P = 2 simply alpha + n*beta, which is how
+  calibration fits them); a halo or pipeline message ``alpha + n*beta``.
+- ``overlap_gradients``: whether gradient buckets travel while backward computes (true
+  across nodes; on one node MPI moves data only inside the rank's own calls, FACTS.md).
+- ``compute``: either a measured table ``{dtype: {kind: [{"config", "points": [[size,
+  forward_s, backward_s, backward_without_input_gradient_s], ...]}]}}`` (see
+  ``plan.measure``), or a roofline ``{"flops": per second, "bandwidth": bytes per
+  second, "layer_overhead": s}`` for hardware one cannot time.
+- ``step_overhead``: seconds per step outside the layers (loop, loss, clocks), and
+  ``compute_scale``: a real step's compute over the sum of isolated layer timings (both
+  fitted by calibration to two real trainer runs);
+  ``optimizer``: ``{"per_tensor": s, "per_byte": s}`` of an Adam step (SGD: half);
+  ``data_per_byte``: seconds to read and convert one byte of input batch.
+"""
+import json
+import math
+
+from ..errors import UserError
+
+FORMAT = "mpicnn-machine/1"
+OPS = ("allreduce", "allgather", "reduce_scatter", "sendrecv")
+SPIKE = 2.0  # the most the cost per unit of size may grow from one calibrated size to the next
+
+
+class Machine:
+    def __init__(self, spec, where="machine"):
+        self.spec, self.where = spec, where
+        self.nodes = int(spec.get("nodes", 1))
+        self.ranks_per_node = int(spec.get("ranks_per_node", 1 << 30))
+        self.memory_per_rank = spec.get("memory_per_rank")
+        self.baseline = float(spec.get("baseline_bytes", 120e6))
+        self.overlap = bool(spec.get("overlap_gradients", False))
+        self.step_overhead = float(spec.get("step_overhead", 0.0))
+        self.compute_scale = float(spec.get("compute_scale", 1.0))
+        self.optimizer = spec.get("optimizer", {"per_tensor": 5e-6, "per_byte": 1e-10})
+        self.data_per_byte = float(spec.get("data_per_byte", 1e-10))
+        self.links = {"intra": self._link(spec.get("intra"), "intra")}
+        self.links["inter"] = self._link(spec.get("inter"), "inter")
+        self.compute = spec.get("compute")
+        if not isinstance(self.compute, dict):
+            raise UserError(f"{where}: 'compute' must be a table or a roofline (flops, bandwidth, "
+                            f"layer_overhead); see mpicnn/plan/machine.py")
+        self._cache = {}
+
+    def _link(self, value, level):
+        if value is None:
+            if level == "inter":
+                return self.links["intra"]
+            raise UserError(f"{self.where}: needs 'intra' message costs (alpha, beta)")
+        if "alpha" in value:
+            value = {op: value for op in OPS}
+        out = {}
+        for op in OPS:
+            ab = value.get(op) or value.get("allreduce")
+            try:
+                out[op] = (float(ab["alpha"]), float(ab["beta"]))
+            except (TypeError, KeyError, ValueError):
+                raise UserError(f"{self.where}: {level}.{op} needs numbers alpha (s) and beta (s/byte)")
+        return out
+
+    @classmethod
+    def load(cls, path):
+        try:
+            with open(path) as f:
+                spec = json.load(f)
+        except FileNotFoundError:
+            raise UserError(f"machine file {path!r} not found; write one with "
+                            f"mpiexec -n 2 python -m mpicnn.bench calibrate -o {path}")
+        except (OSError, ValueError) as e:
+            raise UserError(f"machine file {path!r} is not valid JSON: {e}")
+        if not isinstance(spec, dict):
+            raise UserError(f"machine file {path!r} must hold a JSON object")
+        base = spec.get("extends")
+        if base:  # a cluster file may take its compute table from a calibrated file
+            import os
+            merged = cls.load(os.path.join(os.path.dirname(os.path.abspath(path)), base)).spec
+            spec = {**merged, **spec}
+        return cls(spec, f"machine file {path!r}")
+
+    # ---- messages -------------------------------------------------------------------
+    def collective(self, op, nbytes, ranks, inter=False):
+        if ranks <= 1:
+            return 0.0
+        alpha, beta = self.links["inter" if inter else "intra"][op]
+        return (ranks - 1) * alpha + 2.0 * (ranks - 1) / ranks * nbytes * beta
+
+    def message(self, nbytes, inter=False):
+        alpha, beta = self.links["inter" if inter else "intra"]["sendrecv"]
+        return alpha + nbytes * beta
+
+    # ---- compute ----------------------------------------------------------------------
+    def layer_seconds(self, kind, config, size, work, flops, nbytes, dtype):
+        """(forward, backward, backward without input gradient) seconds of a layer of
+        ``kind``/``config`` on ``size`` (see ``plan.measure.size_of``); ``work``: its
+        work per unit of size; ``flops``/``nbytes``: for a roofline machine."""
+        if "flops" in self.compute:
+            c = self.compute
+            t = float(c.get("layer_overhead", 0.0)) + flops / float(c["flops"]) + nbytes / float(c["bandwidth"])
+            return t, 2 * t, t
+        table = self.compute.get(dtype)
+        scale = 1.0
+        if table is None:  # another dtype: scale by the item size (bandwidth and GEMM alike)
+            other = next(iter(self.compute))
+            table, scale = self.compute[other], (8 if dtype == "float64" else 4) / (8 if other == "float64" else 4)
+        series = table.get(kind)
+        if not series:
+            raise UserError(f"{self.where} has no compute figures for {kind} layers ({dtype}); "
+                            f"recalibrate with this model: python -m mpicnn.bench calibrate --model ...")
+        key = (kind, json.dumps(config, sort_keys=True), size, dtype)
+        if key not in self._cache:
+            best = min(series, key=lambda s: _distance(s["config"], config))
+            ratio = work / _work(kind, best["config"]) if work else 1.0
+            self._cache[key] = tuple(scale * ratio * _interp(best["points"], size, i) for i in (1, 2, 3))
+        return self._cache[key]
+
+
+def _work(kind, config):
+    from .measure import work_of
+    return work_of(kind, config)
+
+
+def _distance(a, b):
+    """How unlike two configs are: log-ratios of their numbers; a mismatched key counts 10."""
+    d = 0.0
+    for k in set(a) | set(b):
+        x, y = a.get(k), b.get(k)
+        if x is None or y is None:
+            d += 10.0
+            continue
+        for u, v in zip(x if isinstance(x, list) else [x], y if isinstance(y, list) else [y]):
+            d += abs(math.log((u + 1) / (v + 1)))
+    return d
+
+
+def _interp(points, size, column):
+    """Seconds at ``size`` from the measured ``points`` (size ascending): log-log linear
+    between points, proportional to size beyond the largest, the smallest's time below."""
+    pts = sorted(points)
+    xs = [p[0] for p in pts]
+    ts = [p[column] for p in pts]
+    # Noise only adds time. Larger sizes amortise the fixed cost, so a step up in the cost
+    # per unit of more than SPIKE (caches spilling) is another process's doing: cut it back.
+    for i in range(1, len(ts)):
+        ts[i] = min(ts[i], SPIKE * ts[i - 1] / xs[i - 1] * xs[i]) if ts[i - 1] > 0 else ts[i]
+    # ... and a larger size never takes less time than a smaller one.
+    for i in range(len(ts) - 2, -1, -1):
+        ts[i] = min(ts[i], ts[i + 1])
+    if size <= xs[0]:
+        return ts[0]
+    if size >= xs[-1]:
+        return ts[-1] * size / xs[-1]
+    for i in range(1, len(xs)):
+        if size <= xs[i]:
+            x0, x1, t0, t1 = xs[i - 1], xs[i], max(ts[i - 1], 1e-9), max(ts[i], 1e-9)
+            f = math.log(size / x0) / math.log(x1 / x0)
+            return math.exp(math.log(t0) + f * math.log(t1 / t0))
+    return ts[-1]

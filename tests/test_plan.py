@@ -1,0 +1,200 @@
+"""The planner (mpicnn.plan): its JSON contract, that every layout it lists is one the
+trainer accepts, planning at 1024 ranks, memory against the arrays a real run holds,
+the pipeline simulation, and bad input. No timings are asserted: the machine here is a
+fixed roofline description, so the figures are pure functions of the model."""
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import tracemalloc
+from contextlib import redirect_stdout
+
+import pytest
+from mpi4py import MPI
+
+from mpicnn import train
+from mpicnn.parallel.spec import parse_parallel
+from mpicnn.plan import Layout, Machine, Problem, plan, predict
+from mpicnn.plan.__main__ import main as plan_main
+from mpicnn.plan.predict import _simulate
+
+ROOFLINE = {"nodes": 1, "ranks_per_node": 8, "memory_per_rank": 4e9, "baseline_bytes": 1.2e8,
+            "compute": {"flops": 5e10, "bandwidth": 1e10, "layer_overhead": 2e-5},
+            "intra": {"alpha": 5e-6, "beta": 3e-10}, "inter": {"alpha": 2e-5, "beta": 4e-11},
+            "step_overhead": 1e-3}
+KEYS = ("parallel", "micro_batches", "channel_split", "step_seconds", "images_per_sec",
+        "memory_per_rank_bytes", "bytes_per_step", "fits")
+
+
+@pytest.fixture
+def machine_file(tmp_path):
+    path = tmp_path / "machine.json"
+    path.write_text(json.dumps(ROOFLINE))
+    return str(path)
+
+
+def plan_json(argv):
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert plan_main(argv + ["--json"]) == 0
+    return json.loads(out.getvalue())
+
+
+def test_json_is_a_list_best_first_with_the_documented_keys(machine_file):
+    records = plan_json(["--model", "convnet", "--dataset", "shapes:32", "--batch-size", "16", "--ranks", "4",
+                         "--machine", machine_file])
+    assert len(records) > 10
+    for r in records:
+        assert all(k in r for k in KEYS), r
+        assert isinstance(r["fits"], bool) and isinstance(r["micro_batches"], int)
+        assert r["images_per_sec"] == pytest.approx(16 / r["step_seconds"])
+        assert r["channel_split"] in ((None,) if ",channel=" not in r["parallel"] else ("auto", "filter", "channel"))
+    plain = [r for r in records if r["fits"] and not r["caveat"]]
+    assert plain == records[:len(plain)]  # fitting layouts without a caveat come first
+    steps = [r["step_seconds"] for r in plain]
+    assert steps == sorted(steps)
+    assert any("ps=" in r["parallel"] and r["caveat"] for r in records)
+
+
+def test_a_memory_limit_marks_layouts_that_do_not_fit(machine_file):
+    records = plan_json(["--model", "lenet5", "--batch-size", "64", "--ranks", "2", "--machine", machine_file,
+                         "--memory-per-rank", "1MB"])
+    assert records and not any(r["fits"] for r in records)
+    big = plan_json(["--model", "lenet5", "--batch-size", "64", "--ranks", "2", "--machine", machine_file,
+                     "--memory-per-rank", "16GB"])
+    assert all(r["fits"] for r in big)
+
+
+def test_the_table_names_the_recommended_flags(machine_file):
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert plan_main(["--model", "convnet", "--dataset", "shapes:32", "--batch-size", "16", "--ranks", "2",
+                          "--machine", machine_file]) == 0
+    text = out.getvalue()
+    assert "recommended: mpiexec -n 2 python -m mpicnn.train --model convnet" in text
+    assert "--parallel " in text.splitlines()[-1]
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 3, 4, 6, 8])
+@pytest.mark.parametrize("model,dataset", [("convnet", "shapes:32"), ("lenet5", "mnist5k"), ("resnet8", "shapes:16")])
+def test_every_listed_layout_parses_and_passes_the_trainers_checks(ranks, model, dataset):
+    problem = Problem(model, dataset, 32)
+    found = plan(problem, ranks, Machine(ROOFLINE))
+    assert found
+    flattens = model == "lenet5"
+    for p in found:
+        spec = parse_parallel(p.layout.parallel, ranks)  # the trainer's own parser
+        assert spec == p.layout.spec
+        assert 32 >= spec.data * p.layout.micro_batches  # the trainer's batch check
+        assert not (flattens and spec.spatial != (1, 1))  # spatial refuses a Flatten of a map
+        assert spec.pipeline <= len(problem.model.children())
+    families = {p.layout.family for p in found}
+    if ranks == 2:
+        assert {"data", "pipeline", "ps"} <= families
+        assert ("spatial" in families) == (not flattens)
+        splits = {p.layout.channel_split for p in found if p.layout.spec.channel == 2}
+        assert splits == {"auto", "filter", "channel"}
+
+
+def test_plans_1024_ranks():
+    problem = Problem("convnet", "shapes:512", 256)
+    t0 = time.perf_counter()
+    found = plan(problem, 1024, Machine(ROOFLINE))
+    print(f"planned {len(found)} layouts for 1024 ranks in {time.perf_counter() - t0:.2f} s")
+    assert len(found) > 50
+    assert {p.layout.family for p in found} >= {"data+spatial", "data+channel", "data+pipeline"}
+
+
+def test_pipeline_simulation_matches_the_closed_form_for_equal_stages():
+    for kind in ("gpipe", "1f1b"):
+        for S, M in ((2, 1), (2, 4), (4, 8), (3, 2)):
+            makespan = _simulate(kind, S, M, [1.0] * S, [2.0] * S, [0.0] * (S - 1))
+            assert makespan == pytest.approx((M + S - 1) * 3.0)
+
+
+@pytest.mark.parametrize("argv,batch,eval_batch", [
+    (["--model", "lenet5"], 64, 500),  # evaluation sets the peak
+    (["--model", "convnet", "--dataset", "shapes:32"], 32, 500),
+    (["--model", "convnet", "--dataset", "shapes:32"], 32, 8),  # a training step sets the peak
+])
+def test_predicted_arrays_match_what_a_run_allocates(argv, batch, eval_batch):
+    """Peak bytes of arrays (tracemalloc sees NumPy's allocations) of a 1-rank run against
+    the prediction's arrays (parameters, gradients, Adam state, activations, transient
+    buffers, the data cache): within 35%."""
+    full = argv + ["--batch-size", str(batch), "--steps", "3", "--no-progress", "--eval-every", str(10 ** 9),
+                   "--eval-batch-size", str(eval_batch)]
+    dataset = full[full.index("--dataset") + 1] if "--dataset" in full else "mnist5k"
+    problem = Problem(full[1], dataset, batch, eval_batch_size=eval_batch)
+    predicted = predict(problem, Layout(parse_parallel(None, 1)), Machine(ROOFLINE)).array_bytes
+    train.run(full, MPI.COMM_SELF)  # builds the dataset cache files outside the measurement
+    tracemalloc.start()
+    try:
+        train.run(full, MPI.COMM_SELF)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert abs(predicted - peak) / peak < 0.35, (predicted, peak)
+
+
+def run_plan(*argv):
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    return subprocess.run([sys.executable, "-m", "mpicnn.plan", *argv], capture_output=True, text=True, env=env)
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--ranks", "0"], "--ranks"),
+    (["--ranks", "2", "--machine", "/nonexistent/machine.json"], "not found"),
+    (["--ranks", "2", "--memory-per-rank", "lots"], "--memory-per-rank"),
+    (["--ranks", "2", "--model", "nosuchmodel"], "--model"),
+    (["--ranks", "2", "--batch-size", "100000"], "--batch-size"),
+    (["--ranks", "2", "--dataset", "cosmo:32"], "volumes"),
+])
+def test_bad_input_is_one_error_line_and_exit_2(argv, words, machine_file):
+    if "--machine" not in argv:
+        argv = argv + ["--machine", machine_file]
+    proc = run_plan(*argv)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mpicnn: error:") and words in lines[0], proc.stderr
+
+
+def test_no_machine_file_is_an_error_that_says_how_to_make_one(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "MPICNN_MACHINE"}
+    proc = subprocess.run([sys.executable, "-m", "mpicnn.plan", "--ranks", "2"], capture_output=True, text=True,
+                          env=dict(env, PYTHONPATH=os.getcwd()))
+    assert proc.returncode == 2 and "mpicnn.bench calibrate" in proc.stderr
+
+
+def test_planning_imports_no_mpi():
+    """The planner is pure: planning (and its command line) never loads mpi4py."""
+    code = ("import sys, json; from mpicnn.plan import Machine, Problem, plan; import mpicnn.plan.__main__; "
+            f"plan(Problem('convnet', 'shapes:32', 16), 4, Machine(json.loads({json.dumps(json.dumps(ROOFLINE))}))); "
+            "print('mpi4py' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
+
+
+def test_scaling_table_and_plot(machine_file, tmp_path):
+    from tools import require_module
+    require_module("matplotlib", "pip install mpicnn[plot]")
+    png = tmp_path / "scaling.png"
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert plan_main(["--model", "convnet", "--dataset", "shapes:64", "--batch-size", "32", "--ranks", "16",
+                          "--machine", machine_file, "--scaling", "--plot", str(png)]) == 0
+    rows = [line for line in out.getvalue().splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [int(r.split("|")[1]) for r in rows] == [1, 4, 16]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sync_bn_adds_reductions_over_the_data_ranks():
+    machine = Machine(ROOFLINE)
+    layout = Layout(parse_parallel("data=2", 2))
+    plain = predict(Problem("convnet", "shapes:32", 16), layout, machine)
+    synced = predict(Problem("convnet", "shapes:32", 16, sync_bn=True), layout, machine)
+    assert synced.comm_seconds > plain.comm_seconds
+    assert synced.bytes_per_step > plain.bytes_per_step
