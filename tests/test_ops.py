@@ -231,11 +231,11 @@ def test_conv_rejects_bad_input():
 
 def test_winograd_is_chosen_for_the_benchmark_conv_only_where_it_pays():
     w = np.zeros((64, 32, 3, 3))
-    assert conv_ops._winograd_applies(w, (1, 1), (1, 1), 1, (1, 1), (16, 16))
-    assert not conv_ops._winograd_applies(w, (1, 1), (1, 1), 1, (1, 1), (8, 8))
-    assert not conv_ops._winograd_applies(w, (2, 2), (1, 1), 1, (1, 1), (16, 16))
-    assert not conv_ops._winograd_applies(np.zeros((32, 3, 3, 3)), (1, 1), (1, 1), 1, (1, 1), (32, 32))
-    assert not conv_ops._winograd_applies(np.zeros((64, 16, 3, 3)), (1, 1), (1, 1), 2, (1, 1), (16, 16))
+    assert conv_ops._winograd_applies(w.shape, (1, 1), (1, 1), 1, (1, 1), (16, 16))
+    assert not conv_ops._winograd_applies(w.shape, (1, 1), (1, 1), 1, (1, 1), (8, 8))
+    assert not conv_ops._winograd_applies(w.shape, (2, 2), (1, 1), 1, (1, 1), (16, 16))
+    assert not conv_ops._winograd_applies((32, 3, 3, 3), (1, 1), (1, 1), 1, (1, 1), (32, 32))
+    assert not conv_ops._winograd_applies((64, 16, 3, 3), (1, 1), (1, 1), 2, (1, 1), (16, 16))
 
 
 def test_auto_chunk_bounds():

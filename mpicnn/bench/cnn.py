@@ -160,8 +160,8 @@ def bench_conv_layers(shapes=CONV_SHAPES, repeats=7, threads=1, dtype=np.float32
     """Forward, weight-gradient and input-gradient time and GFLOP/s per conv shape.
 
     One dict per shape: name, shape fields, gflop (2*N*Ho*Wo*O*C*K*K / 1e9, the same for
-    the three passes), paths (which code ran forward/dW/dX: "C", the native kernels, or
-    "NumPy"), fwd_ms, dw_ms (dW and db), dx_ms, and *_gflops for each.
+    the three passes), paths (which code ran forward/dW/dX: native, winograd or im2col;
+    ``ops.conv.conv_paths``), fwd_ms, dw_ms (dW and db), dx_ms, and *_gflops for each.
     """
     rng = np.random.default_rng(seed)
     rows = []
@@ -178,8 +178,7 @@ def bench_conv_layers(shapes=CONV_SHAPES, repeats=7, threads=1, dtype=np.float32
             dw = _median_ms(lambda: conv2d_backward(x, w, dy, s, p, need_dx=False), repeats)
             dx = _median_ms(lambda: conv2d_backward(x, w, dy, s, p, need_dw=False, need_db=False),
                             repeats)
-            paths = "/".join("C" if conv_ops._native_pays(x, 1, pass_, c, o) else "NumPy"
-                             for pass_ in ("fwd", "dw", "dx"))
+            paths = "/".join(conv_ops.conv_paths(x.dtype, w.shape, (s, s), (p, p), (1, 1), 1, (hw, hw)).values())
             rows.append(dict(name=name, batch=n, in_channels=c, size=hw, out_channels=o,
                              kernel=k, stride=s, padding=p, gflop=gflop, paths=paths,
                              fwd_ms=fwd, dw_ms=dw, dx_ms=dx, fwd_gflops=gflop / fwd * 1e3,

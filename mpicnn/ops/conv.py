@@ -119,13 +119,37 @@ NATIVE_NO_WINOGRAD_MAX_CHANNELS = 128
 NATIVE_DW_MIN_CHANNELS = 4
 
 
-def _native_pays(x, groups, pass_, C, O, winograd=False):
-    if not native.applies(x, groups):
+def uses_native(dtype, groups, pass_, C, O, winograd=False):
+    """Whether conv2d_forward/backward run ``pass_`` ("fwd", "dx" or "dw") of a NumPy
+    convolution with C input and O output channels in the native kernels (``winograd``:
+    whether that pass would otherwise take the Winograd path). The planner asks too."""
+    if not native.supports(dtype, groups):
         return False
     if pass_ == "dw":
         return C >= NATIVE_DW_MIN_CHANNELS
     widest = max(C, O)
     return widest <= NATIVE_MAX_CHANNELS or (widest <= NATIVE_NO_WINOGRAD_MAX_CHANNELS and not winograd)
+
+
+def conv_paths(dtype, wshape, stride, padding, dilation, groups, in_hw):
+    """Which code runs each pass of a NumPy convolution (pairs for stride, padding and
+    dilation): {"fwd": .., "dw": .., "dx": ..} with values "native", "winograd" or
+    "im2col" (im2col also stands for the per-tap and col2im input gradients). For the
+    benchmarks' tables and the planner's workspace."""
+    O, Cg, KH, KW = wshape
+    C = Cg * groups
+    Ho = conv_output_size(in_hw[0], KH, stride[0], padding[0], dilation[0])
+    Wo = conv_output_size(in_hw[1], KW, stride[1], padding[1], dilation[1])
+    qh, qw = dilation[0] * (KH - 1) - padding[0], dilation[1] * (KW - 1) - padding[1]
+    wino = {"fwd": _winograd_applies(wshape, stride, dilation, groups, padding, (Ho, Wo)),
+            "dx": tuple(stride) == (1, 1) and qh >= 0 and qw >= 0
+            and _winograd_applies(wshape, (1, 1), dilation, groups, (qh, qw), in_hw), "dw": False}
+    return {p: "native" if uses_native(dtype, groups, p, C, O, wino[p]) else "winograd" if wino[p] else "im2col"
+            for p in ("fwd", "dw", "dx")}
+
+
+def _native_pays(x, groups, pass_, C, O, winograd=False):
+    return isinstance(x, np.ndarray) and uses_native(x.dtype, groups, pass_, C, O, winograd)
 
 
 def _weight_matrix(w, groups):
@@ -239,7 +263,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, chun
     dilation = pair(dilation, "dilation")
     Ho, Wo = _check(x, w, b, stride, padding, dilation, groups)
     O, _, KH, KW = w.shape
-    winograd = chunk is None and _winograd_applies(w, stride, dilation, groups, padding, (Ho, Wo))
+    winograd = chunk is None and _winograd_applies(w.shape, stride, dilation, groups, padding, (Ho, Wo))
     if chunk is None and _native_pays(x, groups, "fwd", x.shape[3], O, winograd):
         return native.forward(np.ascontiguousarray(x), w, b, stride, padding, dilation, Ho, Wo)
     y = np.empty((x.shape[0], Ho, Wo, O), x.dtype)
@@ -312,7 +336,7 @@ def _conv_input_grad(dy, w, xshape, stride, padding, dilation, groups, chunk):
     qh, qw = dh * (KH - 1) - ph, dw * (KW - 1) - pw
     Ho, Wo = dy.shape[1:3]
     winograd = (chunk is None and (sh, sw) == (1, 1) and qh >= 0 and qw >= 0
-                and _winograd_applies(w, (1, 1), dilation, G, (qh, qw), (H, W)))
+                and _winograd_applies(w.shape, (1, 1), dilation, G, (qh, qw), (H, W)))
     if chunk is None and _native_pays(dy, G, "dx", C, O, winograd):
         return native.input_grad(dy, w, xshape, stride, padding, dilation)
     if chunk is None and G == 1 and C <= TAPS_MAX_CHANNELS:
@@ -323,7 +347,7 @@ def _conv_input_grad(dy, w, xshape, stride, padding, dilation, groups, chunk):
         wt = w.reshape(G, Og, Cg, KH, KW).transpose(0, 2, 1, 3, 4)[:, :, :, ::-1, ::-1]
         wt = wt.reshape(C, Og, KH, KW)
         dx = np.empty(xshape, dy.dtype)
-        if chunk is None and _winograd_applies(wt, (1, 1), dilation, G, (qh, qw), (H, W)):
+        if chunk is None and _winograd_applies(wt.shape, (1, 1), dilation, G, (qh, qw), (H, W)):
             return _conv3x3_winograd(dy, _winograd_weight(wt), None, (qh, qw), dx)
         return _conv_nhwc(dy, _weight_matrix(wt, G), KH, KW, (1, 1), (qh, qw), dilation, dx, chunk)
     # General stride: dcols = dY @ wmat^T, then scatter-add (col2im) into padded dX.
@@ -416,8 +440,8 @@ USE_WINOGRAD = True
 _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 
 
-def _winograd_applies(w, stride, dilation, groups, padding, out_hw):
-    O, Cg, KH, KW = w.shape
+def _winograd_applies(wshape, stride, dilation, groups, padding, out_hw):
+    O, Cg, KH, KW = wshape
     return (USE_WINOGRAD and (KH, KW) == (3, 3) and stride == (1, 1) and dilation == (1, 1)
             and groups == 1 and max(padding) <= 2
             and ((min(Cg, O) >= WINOGRAD_MIN_CHANNELS and out_hw[0] * out_hw[1] >= WINOGRAD_MIN_PIXELS)

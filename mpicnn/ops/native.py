@@ -100,9 +100,9 @@ def why_unavailable():
     return _why
 
 
-def applies(x, groups):
-    """Whether the native kernels take a convolution of NHWC ``x`` with ``groups``."""
-    return (groups == 1 and x.dtype in _SUFFIX and isinstance(x, np.ndarray) and available())
+def supports(dtype, groups):
+    """Whether the native kernels can run a convolution in ``dtype`` with ``groups``."""
+    return groups == 1 and np.dtype(dtype) in _SUFFIX and available()
 
 
 def _lanes(dtype):

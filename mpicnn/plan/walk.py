@@ -10,7 +10,10 @@ first ones the extra row) and, for halos, the most a block of the axis receives
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+import numpy as np
+
 from .. import nn
+from ..ops.conv import conv_paths
 from ..parallel.blocks import block_range
 from ..parallel.channel_plan import plan_model
 from ..parallel.halo_geometry import axis_plan
@@ -36,6 +39,7 @@ class Leaf:
     tensors: int = 0  # local parameter tensors
     saved: int = 0  # elements kept for backward
     copies: int = 0  # of those, a new array only training keeps (BatchNorm's xhat, Dropout's mask)
+    keeps_output: bool = False  # its output is kept for its own backward (ReLU, max pool)
     workspace: int = 0  # transient elements while it runs (im2col of one 8-sample chunk, halo buffer)
     messages: list = field(default_factory=list)  # (phase, op, bytes, axis): phase fwd/bwd, axis of the comm
 
@@ -145,8 +149,16 @@ class Walker:
                             (state.w + 2 * m.padding[1] - m.dilation[1] * (m.kernel_size[1] - 1) - 1)
                             // m.stride[1] + 1, out_split)
                 leaf.size = self.n * ho * wo
-                leaf.workspace = max(leaf.workspace, min(self.n, 8) * ho * wo * m.kernel_size[0]
-                                     * m.kernel_size[1] * local["cin"])
+                # The buffers of the code that runs (ops.conv.conv_paths): the native
+                # kernels pad one sample; im2col copies a chunk of up to 8 samples.
+                paths = conv_paths(np.float32 if self.isz == 4 else np.float64,
+                                   (local["cout"], local["cin"] // m.groups) + tuple(m.kernel_size), m.stride,
+                                   m.padding, m.dilation, m.groups, (state.h, state.w))
+                if all(p == "native" for p in paths.values()):
+                    work = (state.h + 2 * m.padding[0]) * (state.w + 2 * m.padding[1]) * local["cin"]
+                else:
+                    work = min(self.n, 8) * ho * wo * m.kernel_size[0] * m.kernel_size[1] * local["cin"]
+                leaf.workspace = max(leaf.workspace, work)
             else:
                 out = State(cout, split=out_split)
                 leaf.size = self.n
@@ -171,7 +183,7 @@ class Walker:
             for p in m.parameters():
                 leaf.params += self._local_param(p, plan)
                 leaf.tensors += 1
-            leaf.saved = in_e
+            leaf.saved = self._saved_input(in_e)
             self.leaves.append(leaf)
             return out
         split = split_in and in_chain
@@ -204,10 +216,18 @@ class Walker:
             leaf.params, leaf.tensors = 2 * c, 2
         leaf.out_elems = self.elems(out)
         leaf.copies = in_e if isinstance(m, SAVES_COPY) else 0
-        leaf.saved = ((in_e if isinstance(m, SAVES_INPUT) else 0) + (leaf.out_elems if isinstance(m, SAVES_OUTPUT) else 0)
-                      + leaf.copies)
+        leaf.keeps_output = isinstance(m, SAVES_OUTPUT)
+        leaf.saved = ((self._saved_input(in_e) if isinstance(m, SAVES_INPUT) else 0)
+                      + (leaf.out_elems if leaf.keeps_output else 0) + leaf.copies)
         self.leaves.append(leaf)
         return out
+
+    def _saved_input(self, in_e):
+        """Elements a layer that keeps its input adds: none when that input is the array
+        the layer before already keeps as its output (a conv after a ReLU holds the
+        ReLU's output, not a copy)."""
+        prev = self.leaves[-1] if self.leaves else None
+        return 0 if prev is not None and prev.keeps_output and prev.out_elems == in_e else in_e
 
     def _local_param(self, p, plan):
         shape = p.shape
