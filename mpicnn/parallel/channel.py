@@ -1,7 +1,7 @@
 """Channel axis: convolutions and linear layers split over the channel ranks.
 
-``--parallel channel=C`` (alone or with data=D and spatial=PxQ) splits every Conv2d
-(groups=1) and Linear one of two ways; blocks are ``block_range(count, C, c)``, so
+``--parallel channel=C`` (alone or with data=D and spatial=PxQ[xR]) splits every Conv2d
+and Conv3d (groups=1) and Linear one of two ways; blocks are ``block_range(count, C, c)``, so
 uneven counts give blocks that differ by at most one.
 
 - Output split (``filter`` conv, ``neuron`` linear): the rank holds weight[lo:hi] and
@@ -19,7 +19,9 @@ uneven counts give blocks that differ by at most one.
 A split layer hands its output split to the next split layer when that one splits its
 input and only per-channel layers separate them (``_links``): ReLU, LeakyReLU,
 BatchNorm2d, Dropout, MaxPool2d, AvgPool2d, and, from a conv to a Linear, one global pool
-(its (N, C) output, a Flatten of it too, is the channels as features). Those layers act
+(its (N, C) output, a Flatten of it too, is the channels as features); between Conv3d
+layers their 3-D versions (BatchNorm3d, MaxPool3d, AvgPool3d, the 3-D global pools), not
+Dropout. Volumes are split along axis 1 (NCDHW), images and features along the last. Those layers act
 on each channel alone, so they run on the rank's block without communication and the
 activation, and its gradient, stay split the whole way, ~1/C per rank: a BatchNorm2d
 there holds its block of weight, bias and running statistics (sharded along axis 0 like
@@ -69,11 +71,14 @@ from ..backend import array_module
 from ..nn.activation import _Elementwise
 from ..nn.container import Sequential
 from ..nn.conv import Conv2d
+from ..nn.conv3d import Conv3d
 from ..nn.dropout import Dropout
 from ..nn.linear import Linear
 from ..nn.module import Parameter
 from ..nn.norm import BatchNorm2d
+from ..nn.norm3d import BatchNorm3d
 from ..nn.pool import AvgPool2d, GlobalAvgPool2d, GlobalMaxPool2d, GlobalRMSPool2d, MaxPool2d
+from ..nn.pool3d import AvgPool3d, GlobalAvgPool3d, GlobalMaxPool3d, GlobalRMSPool3d, MaxPool3d
 from ..nn.shape import Flatten
 from . import events
 from .blocks import block_range, block_sizes
@@ -84,27 +89,28 @@ COLLECTIVES = ("allgather", "allreduce", "reduce_scatter")
 
 
 class ChannelComm:
-    """The channel ranks' collectives, on arrays split along their last axis."""
+    """The channel ranks' collectives, on arrays split along ``axis`` (the last: NHWC maps
+    and (N, F) features; 1: NCDHW volumes)."""
 
     def __init__(self, comm):
         self.comm = comm
         self.size, self.rank = comm.Get_size(), comm.Get_rank()
 
-    def allgather(self, y, sizes):
-        """Concatenate every rank's ``y`` (..., sizes[rank]) along the last axis."""
+    def allgather(self, y, sizes, axis=-1):
+        """Concatenate every rank's ``y`` (sizes[rank] along ``axis``) along ``axis``."""
         xp = array_module(y)
-        lead = y.shape[:-1]
-        m = int(np.prod(lead, dtype=np.int64))
+        axis %= y.ndim
+        m = int(np.prod(y.shape[:axis] + y.shape[axis + 1:], dtype=np.int64))
         send = MPIBuffer(xp.ascontiguousarray(y))
         recv = MPIBuffer(xp.empty(m * sum(sizes), y.dtype))
         send.before()
         self.comm.Allgatherv(send.buf.reshape(-1), [recv.buf, [m * s for s in sizes]])
         recv.after()
         blocks, offset = [], 0
-        for s in sizes:
-            blocks.append(recv.array[offset:offset + m * s].reshape(lead + (s,)))
+        for s in sizes:  # each rank's block arrives whole, in its own shape
+            blocks.append(recv.array[offset:offset + m * s].reshape(y.shape[:axis] + (s,) + y.shape[axis + 1:]))
             offset += m * s
-        return xp.concatenate(blocks, axis=-1)
+        return xp.concatenate(blocks, axis=axis)
 
     def allreduce(self, x):
         """The sum of every rank's ``x`` (in place)."""
@@ -115,18 +121,19 @@ class ChannelComm:
         staged.after()
         return x
 
-    def reduce_scatter(self, y, sizes):
-        """This rank's block (last axis, ``sizes``) of the sum of every rank's ``y``."""
+    def reduce_scatter(self, y, sizes, axis=-1):
+        """This rank's block (``sizes`` along ``axis``) of the sum of every rank's ``y``."""
         xp = array_module(y)
-        lead, m = y.shape[:-1], int(np.prod(y.shape[:-1], dtype=np.int64))
-        flat, edges = y.reshape(m, -1), np.cumsum([0] + list(sizes))
+        axis %= y.ndim
+        m = int(np.prod(y.shape[:axis] + y.shape[axis + 1:], dtype=np.int64))
+        edges = np.cumsum([0] + list(sizes))
         # MPI scatters contiguous pieces: lay the channel blocks out one after another.
-        send = MPIBuffer(xp.concatenate([flat[:, a:b].reshape(-1) for a, b in zip(edges[:-1], edges[1:])]))
+        send = MPIBuffer(xp.concatenate([_block(y, axis, a, b).reshape(-1) for a, b in zip(edges[:-1], edges[1:])]))
         recv = MPIBuffer(xp.empty(m * sizes[self.rank], y.dtype))
         send.before()
         self.comm.Reduce_scatter(send.buf, recv.buf, [m * s for s in sizes], op=MPI.SUM)
         recv.after()
-        return recv.array.reshape(lead + (sizes[self.rank],))
+        return recv.array.reshape(y.shape[:axis] + (sizes[self.rank],) + y.shape[axis + 1:])
 
 
 # ---- the plan: pure functions of the model ------------------------------------------
@@ -151,12 +158,20 @@ class Plan(NamedTuple):
                 f"{self.why}; elements/position: {est})")
 
 
-LAYOUTS = {Conv2d: ("filter", "channel"), Linear: ("neuron", "row")}  # (output split, input split)
-COUNTS = {Conv2d: ("in_channels", "out_channels"), Linear: ("in_features", "out_features")}
+CONVS = (Conv2d, Conv3d)
+# (output split, input split)
+LAYOUTS = {Conv2d: ("filter", "channel"), Conv3d: ("filter", "channel"), Linear: ("neuron", "row")}
+COUNTS = {Conv2d: ("in_channels", "out_channels"), Conv3d: ("in_channels", "out_channels"),
+          Linear: ("in_features", "out_features")}
 # Layers that act on each channel (feature) alone, so they run on a channel block as they
-# run on the whole: a split activation passes through them.
-PER_CHANNEL = (_Elementwise, BatchNorm2d, Dropout, MaxPool2d, AvgPool2d)
-GLOBAL_POOLS = (GlobalAvgPool2d, GlobalMaxPool2d, GlobalRMSPool2d)  # channels -> (N, C) features
+# run on the whole: a split activation passes through them. Volumes: Dropout keys its
+# mask on 2-D and 4-D arrays only, so a volume's Dropout keeps the activation whole.
+PER_CHANNEL = {Conv2d: (_Elementwise, BatchNorm2d, Dropout, MaxPool2d, AvgPool2d),
+               Conv3d: (_Elementwise, BatchNorm3d, MaxPool3d, AvgPool3d),
+               Linear: (_Elementwise, Dropout)}
+# channels -> (N, C) features
+GLOBAL_POOLS = {Conv2d: (GlobalAvgPool2d, GlobalMaxPool2d, GlobalRMSPool2d),
+                Conv3d: (GlobalAvgPool3d, GlobalMaxPool3d, GlobalRMSPool3d), Linear: ()}
 
 
 def estimate_volume(layer, split_in=False):
@@ -179,8 +194,8 @@ def estimate_volume(layer, split_in=False):
     out/s < in*g (layers that shrink the map, never the first layer), and nearly always
     when its input can arrive split.
     """
-    if type(layer) is Conv2d:
-        n_in, n_out, s = layer.in_channels, layer.out_channels, layer.stride[0] * layer.stride[1]
+    if type(layer) in CONVS:
+        n_in, n_out, s = layer.in_channels, layer.out_channels, int(np.prod(layer.stride))
     else:
         n_in, n_out, s = layer.in_features, layer.out_features, 1
     g = 1 if layer.needs_input_grad else 0
@@ -192,7 +207,7 @@ def estimate_volume(layer, split_in=False):
 def _splittable(layer):
     if type(layer) not in LAYOUTS:  # exact types: subclasses (already split layers too) are not
         return False
-    if type(layer) is Conv2d and layer.groups != 1:
+    if type(layer) in CONVS and layer.groups != 1:
         raise ValueError(f"{layer!r}: grouped convolutions cannot be split over channel ranks; "
                          "use --parallel data=N or spatial=PxQ")
     return True
@@ -201,14 +216,16 @@ def _splittable(layer):
 def _links(a, between, b):
     """Can split layer ``a`` hand its output split to ``b`` through the layers ``between``?
     Only through per-channel layers, conv to conv or Linear to Linear, or conv to Linear
-    through one global pool (its (N, C) output, Flatten of it included, is the channels)."""
-    pools = 0
+    through one global pool (its (N, C) output, Flatten of it included, is the channels);
+    images and volumes alike."""
+    pools, per_channel = 0, PER_CHANNEL[type(a)]
     for m in between:
-        if isinstance(m, GLOBAL_POOLS):
-            pools += 1
-        elif not (isinstance(m, PER_CHANNEL) or (isinstance(m, Flatten) and pools)):
+        if isinstance(m, GLOBAL_POOLS[type(a)]):
+            pools, per_channel = pools + 1, per_channel + PER_CHANNEL[Linear]  # on (N, C) features
+        elif not (isinstance(m, per_channel) or (isinstance(m, Flatten) and pools)):
             return False
-    return (type(a), type(b), pools) in {(Conv2d, Conv2d, 0), (Linear, Linear, 0), (Conv2d, Linear, 1)}
+    return (type(a), type(b), pools) in {(Conv2d, Conv2d, 0), (Conv3d, Conv3d, 0), (Linear, Linear, 0),
+                                         (Conv2d, Linear, 1), (Conv3d, Linear, 1)}
 
 
 def _plan_run(run, split):
@@ -224,7 +241,7 @@ def _plan_run(run, split):
         volume = estimate_volume(m, fed)
         if split == "auto":  # a tie keeps the activation split
             take_in, why = volume[in_split] <= volume[out_split], "smaller estimated volume"
-        elif type(m) is Conv2d:
+        elif type(m) in CONVS:
             take_in, why = split == "channel", f"--channel-split {split}"
         else:  # a Linear: whatever the flag, take a split input, or leave the output split
             take_in, why = fed, "input arrives split" if fed else "linear with a whole input"
@@ -236,7 +253,7 @@ def _plan_run(run, split):
 
 
 def plan_model(model, split="auto"):
-    """name -> Plan for every Conv2d and Linear of ``model`` (a pure function; see the
+    """name -> Plan for every Conv2d, Conv3d and Linear of ``model`` (a pure function; see the
     module doc). Raises ValueError for grouped convolutions or an unknown ``split``."""
     if split not in SPLITS:
         raise ValueError(f"channel split {split!r}: choose one of {', '.join(SPLITS)}")
@@ -298,8 +315,9 @@ def _swapped(obj, **attrs):
         vars(obj).update(old)
 
 
-def _last(x, lo, hi):
-    return array_module(x).ascontiguousarray(x[..., lo:hi])
+def _block(x, axis, lo, hi):
+    """Channels [lo, hi) of ``x`` along ``axis``, contiguous."""
+    return array_module(x).ascontiguousarray(x[(slice(None),) * (axis % x.ndim) + (slice(lo, hi),)])
 
 
 def _cut(value, shard, rank):
@@ -333,7 +351,9 @@ def _take_channel_block(layer, sizes, rank):
 
 
 class _Split:
-    """Mixin: a Conv2d or Linear split over the channel ranks as its ``plan`` says.
+    """Mixin: a Conv2d, Conv3d or Linear split over the channel ranks as its ``plan`` says.
+    ``channel_axis``: where its activations hold the channels (the last in NHWC maps and
+    (N, F) features, 1 in NCDHW volumes).
 
     ``comm_stats``: per collective, the bytes of the whole array it acted on and the
     seconds spent in it, training steps only (``python -m mpicnn.bench channel``)."""
@@ -342,7 +362,7 @@ class _Split:
         C, c = channel.size, channel.rank
         self.channel, self.plan = channel, plan
         self.comm_stats = {f"{op}_{unit}": 0 for op in COLLECTIVES for unit in ("bytes", "s")}
-        in_attr, out_attr = COUNTS[Conv2d if isinstance(self, Conv2d) else Linear]
+        in_attr, out_attr = COUNTS[next(base for base in COUNTS if isinstance(self, base))]
         n_in, n_out = getattr(self, in_attr), getattr(self, out_attr)
         self.in_sizes, self.out_sizes = block_sizes(n_in, C), block_sizes(n_out, C)
         self.in_block, self.out_block = block_range(n_in, C, c), block_range(n_out, C, c)
@@ -357,9 +377,11 @@ class _Split:
         for name, shard in self.shards.items():
             setattr(self, name, _cut(getattr(self, name), shard, c))
 
+    channel_axis = -1
+
     def _collective(self, op, x, *sizes):
         t0 = time.perf_counter()
-        y = getattr(self.channel, op)(x, *sizes)
+        y = getattr(self.channel, op)(x, *sizes, **({"axis": self.channel_axis} if sizes else {}))
         t1 = time.perf_counter()
         events.count(t1 - t0)
         if self.training:  # training steps only: evaluation batches would skew the per-step figures
@@ -379,7 +401,7 @@ class _OutputSplit(_Split):
         return y if self.plan.split_out else self._collective("allgather", y, self.out_sizes)
 
     def _output_grad(self, dy):
-        return dy if self.plan.split_out else _last(dy, *self.out_block)
+        return dy if self.plan.split_out else _block(dy, self.channel_axis, *self.out_block)
 
     def _input_grad(self, dx):  # partial: this rank's outputs only
         return None if dx is None else self._collective("allreduce", dx)
@@ -389,13 +411,14 @@ class _InputSplit(_Split):
     weight_axis = 1
 
     def _input(self, x):
-        return x if self.plan.split_in else _last(x, *self.in_block)
+        return x if self.plan.split_in else _block(x, self.channel_axis, *self.in_block)
 
     def _output(self, y):  # partial sums over this rank's input block
         split = self.plan.split_out
         y = self._collective("reduce_scatter", y, self.out_sizes) if split else self._collective("allreduce", y)
         if self.bias is not None:
-            y += self.bias.data[slice(*self.out_block)] if split else self.bias.data
+            b = self.bias.data[slice(*self.out_block)] if split else self.bias.data
+            y += b.reshape(b.shape + (1,) * (y.ndim - 1 - self.channel_axis % y.ndim))  # along the channels
         return y
 
     def _output_grad(self, dy):  # the weight and input gradients need every output's
@@ -441,12 +464,35 @@ class RowParallelLinear(_InputSplit, Linear):
         return self._input_grad(super().backward(self._output_grad(dy)))
 
 
-CLASSES = {"filter": FilterParallelConv2d, "channel": ChannelParallelConv2d,
-           "neuron": NeuronParallelLinear, "row": RowParallelLinear}
+class FilterParallelConv3d(_OutputSplit, Conv3d):
+    channel_axis = 1  # NCDHW
+
+    def forward(self, x):
+        return self._output(super().forward(x))
+
+    def backward(self, dy):
+        return self._input_grad(super().backward(self._output_grad(dy)))
+
+
+class ChannelParallelConv3d(_InputSplit, Conv3d):
+    channel_axis = 1  # NCDHW
+
+    def forward(self, x):
+        with _swapped(self, bias=None):  # partial sums: the bias is added once, after the sum
+            y = super().forward(self._input(x))
+        return self._output(y)
+
+    def backward(self, dy):
+        return self._input_grad(super().backward(self._output_grad(dy)))
+
+
+CLASSES = {(Conv2d, "filter"): FilterParallelConv2d, (Conv2d, "channel"): ChannelParallelConv2d,
+           (Conv3d, "filter"): FilterParallelConv3d, (Conv3d, "channel"): ChannelParallelConv3d,
+           (Linear, "neuron"): NeuronParallelLinear, (Linear, "row"): RowParallelLinear}
 
 
 def shard_model(model, channel, split="auto"):
-    """Replace, in place, every Conv2d and Linear of ``model`` by its split copy, as
+    """Replace, in place, every Conv2d, Conv3d and Linear of ``model`` by its split copy, as
     ``plan_model(model, split)`` says; each keeps its Plan as ``layer.plan``. The
     per-channel layers of a plan's ``chain`` take their block of channels.
 
@@ -466,7 +512,7 @@ def shard_model(model, channel, split="auto"):
             if plan is None:
                 walk(child, full + ".")
                 continue
-            new = object.__new__(CLASSES[plan.layout])
+            new = object.__new__(CLASSES[type(child), plan.layout])
             new.__dict__.update(vars(child))
             new._take_shard(channel, plan)
             setattr(module, name, new)
