@@ -43,7 +43,7 @@ def test_standin_keeps_cupys_rules():
 @pytest.mark.slow
 def test_kernel_suite_runs_its_cupy_parametrisation_on_the_standin():
     proc = subprocess.run([sys.executable, *PYTEST, "-k", "cupy", "tests/test_kernels.py",
-                           "tests/test_backend_emu.py"], cwd=ROOT, env=standin_env(),
+                           "tests/test_kernels_volumes.py", "tests/test_backend_emu.py"], cwd=ROOT, env=standin_env(),
                           capture_output=True, text=True, timeout=900)
     assert_all_passed(proc, 100)
 

@@ -87,16 +87,17 @@ def split_convs(model):
             for m in model.modules() if isinstance(m, nn.Conv3d) and hasattr(m, "plan")]
 
 
-def compare(argv, layout, convs=None):
+def compare(argv, layout, convs=None, split=None):
     """Worst relative difference of the parameters and final figures from the serial run's;
-    infinite when ``convs`` (the expected ``split_convs``) is given and not what ran."""
+    infinite when ``convs`` (the expected ``split_convs``) is given and not what ran.
+    ``split``: the parallel run's --channel-split (the serial run has nothing to split)."""
     key = tuple(argv)
     if key not in _SERIAL:
         _SERIAL[key] = run(argv, MPI.COMM_SELF)[:2]
     params, figures = _SERIAL[key]
 
     def diff(comm):
-        p, f, model = run(argv + ["--parallel", layout], comm)
+        p, f, model = run(argv + ["--parallel", layout] + (["--channel-split", split] if split else []), comm)
         assert f.keys() == figures.keys()
         if convs is not None and split_convs(model) != convs:
             print(f"Conv3d layouts {split_convs(model)}, expected {convs}")
@@ -143,20 +144,21 @@ COSMO_CONVS = {"auto": ["filter>", "channel<>", "channel<>", "channel<"],
 def test_cosmoflow_channel_split_equals_serial(split):
     """Conv3d filters or input channels split over 2 ranks, volumes split along axis 1
     (allgathered, allreduced, reduce-scattered), BatchNorm3d holding its block."""
-    argv, convs = COSMO + ["--channel-split", split], COSMO_CONVS[split]
-    assert agreed_max(on_ranks(2, compare(argv, "channel=2", convs))) < 1e-9
+    assert agreed_max(on_ranks(2, compare(COSMO, "channel=2", COSMO_CONVS[split], split))) < 1e-9
 
 
 @pytest.mark.mpi(min_size=4)
 @pytest.mark.parametrize("layout, extra", [("spatial=2x2x1", []), ("data=2,spatial=2x1x1", ["--sync-bn"])]
-                         + [("spatial=2x1x1,channel=2", ["--channel-split", split]) for split in sorted(COSMO_CONVS)])
+                         + [("spatial=2x1x1,channel=2", split) for split in sorted(COSMO_CONVS)])
 def test_cosmoflow_four_ranks_equal_serial(layout, extra):
     """spatial=2x1x1,channel=2: each channel rank's block of channels exchanges its halos
     with the other depth block; BatchNorm3d statistics sum over the depth blocks."""
     if WORLD.Get_size() < 4:
         pytest.skip("needs 4 ranks")
-    convs = COSMO_CONVS[extra[1]] if "channel" in layout else None
-    assert agreed_max(on_ranks(4, compare(COSMO + extra, layout, convs))) < 1e-9
+    if "channel" in layout:  # extra: the --channel-split
+        assert agreed_max(on_ranks(4, compare(COSMO, layout, COSMO_CONVS[extra], extra))) < 1e-9
+    else:
+        assert agreed_max(on_ranks(4, compare(COSMO + extra, layout))) < 1e-9
 
 
 @pytest.mark.mpi(min_size=4)
