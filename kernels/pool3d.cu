@@ -24,7 +24,10 @@
 
 // -inf of each type (NVRTC defines no INFINITY without headers)
 __device__ __forceinline__ float negative_infinity(float) { return __int_as_float((int)0xff800000); }
-__device__ __forceinline__ double negative_infinity(double) { return __longlong_as_double((long long)0xfff0000000000000ULL); }
+__device__ __forceinline__ double negative_infinity(double)
+{
+    return __longlong_as_double((long long)0xfff0000000000000ULL);
+}
 
 template <typename T>
 __global__ void max_pool3d_forward(const T* __restrict__ x, T* __restrict__ y,

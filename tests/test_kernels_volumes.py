@@ -52,7 +52,8 @@ def test_conv3d(dev, rng, case, dtype):
 
 
 # (x shape, kernel, stride, padding)
-POOL_CASES = [((2, 3, 6, 7, 5), 2, 2, 0), ((1, 2, 7, 6, 9), 3, 2, 1), ((2, 1, 5, 5, 6), (3, 2, 3), (1, 2, 2), (1, 1, 0))]
+POOL_CASES = [((2, 3, 6, 7, 5), 2, 2, 0), ((1, 2, 7, 6, 9), 3, 2, 1),
+              ((2, 1, 5, 5, 6), (3, 2, 3), (1, 2, 2), (1, 1, 0))]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

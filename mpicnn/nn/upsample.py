@@ -58,7 +58,8 @@ class Upsample(Module):
             plans = handle[1].axes
         size = tuple(p.out[1] - p.out[0] for p in plans)
         self._split = handle, xin.shape, offset, size
-        return array_module(x).ascontiguousarray(upsample_nearest_forward(xin, factors, axes)[self._block(axes, offset, size)])
+        y = upsample_nearest_forward(xin, factors, axes)[self._block(axes, offset, size)]
+        return array_module(x).ascontiguousarray(y)
 
     @staticmethod
     def _block(axes, offset, size):
