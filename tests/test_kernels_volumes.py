@@ -26,7 +26,9 @@ dev, rng = test_kernels.dev, test_kernels.rng  # the fixtures
 FAMILIES = ["conv3d", "pool3d", "concat", "dense_loss", "halo3d"]
 # (x shape, out channels, kernel, stride, padding, dilation, groups)
 CONV_CASES = [((2, 3, 5, 6, 7), 4, 3, 1, 1, 1, 1), ((3, 4, 7, 5, 6), 6, (3, 2, 3), (2, 1, 2), (1, 0, 1), 1, 2),
-              ((1, 2, 9, 8, 7), 3, 3, 1, 2, 2, 1), ((2, 3, 4, 4, 4), 5, 1, 1, 0, 1, 1)]
+              ((1, 2, 9, 8, 7), 3, 3, 1, 2, 2, 1), ((2, 3, 4, 4, 4), 5, 1, 1, 0, 1, 1),
+              # a channel rank's empty block: no input channels, no outputs
+              ((2, 0, 4, 5, 3), 3, 3, 1, 1, 1, 1), ((2, 3, 4, 5, 3), 0, 3, 1, 1, 1, 1)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

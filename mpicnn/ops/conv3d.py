@@ -102,7 +102,8 @@ def _cols(xp, n0, n1, kernel, stride, dilation, groups, out):
     view = as_strided(sub, (groups, n1 - n0) + out + kernel + (Cg,),
                       (s4 * Cg, s0, s1 * stride[0], s2 * stride[1], s3 * stride[2],
                        s1 * dilation[0], s2 * dilation[1], s3 * dilation[2], s4), writeable=False)
-    return view.reshape(groups, -1, int(np.prod(kernel)) * Cg)  # copies (not contiguous)
+    # copies (not contiguous); sizes spelled out: a rank may hold no channels (Cg = 0)
+    return view.reshape(groups, (n1 - n0) * int(np.prod(out)), int(np.prod(kernel)) * Cg)
 
 
 def _chunk(out, K, groups, itemsize):
@@ -148,7 +149,8 @@ def conv3d_backward(x, w, dy, stride=1, padding=0, dilation=1, groups=1, need_dx
     if dy.dtype != x.dtype:
         raise TypeError(f"conv3d backward dy dtype {dy.dtype!r} differs from x dtype {x.dtype!r}")
     dyl = np.ascontiguousarray(dy.transpose(0, 2, 3, 4, 1))  # (N, Do, Ho, Wo, O)
-    db = dyl.reshape(-1, O).sum(axis=0) if need_db else None
+    m = N * int(np.prod(out))  # rows spelled out: a channel rank may hold no outputs (O = 0)
+    db = dyl.reshape(m, O).sum(axis=0) if need_db else None
     wmat = _weight_matrix(w, G)
     K = wmat.shape[1]
     step = _chunk(out, K, G, x.itemsize)
@@ -160,7 +162,7 @@ def conv3d_backward(x, w, dy, stride=1, padding=0, dilation=1, groups=1, need_dx
         dxp = np.zeros((N,) + tuple(s + 2 * p for s, p in zip((D, H, W), padding)) + (C,), x.dtype)
     for n0 in range(0, N, step):
         n1 = min(N, n0 + step)
-        dyc = dyl[n0:n1].reshape(-1, G, Og).transpose(1, 0, 2)  # (G, m, Og)
+        dyc = dyl[n0:n1].reshape((n1 - n0) * int(np.prod(out)), G, Og).transpose(1, 0, 2)  # (G, m, Og)
         if need_dw:
             cols = _cols(xp, n0, n1, kernel, stride, dilation, G, out)
             dwmat += np.matmul(cols.transpose(0, 2, 1), dyc)

@@ -12,6 +12,8 @@ on the GPU).
 
 Samples are processed in chunks whose ``cols`` buffer stays under ``COLS_BYTES``.
 """
+import numpy as np
+
 from ...backend import array_module, is_array
 from ..conv3d import _check, _weight_from_matrix, _weight_matrix, triple
 from ._launch import Family, float_array, i64, launch1d
@@ -44,7 +46,7 @@ class _Geometry:
         """A contiguous (G, nb*Do*Ho*Wo, K) view of one reused buffer."""
         if self._buf is None:
             self._buf = self.xp.empty(self.G * self.chunk * self.rows * self.K, dtype)
-        return self._buf[:self.G * nb * self.rows * self.K].reshape(self.G, -1, self.K)
+        return self._buf[:self.G * nb * self.rows * self.K].reshape(self.G, nb * self.rows, self.K)
 
     def args(self, nb):
         return tuple(i64(v) for v in (nb, self.C) + self.size + (self.G,) + self.kernel + self.geometry
@@ -61,7 +63,7 @@ class _Geometry:
 
 def _grouped(a, G, Og):
     """(n, Do, Ho, Wo, G*Og) channels-last -> (G, n*Do*Ho*Wo, Og) view."""
-    return a.reshape(-1, G, Og).transpose(1, 0, 2)
+    return a.reshape(int(np.prod(a.shape[:-1])), G, Og).transpose(1, 0, 2)  # Og may be 0
 
 
 def _geometry(x, w, b, stride, padding, dilation, groups, chunk, name):
@@ -98,7 +100,7 @@ def conv3d_backward(x, w, dy, stride=1, padding=0, dilation=1, groups=1, need_dx
     dyl = xp.ascontiguousarray(dy.transpose(0, 2, 3, 4, 1))  # (N, Do, Ho, Wo, O)
     dx = dw = db = None
     if need_db:
-        db = dyl.reshape(-1, G * Og).sum(axis=0)
+        db = dyl.reshape(int(np.prod(dyl.shape[:-1])), G * Og).sum(axis=0)
     if need_dw:
         dwmat = xp.zeros((G, geo.K, Og), x.dtype)
         for n0, n1 in geo.chunks():
