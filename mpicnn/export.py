@@ -7,7 +7,7 @@
 ``torch_model.load_state_dict(safetensors.torch.load_file("model.safetensors"))`` loads
 it into the same architecture built with ``torch.nn``; ``--init-from`` reads it back.
 ``.onnx``: the model rebuilt from the checkpoint's options (``--model``, ``--width``,
-the dataset's image size; flags override them) as an ONNX graph, opset 17, needing the
+the dataset's image or volume size; flags override them) as an ONNX graph, opset 17, needing the
 ``onnx`` package (``pip install 'mpicnn[export]'``). Outputs are written atomically.
 Errors are one line ``mpicnn: error: ...`` with exit status 2.
 """
@@ -15,7 +15,7 @@ import json
 import os
 import sys
 
-from . import models, nn
+from . import models
 from .cli import Parser, positive, run_command
 from .data import builtin
 from .data.hdf5 import open_h5
@@ -40,12 +40,14 @@ def export_onnx(model, input_shape, path, opset, overwrite=True):
     proto = to_onnx(model, input_shape, opset)
     with atomic_file(path, overwrite) as f:
         f.write(proto.SerializeToString())
-    return path
+    return proto
 
 
 def rebuild_model(ckpt, name=None, width=None, image_size=None):
     """The built-in model ``ckpt`` holds, in eval mode, with its weights; returns
-    (model, (C, H, W)). Channels and classes come from the weights' shapes."""
+    (model, (C, H, W)) or (model, (C, D, H, W)) for volume models. Channels come from
+    the first conv's weight, classes (or regression targets) from the last weight's
+    first axis (the head: a Linear, or the 1x1 conv of a U-Net)."""
     config = ckpt.config
     name = name or config.get("model")
     if not name:
@@ -53,37 +55,40 @@ def rebuild_model(ckpt, name=None, width=None, image_size=None):
     size = image_size or _dataset_image_size(config.get("dataset"))
     if size is None:
         raise UserError(f"{ckpt.path}: the image size of its dataset {config.get('dataset')!r} is unknown "
-                        f"here; pass --image-size HxW")
+                        f"here; pass --image-size HxW (DxHxW for volumes)")
     first = ckpt.params.get("0.weight")
-    if first is None or first.ndim != 4:
-        raise UserError(f"{ckpt.path}: no first conv weight '0.weight' (N, C, kh, kw); these are not the "
-                        f"weights of a built-in model")
+    if first is None or first.ndim not in (4, 5):
+        raise UserError(f"{ckpt.path}: no first conv weight '0.weight' (N, C, kh, kw) or (N, C, kd, kh, kw); "
+                        f"these are not the weights of a built-in model")
     width = width or config.get("width")
     options = {"width": width} if width else {}      # lenet5 has no width
     try:
         probe = models.get(name, first.shape[1], 1, dtype=first.dtype, image_size=size, **options)
-        head = [n for n, p in probe.named_parameters() if p.data.ndim == 2][-1]
+        head = [n for n, p in probe.named_parameters() if p.data.ndim >= 2][-1]
         if head not in ckpt.params:
-            raise UserError(f"{ckpt.path}: no classifier weight {head!r} for --model {name}")
+            raise UserError(f"{ckpt.path}: no head weight {head!r} for --model {name}")
         model = models.get(name, first.shape[1], ckpt.params[head].shape[0], dtype=first.dtype,
                            image_size=size, **options)
         model.load_state_dict({**ckpt.params, **ckpt.buffers})
     except (KeyError, ValueError, TypeError) as e:
         raise UserError(f"{ckpt.path}: its weights do not fit --model {name} "
-                        f"{' '.join(f'--{k} {v}' for k, v in options.items())} at {size[0]}x{size[1]} "
+                        f"{' '.join(f'--{k} {v}' for k, v in options.items())} at {'x'.join(map(str, size))} "
                         f"({str(e)[:300]})") from None
     return model.eval(), (first.shape[1], *size)
 
 
 def _dataset_image_size(spec):
-    """(H, W) of a dataset spec's images, when they can be known here; else None."""
+    """(H, W) of a dataset spec's images ((D, H, W) of volumes), when they can be known
+    here; else None."""
     if not spec:
         return None
     parsed = builtin.parse_spec(spec)
     if parsed[0] == "mnist5k":
         return (28, 28)
-    if parsed[0] == "shapes":
+    if parsed[0] in ("shapes", "blobs"):
         return (parsed[1], parsed[1])
+    if parsed[0] == "cosmo":
+        return (parsed[1],) * 3
     if not os.path.isfile(parsed[1]):
         return None
     with open_h5(parsed[1]) as f:
@@ -91,12 +96,12 @@ def _dataset_image_size(spec):
 
 
 def _image_size(text):
-    """(H, W) from "HxW" or "S", or None when it is not that."""
+    """(H, W) from "HxW" or "S", (D, H, W) from "DxHxW", or None when it is not that."""
     parts = text.lower().split("x")
     parts = parts * 2 if len(parts) == 1 else parts
-    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+    if len(parts) not in (2, 3) or not all(p.isdigit() and int(p) > 0 for p in parts):
         return None
-    return int(parts[0]), int(parts[1])
+    return tuple(int(p) for p in parts)
 
 
 def build_parser():
@@ -107,7 +112,7 @@ def build_parser():
     p.add_argument("--model", help="ONNX: the model (default: the checkpoint's --model)")
     p.add_argument("--width", type=positive(int), help="ONNX: the model's width (default: the checkpoint's)")
     p.add_argument("--image-size", metavar="HxW",
-                   help="ONNX: input height x width (default: the checkpoint's dataset's)")
+                   help="ONNX: input height x width, or DxHxW for volumes (default: the checkpoint's dataset's)")
     p.add_argument("--opset", type=positive(int), default=17, help="ONNX opset, at least 17 (default 17)")
     p.add_argument("-f", "--force", action="store_true", help="overwrite OUTPUT if it exists")
     return p
@@ -124,7 +129,8 @@ def run(argv=None):
     if args.image_size is not None:
         size = _image_size(args.image_size)
         if size is None:
-            raise UserError(f"--image-size {args.image_size!r}: write HxW or S with whole numbers, e.g. 32x32")
+            raise UserError(f"--image-size {args.image_size!r}: write HxW, DxHxW or S with whole numbers, "
+                            "e.g. 32x32 or 32x32x32")
     if args.opset < 17:
         raise UserError(f"--opset {args.opset}: the export needs opset 17 or newer")
     ckpt = load_checkpoint(args.checkpoint)
@@ -134,10 +140,10 @@ def run(argv=None):
         print(f"wrote {args.output}: {n} tensors by PyTorch name ({os.path.getsize(args.output) / 2**20:.1f} MiB)")
         return
     model, shape = rebuild_model(ckpt, args.model, args.width, size)
-    export_onnx(model, shape, args.output, args.opset, overwrite=args.force)
-    classes = [m for m in model.modules() if isinstance(m, nn.Linear)][-1].out_features
+    proto = export_onnx(model, shape, args.output, args.opset, overwrite=args.force)
+    out = [d.dim_value for d in proto.graph.output[0].type.tensor_type.shape.dim[1:]]
     print(f"wrote {args.output}: ONNX opset {args.opset}, input (N, {', '.join(map(str, shape))}), "
-          f"output logits (N, {classes})")
+          f"output logits (N, {', '.join(map(str, out))})")
 
 
 def main(argv=None):

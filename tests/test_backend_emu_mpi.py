@@ -58,3 +58,24 @@ def test_emu_pipeline_and_parameter_server_equal_numpy_serial(layout, monkeypatc
         assert {"im2col", "softmax_xent_forward", "adam_update"} <= ran, sorted(ran)
         return max_rel_diff(got, ref)
     assert agreed_max(on_ranks(2, run)) < 1e-9
+
+
+@pytest.mark.parametrize("model, data, layout, needed", [
+    ("cosmoflow", "cosmo:32:8", "spatial=2x1x1", {"halo3d_pack", "halo3d_unpack", "im2col3d", "col2im3d",
+                                                  "max_pool3d_forward", "mse_forward"}),
+    ("unet", "blobs:32:8", "spatial=2x1", {"halo_pack", "upsample_nearest_forward", "concat_channels",
+                                           "dense_xent_forward"})])
+def test_emu_volumes_and_segmentation_split_equal_numpy_serial(model, data, layout, needed, monkeypatch):
+    """A volume split over depth (3-D halos packed and unpacked by halo3d.cu) and a U-Net
+    split over rows on the emulator: float64, equal to the serial NumPy run within 1e-9."""
+    argv = BASE + ["--model", model, "--width", "2", "--dataset", data, "--steps", "2", "--batch-size", "2"]
+
+    def run(comm):
+        ref = serial_params(argv + ["--backend", "numpy"])
+        monkeypatch.setenv("MPICNN_TRACE_KERNELS", "1")
+        kernels.reset_trace()
+        got = train.run(argv + ["--backend", "emu", "--parallel", layout], comm).params
+        ran = {row[0].split("<")[0] for row in kernels.trace_table()}
+        assert needed <= ran, sorted(needed - ran)
+        return max_rel_diff(got, ref)
+    assert agreed_max(on_ranks(2, run)) < 1e-9

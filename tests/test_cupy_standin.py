@@ -4,7 +4,8 @@ The stand-in is imported as ``cupy``, so it must come first on PYTHONPATH: each 
 in processes of its own. They cover the stand-in's own rules (checks_standin.py), the
 kernel suite's cupy parametrisation, the trainer with ``--backend cupy`` on every layout
 under mpiexec (checks_train.py: equality with NumPy, transfers per step, a stream sync
-before each MPI call on a device buffer, checkpoints across paths) and the command line.
+before each MPI call on a device buffer, checkpoints across paths), the volume and
+segmentation models (checks_volumes.py) and the command line.
 """
 import json
 import math
@@ -42,9 +43,16 @@ def test_standin_keeps_cupys_rules():
 @pytest.mark.slow
 def test_kernel_suite_runs_its_cupy_parametrisation_on_the_standin():
     proc = subprocess.run([sys.executable, *PYTEST, "-k", "cupy", "tests/test_kernels.py",
-                           "tests/test_backend_emu.py"], cwd=ROOT, env=standin_env(),
+                           "tests/test_kernels_volumes.py", "tests/test_backend_emu.py"], cwd=ROOT, env=standin_env(),
                           capture_output=True, text=True, timeout=900)
     assert_all_passed(proc, 100)
+
+
+def test_volume_models_on_the_standin():
+    """CosmoFlow and U-Net steps on the cupy path run the volume kernels and equal NumPy."""
+    proc = subprocess.run([sys.executable, *PYTEST, "tests/cupy_standin/checks_volumes.py"], cwd=ROOT,
+                          env=standin_env(), capture_output=True, text=True, timeout=900)
+    assert_all_passed(proc, 2)
 
 
 @pytest.mark.slow

@@ -77,19 +77,31 @@ def test_volume_layers_on_split_blocks_equal_serial(head):
 def run(argv, comm):
     result = train.run(BASE + argv, comm)
     params = {n: np.array(p) for n, p in result.params.items()}  # channel shards gathered
-    return params, {k: np.array([result.summary[k]]) for k in FIGURES if result.summary.get(k) is not None}
+    figures = {k: np.array([result.summary[k]]) for k in FIGURES if result.summary.get(k) is not None}
+    return params, figures, result.model
 
 
-def compare(argv, layout):
-    """Worst relative difference of the parameters and final figures from the serial run's."""
+def split_convs(model):
+    """The layouts of the model's channel-split Conv3d layers ('filter', 'channel<>' ...)."""
+    return [m.plan.layout + "<" * m.plan.split_in + ">" * m.plan.split_out
+            for m in model.modules() if isinstance(m, nn.Conv3d) and hasattr(m, "plan")]
+
+
+def compare(argv, layout, convs=None, split=None):
+    """Worst relative difference of the parameters and final figures from the serial run's;
+    infinite when ``convs`` (the expected ``split_convs``) is given and not what ran.
+    ``split``: the parallel run's --channel-split (the serial run has nothing to split)."""
     key = tuple(argv)
     if key not in _SERIAL:
-        _SERIAL[key] = run(argv, MPI.COMM_SELF)
+        _SERIAL[key] = run(argv, MPI.COMM_SELF)[:2]
     params, figures = _SERIAL[key]
 
     def diff(comm):
-        p, f = run(argv + ["--parallel", layout], comm)
+        p, f, model = run(argv + ["--parallel", layout] + (["--channel-split", split] if split else []), comm)
         assert f.keys() == figures.keys()
+        if convs is not None and split_convs(model) != convs:
+            print(f"Conv3d layouts {split_convs(model)}, expected {convs}")
+            return np.inf
         return max(max_rel_diff(p, params), max_rel_diff(f, figures))
     return diff
 
@@ -103,11 +115,12 @@ def test_unet_split_equals_serial(dataset, layout, extra):
 
 
 @pytest.mark.mpi(min_size=4)
+@pytest.mark.parametrize("dataset", ["blobs:64:16", "blobs:60:16"])
 @pytest.mark.parametrize("layout, extra", [("spatial=2x2", []), ("data=2,spatial=2x1", ["--sync-bn"])])
-def test_unet_four_ranks_equal_serial(layout, extra):
+def test_unet_four_ranks_equal_serial(dataset, layout, extra):
     if WORLD.Get_size() < 4:
         pytest.skip("needs 4 ranks")
-    argv = UNET + ["--dataset", "blobs:60:16"] + extra
+    argv = UNET + ["--dataset", dataset] + extra
     assert agreed_max(on_ranks(4, compare(argv, layout))) < 1e-9
 
 
@@ -115,17 +128,48 @@ COSMO = ["--model", "cosmoflow", "--width", "2", "--dataset", "cosmo:32:16"]
 
 
 @pytest.mark.parametrize("layout, extra", [("spatial=2x1x1", []), ("spatial=1x1x2", []),
-                                           ("data=2", ["--sync-bn"]), ("channel=2", [])])
+                                           ("data=2", ["--sync-bn"])])
 def test_cosmoflow_split_equals_serial(layout, extra):
     assert agreed_max(on_ranks(2, compare(COSMO + extra, layout))) < 1e-9
 
 
+# What each --channel-split makes of cosmoflow's four Conv3d layers ("<" input arrives
+# split, ">" output left split through BatchNorm3d, LeakyReLU and MaxPool3d; the last
+# one's through the global pool into the row-parallel head).
+COSMO_CONVS = {"auto": ["filter>", "channel<>", "channel<>", "channel<"],
+               "filter": ["filter", "filter", "filter", "filter>"],
+               "channel": ["channel>", "channel<>", "channel<>", "channel<>"]}
+
+
+@pytest.mark.parametrize("split", sorted(COSMO_CONVS))
+def test_cosmoflow_channel_split_equals_serial(split):
+    """Conv3d filters or input channels split over 2 ranks, volumes split along axis 1
+    (allgathered, allreduced, reduce-scattered), BatchNorm3d holding its block."""
+    assert agreed_max(on_ranks(2, compare(COSMO, "channel=2", COSMO_CONVS[split], split))) < 1e-9
+
+
 @pytest.mark.mpi(min_size=4)
-@pytest.mark.parametrize("layout, extra", [("spatial=2x2x1", []), ("data=2,spatial=2x1x1", ["--sync-bn"])])
+@pytest.mark.parametrize("layout, extra", [("spatial=2x2x1", []), ("data=2,spatial=2x1x1", ["--sync-bn"])]
+                         + [("spatial=2x1x1,channel=2", split) for split in sorted(COSMO_CONVS)])
 def test_cosmoflow_four_ranks_equal_serial(layout, extra):
+    """spatial=2x1x1,channel=2: each channel rank's block of channels exchanges its halos
+    with the other depth block; BatchNorm3d statistics sum over the depth blocks."""
     if WORLD.Get_size() < 4:
         pytest.skip("needs 4 ranks")
-    assert agreed_max(on_ranks(4, compare(COSMO + extra, layout))) < 1e-9
+    if "channel" in layout:  # extra: the --channel-split
+        assert agreed_max(on_ranks(4, compare(COSMO, layout, COSMO_CONVS[extra], extra))) < 1e-9
+    else:
+        assert agreed_max(on_ranks(4, compare(COSMO + extra, layout))) < 1e-9
+
+
+@pytest.mark.mpi(min_size=4)
+def test_cosmoflow_four_depth_blocks_equal_serial():
+    """spatial=4x1x1 needs 4 depths at the last pool (on cosmo:32 it leaves 2 for 4 blocks
+    and is refused, as the next test shows): cosmo:64, one plane per block there."""
+    if WORLD.Get_size() < 4:
+        pytest.skip("needs 4 ranks")
+    argv = COSMO[:-1] + ["cosmo:64:8"]
+    assert agreed_max(on_ranks(4, compare(argv, "spatial=4x1x1"))) < 1e-9
 
 
 @pytest.mark.mpi(min_size=4)

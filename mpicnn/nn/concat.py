@@ -1,6 +1,6 @@
 """ConcatSkip: a U-Net skip connection, the input concatenated with its block's output."""
-import numpy as np
-
+from ..backend import array_module
+from ..ops.concat import concat_channels, split_channels
 from .module import Module, convert
 
 __all__ = ["ConcatSkip"]
@@ -34,12 +34,12 @@ class ConcatSkip(Module):
             raise ValueError(f"ConcatSkip: the block maps shape {x.shape!r} to {y.shape!r}; it must "
                              f"keep the batch and spatial sizes to concatenate channels")
         self._split = (x.shape[axis], axis)
-        return np.concatenate([x, y], axis=axis)
+        return concat_channels(x, y, axis)
 
     def _backward(self, dy):
         if self._split is None:
             raise RuntimeError(f"{self!r}: backward() called before forward()")
         c, axis = self._split
-        dskip, dblock = np.split(dy, [c], axis=axis)
-        db = self.block._backward(convert(np.ascontiguousarray(dblock), self.layout, self.block.layout))
+        dskip, dblock = split_channels(array_module(dy).ascontiguousarray(dy), c, axis)
+        db = self.block._backward(convert(dblock, self.layout, self.block.layout))
         return dskip + convert(db, self.block.layout, self.layout)

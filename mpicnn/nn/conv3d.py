@@ -1,6 +1,7 @@
 """Conv3d: 3-D cross-correlation with PyTorch's parameters and init, on NCDHW volumes."""
 import numpy as np
 
+from ..backend import is_array
 from ..ops.conv3d import conv3d_backward, conv3d_forward, conv3d_output_shape, triple
 from .conv import init_convolution
 from .module import Module
@@ -39,7 +40,7 @@ class Conv3d(Module):
         return dict(stride=self.stride, padding=padding, dilation=self.dilation, groups=self.groups)
 
     def forward(self, x):
-        if not isinstance(x, np.ndarray) or x.ndim != 5:
+        if not is_array(x) or x.ndim != 5:
             raise ValueError(f"{self!r} expects a 5-D (N, C, D, H, W) input, got shape "
                              f"{getattr(x, 'shape', x)!r}")
         if x.shape[1] != self.in_channels:

@@ -1,6 +1,5 @@
 """BatchNorm3d: BatchNorm2d's statistics and running averages over (N, D, H, W)."""
-import numpy as np
-
+from ..backend import array_module, is_array
 from .norm import BatchNorm2d
 
 __all__ = ["BatchNorm3d"]
@@ -20,17 +19,19 @@ class BatchNorm3d(BatchNorm2d):
         return self._backward(dy)
 
     def _forward(self, x):
-        if not isinstance(x, np.ndarray) or x.ndim != 5:
+        if not is_array(x) or x.ndim != 5:
             raise ValueError(f"{self!r} expects a 5-D (N, C, D, H, W) input, got shape "
                              f"{getattr(x, 'shape', x)!r}")
         # The channels-last ops see (N, D*H, W, C): BatchNorm2d's checks and statistics.
         N, C, D, H, W = x.shape
-        xl = np.ascontiguousarray(x.transpose(0, 2, 3, 4, 1)).reshape(N, D * H, W, C)
+        xp = array_module(x)
+        xl = xp.ascontiguousarray(x.transpose(0, 2, 3, 4, 1)).reshape(N, D * H, W, C)
         y = super()._forward(xl)
-        return np.ascontiguousarray(y.reshape(N, D, H, W, C).transpose(0, 4, 1, 2, 3))
+        return xp.ascontiguousarray(y.reshape(N, D, H, W, C).transpose(0, 4, 1, 2, 3))
 
     def _backward(self, dy):
         N, C, D, H, W = dy.shape
-        dl = np.ascontiguousarray(dy.transpose(0, 2, 3, 4, 1)).reshape(N, D * H, W, C)
+        xp = array_module(dy)
+        dl = xp.ascontiguousarray(dy.transpose(0, 2, 3, 4, 1)).reshape(N, D * H, W, C)
         dx = super()._backward(dl)
-        return np.ascontiguousarray(dx.reshape(N, D, H, W, C).transpose(0, 4, 1, 2, 3))
+        return xp.ascontiguousarray(dx.reshape(N, D, H, W, C).transpose(0, 4, 1, 2, 3))

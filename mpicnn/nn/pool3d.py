@@ -5,6 +5,7 @@ Under a spatial split of volumes window pools read their halo through the contex
 ``grad_seam`` like the 2-D global pools (``mpicnn.parallel.spatial``)."""
 import numpy as np
 
+from ..backend import array_module, is_array
 from ..ops import pool3d as P
 from ..ops.conv3d import triple
 from .module import Module
@@ -13,7 +14,7 @@ __all__ = ["MaxPool3d", "AvgPool3d", "GlobalAvgPool3d", "GlobalMaxPool3d", "Glob
 
 
 def _check_volume(layer, x):
-    if not isinstance(x, np.ndarray) or x.ndim != 5:
+    if not is_array(x) or x.ndim != 5:
         raise ValueError(f"{layer!r} expects a 5-D (N, C, D, H, W) input, got shape "
                          f"{getattr(x, 'shape', x)!r}")
 
@@ -113,7 +114,8 @@ class GlobalAvgPool3d(Module):
         shape = _saved(self, self._xshape)
         # grad_seam: the replicated head past this pool ran on 1/S of the loss gradient
         g = dy * dy.dtype.type(self.context.grad_seam / self._count)
-        return np.ascontiguousarray(np.broadcast_to(g[:, :, None, None, None], shape))
+        xp = array_module(dy)
+        return xp.ascontiguousarray(xp.broadcast_to(g[:, :, None, None, None], shape))
 
 
 class GlobalMaxPool3d(Module):
@@ -127,17 +129,18 @@ class GlobalMaxPool3d(Module):
     def forward(self, x):
         _check_volume(self, x)
         self._xshape = x.shape
+        xp = array_module(x)
         flat = x.reshape(x.shape[0], x.shape[1], -1)
-        self._index = np.argmax(flat, axis=2)
-        local = np.take_along_axis(flat, self._index[:, :, None], axis=2)[:, :, 0]
+        self._index = xp.argmax(flat, axis=2)
+        local = xp.take_along_axis(flat, self._index[:, :, None], axis=2)[:, :, 0]
         self._mine = None
         if not self.context.spatial:
             return local
         y = _reduce(self, local.copy(), "max")
         (d0, D), (h0, H), (w0, W) = self.context.volume_origin(self, x.shape[2:])
-        d, h, w = np.unravel_index(self._index, x.shape[2:])
+        d, h, w = xp.unravel_index(self._index, x.shape[2:])
         flat_global = ((d0 + d) * H + h0 + h) * W + w0 + w
-        candidate = np.where(local == y, flat_global, D * H * W).astype(np.int64)
+        candidate = xp.where(local == y, flat_global, D * H * W).astype(np.int64)
         self._mine = (candidate == _reduce(self, candidate.copy(), "min")).astype(x.dtype)
         return y
 
@@ -146,8 +149,9 @@ class GlobalMaxPool3d(Module):
         N, C = shape[:2]
         if self._mine is not None:
             dy = dy * self._mine * dy.dtype.type(self.context.grad_seam)
-        dx = np.zeros((N, C, int(np.prod(shape[2:]))), dy.dtype)
-        dx[np.arange(N)[:, None], np.arange(C)[None, :], self._index] = dy
+        xp = array_module(dy)
+        dx = xp.zeros((N, C, int(np.prod(shape[2:]))), dy.dtype)
+        dx[xp.arange(N)[:, None], xp.arange(C)[None, :], self._index] = dy
         return dx.reshape(shape)
 
 
@@ -165,8 +169,8 @@ class GlobalRMSPool3d(Module):
         _check_volume(self, x)
         self._x = x
         self._count = _volume(self, x.shape)
-        ms = _reduce(self, np.sum(x.astype(np.float64) ** 2, axis=(2, 3, 4))) / self._count
-        self._y = np.sqrt(ms + self.eps)
+        ms = _reduce(self, (x.astype(np.float64) ** 2).sum(axis=(2, 3, 4))) / self._count
+        self._y = array_module(x).sqrt(ms + self.eps)
         return self._y.astype(x.dtype)
 
     def backward(self, dy):

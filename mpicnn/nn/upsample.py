@@ -1,6 +1,7 @@
 """Upsample: nearest-neighbour enlargement of images (4-D) and volumes (5-D)."""
 import numpy as np
 
+from ..backend import array_module, is_array
 from ..ops.pool3d import upsample_nearest_backward, upsample_nearest_forward
 from .module import Module
 
@@ -32,7 +33,7 @@ class Upsample(Module):
         self._fa = self._split = None
 
     def _factors_axes(self, x):
-        if not isinstance(x, np.ndarray) or x.ndim not in (4, 5):
+        if not is_array(x) or x.ndim not in (4, 5):
             raise ValueError(f"{self!r} expects a 4-D image or 5-D volume batch, got shape "
                              f"{getattr(x, 'shape', x)!r}")
         axes = (1, 2) if x.ndim == 4 else (2, 3, 4)  # NHWC images, NCDHW volumes
@@ -57,7 +58,8 @@ class Upsample(Module):
             plans = handle[1].axes
         size = tuple(p.out[1] - p.out[0] for p in plans)
         self._split = handle, xin.shape, offset, size
-        return np.ascontiguousarray(upsample_nearest_forward(xin, factors, axes)[self._block(axes, offset, size)])
+        y = upsample_nearest_forward(xin, factors, axes)[self._block(axes, offset, size)]
+        return array_module(x).ascontiguousarray(y)
 
     @staticmethod
     def _block(axes, offset, size):
@@ -77,7 +79,7 @@ class Upsample(Module):
         shape = list(dy.shape)
         for ax, f in zip(axes, factors):
             shape[ax] = xshape[ax] * f
-        full = np.zeros(shape, dy.dtype)
+        full = array_module(dy).zeros(shape, dy.dtype)
         full[self._block(axes, offset, size)] = dy
         dxin = upsample_nearest_backward(full, factors, axes)
         if dy.ndim == 4:

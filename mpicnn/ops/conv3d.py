@@ -17,10 +17,12 @@ view of it, (G, n, Do, Ho, Wo, KD, KH, KW, Cg), is copied per chunk of samples i
 ``cols`` buffer (G, n*Do*Ho*Wo, KD*KH*KW*Cg) and multiplied by the weight matrix
 (G, K, Og): one GEMM per group. Backward: dW = cols^T @ dY per chunk; dX = dY @ wmat^T
 scattered back (col2im) by KD*KH*KW strided adds into the padded input gradient.
+With the emu or cupy backend the ops run ``mpicnn.ops.cuda.conv3d`` (``kernels/conv3d.cu``).
 """
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from ..backend import array_module, is_array, kernel_version
 from .conv import conv_output_size
 
 __all__ = ["conv3d_forward", "conv3d_backward", "triple", "conv3d_output_shape"]
@@ -47,9 +49,9 @@ def conv3d_output_shape(size, kernel, stride, padding, dilation):
 
 
 def _check(x, w, b, stride, padding, dilation, groups):
-    if not isinstance(x, np.ndarray) or x.ndim != 5:
+    if not is_array(x) or x.ndim != 5:
         raise ValueError(f"conv3d expects a 5-D NCDHW array, got shape {getattr(x, 'shape', x)!r}")
-    if not isinstance(w, np.ndarray) or w.ndim != 5:
+    if not is_array(w) or w.ndim != 5:
         raise ValueError(f"conv3d weight must be 5-D (O, C/groups, KD, KH, KW), got shape "
                          f"{getattr(w, 'shape', w)!r}")
     if x.dtype != w.dtype:
@@ -81,7 +83,15 @@ def _weight_matrix(w, groups):
     """(O, Cg, KD, KH, KW) -> (G, KD*KH*KW*Cg, Og), rows ordered (a, p, q, c) like ``cols``."""
     O, Cg, KD, KH, KW = w.shape
     wm = w.reshape(groups, O // groups, Cg, KD, KH, KW).transpose(0, 3, 4, 5, 2, 1)
-    return np.ascontiguousarray(wm).reshape(groups, KD * KH * KW * Cg, O // groups)
+    return array_module(w).ascontiguousarray(wm).reshape(groups, KD * KH * KW * Cg, O // groups)
+
+
+def _weight_from_matrix(wmat, shape):
+    """Inverse of ``_weight_matrix``: (G, KD*KH*KW*Cg, Og) -> (O, Cg, KD, KH, KW)."""
+    O, Cg, KD, KH, KW = shape
+    G = wmat.shape[0]
+    w = wmat.reshape(G, KD, KH, KW, Cg, O // G).transpose(0, 5, 4, 1, 2, 3)
+    return array_module(wmat).ascontiguousarray(w).reshape(shape)
 
 
 def _cols(xp, n0, n1, kernel, stride, dilation, groups, out):
@@ -92,13 +102,15 @@ def _cols(xp, n0, n1, kernel, stride, dilation, groups, out):
     view = as_strided(sub, (groups, n1 - n0) + out + kernel + (Cg,),
                       (s4 * Cg, s0, s1 * stride[0], s2 * stride[1], s3 * stride[2],
                        s1 * dilation[0], s2 * dilation[1], s3 * dilation[2], s4), writeable=False)
-    return view.reshape(groups, -1, int(np.prod(kernel)) * Cg)  # copies (not contiguous)
+    # copies (not contiguous); sizes spelled out: a rank may hold no channels (Cg = 0)
+    return view.reshape(groups, (n1 - n0) * int(np.prod(out)), int(np.prod(kernel)) * Cg)
 
 
 def _chunk(out, K, groups, itemsize):
     return max(1, CHUNK_BYTES // max(1, int(np.prod(out)) * K * groups * itemsize))
 
 
+@kernel_version("conv3d")
 def conv3d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     """x (N,C,D,H,W), w (O,C/groups,KD,KH,KW), b (O,)|None -> y (N,O,Do,Ho,Wo)."""
     stride, padding = triple(stride, "stride"), triple(padding, "padding")
@@ -120,6 +132,7 @@ def conv3d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     return np.ascontiguousarray(y.transpose(0, 4, 1, 2, 3))
 
 
+@kernel_version("conv3d")
 def conv3d_backward(x, w, dy, stride=1, padding=0, dilation=1, groups=1, need_dx=True,
                     need_dw=True, need_db=True):
     """Returns (dx, dw, db) in x's dtype, each None when not asked for.
@@ -136,7 +149,8 @@ def conv3d_backward(x, w, dy, stride=1, padding=0, dilation=1, groups=1, need_dx
     if dy.dtype != x.dtype:
         raise TypeError(f"conv3d backward dy dtype {dy.dtype!r} differs from x dtype {x.dtype!r}")
     dyl = np.ascontiguousarray(dy.transpose(0, 2, 3, 4, 1))  # (N, Do, Ho, Wo, O)
-    db = dyl.reshape(-1, O).sum(axis=0) if need_db else None
+    m = N * int(np.prod(out))  # rows spelled out: a channel rank may hold no outputs (O = 0)
+    db = dyl.reshape(m, O).sum(axis=0) if need_db else None
     wmat = _weight_matrix(w, G)
     K = wmat.shape[1]
     step = _chunk(out, K, G, x.itemsize)
@@ -148,7 +162,7 @@ def conv3d_backward(x, w, dy, stride=1, padding=0, dilation=1, groups=1, need_dx
         dxp = np.zeros((N,) + tuple(s + 2 * p for s, p in zip((D, H, W), padding)) + (C,), x.dtype)
     for n0 in range(0, N, step):
         n1 = min(N, n0 + step)
-        dyc = dyl[n0:n1].reshape(-1, G, Og).transpose(1, 0, 2)  # (G, m, Og)
+        dyc = dyl[n0:n1].reshape((n1 - n0) * int(np.prod(out)), G, Og).transpose(1, 0, 2)  # (G, m, Og)
         if need_dw:
             cols = _cols(xp, n0, n1, kernel, stride, dilation, G, out)
             dwmat += np.matmul(cols.transpose(0, 2, 1), dyc)
@@ -156,9 +170,7 @@ def conv3d_backward(x, w, dy, stride=1, padding=0, dilation=1, groups=1, need_dx
             _col2im(np.matmul(dyc, wmat.transpose(0, 2, 1)), dxp[n0:n1], kernel, stride,
                     dilation, out, Cg)
     if need_dw:
-        KD, KH, KW = kernel
-        dw = dwmat.reshape(G, KD, KH, KW, Cg, Og).transpose(0, 5, 4, 1, 2, 3)
-        dw = np.ascontiguousarray(dw).reshape(w.shape)
+        dw = _weight_from_matrix(dwmat, w.shape)
     dx = None
     if need_dx:
         pd, ph, pw = padding

@@ -13,8 +13,14 @@ float.
 
 Mean squared error: loss = sum((pred - target)^2) / total, total = pred.size unless
 given; dpred = 2 (pred - target) / total.
+
+With the emu or cupy backend the ops run ``mpicnn.ops.cuda.dense_loss``
+(``kernels/dense_loss.cu``); their caches are their own (forward and backward must run
+on the same backend).
 """
 import numpy as np
+
+from ..backend import kernel_version
 
 __all__ = ["dense_cross_entropy_forward", "dense_cross_entropy_backward", "mse_forward",
            "mse_backward", "class_last"]
@@ -51,6 +57,7 @@ def _check(logits, targets, weight, ignore_index):
     return t, valid
 
 
+@kernel_version("dense_loss")
 def dense_cross_entropy_forward(logits, targets, weight=None, ignore_index=-100, total=None):
     """Returns (loss, cache, n_correct, n_counted, weight_sum): ``n_correct`` counts the
     non-ignored positions whose argmax is the target, ``weight_sum`` is this rank's
@@ -74,6 +81,7 @@ def dense_cross_entropy_forward(logits, targets, weight=None, ignore_index=-100,
     return loss, cache, correct, int(valid.sum()), weight_sum
 
 
+@kernel_version("dense_loss")
 def dense_cross_entropy_backward(cache):
     """dlogits in the logits' layout and dtype."""
     probs, t, w, divisor, shape = cache
@@ -85,6 +93,7 @@ def dense_cross_entropy_backward(cache):
     return np.ascontiguousarray(np.moveaxis(d.reshape((shape[0],) + shape[2:] + (shape[1],)), -1, 1))
 
 
+@kernel_version("dense_loss")
 def mse_forward(pred, target, total=None):
     """Returns (loss, diff) with diff = pred - target (what backward needs)."""
     if not isinstance(pred, np.ndarray) or pred.dtype.kind != "f":
@@ -97,6 +106,7 @@ def mse_forward(pred, target, total=None):
     return float(np.sum(diff.astype(np.float64) ** 2) / total), (diff, total)
 
 
+@kernel_version("dense_loss")
 def mse_backward(cache):
     diff, total = cache
     return diff * diff.dtype.type(2.0 / total)

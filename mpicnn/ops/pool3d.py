@@ -8,10 +8,13 @@ and nearest-neighbour upsampling by integer factors along any spatial axes.
 
 Windows are one ``as_strided`` view of the padded input, (N, C, Do, Ho, Wo, KD, KH, KW);
 backward adds the output gradient back through KD*KH*KW strided slices (overlapping
-windows add up).
+windows add up). With the emu or cupy backend the ops run ``mpicnn.ops.cuda.pool3d``
+(``kernels/pool3d.cu``).
 """
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
+
+from ..backend import kernel_version
 
 __all__ = ["max_pool3d_forward", "max_pool3d_backward", "avg_pool3d_forward",
            "avg_pool3d_backward", "pool3d_output_shape", "upsample_nearest_forward",
@@ -56,6 +59,7 @@ def _scatter(g_of_offset, xshape, kernel, stride, padding, out, dtype):
     return np.ascontiguousarray(dxp[:, :, pd:pd + D, ph:ph + H, pw:pw + W])
 
 
+@kernel_version("pool3d")
 def max_pool3d_forward(x, kernel, stride, padding):
     """Returns (y, index): index (N, C, Do, Ho, Wo) int64 is the flat window offset of the
     first maximum, what backward needs."""
@@ -66,6 +70,7 @@ def max_pool3d_forward(x, kernel, stride, padding):
     return y, index
 
 
+@kernel_version("pool3d")
 def max_pool3d_backward(dy, index, xshape, kernel, stride, padding):
     out = dy.shape[2:]
     KH, KW = kernel[1], kernel[2]
@@ -73,17 +78,20 @@ def max_pool3d_backward(dy, index, xshape, kernel, stride, padding):
                     xshape, kernel, stride, padding, out, dy.dtype)
 
 
+@kernel_version("pool3d")
 def avg_pool3d_forward(x, kernel, stride, padding):
     view, out = _windows(x, kernel, stride, padding, 0)
     y = view.sum(axis=(-3, -2, -1), dtype=np.float64) / float(np.prod(kernel))
     return y.astype(x.dtype)
 
 
+@kernel_version("pool3d")
 def avg_pool3d_backward(dy, xshape, kernel, stride, padding):
     g = dy * dy.dtype.type(1.0 / np.prod(kernel))
     return _scatter(lambda a, p, q: g, xshape, kernel, stride, padding, dy.shape[2:], dy.dtype)
 
 
+@kernel_version("pool3d")
 def upsample_nearest_forward(x, factors, axes):
     """Repeat every element ``factors[i]`` times along ``axes[i]`` (integer factors)."""
     for f, ax in zip(factors, axes):
@@ -92,6 +100,7 @@ def upsample_nearest_forward(x, factors, axes):
     return x
 
 
+@kernel_version("pool3d")
 def upsample_nearest_backward(dy, factors, axes):
     """Sum the gradient over each block of repeated elements."""
     shape = []

@@ -1,7 +1,7 @@
 """Channel axis: convolutions and linear layers split over the channel ranks.
 
-``--parallel channel=C`` (alone or with data=D and spatial=PxQ) splits every Conv2d
-(groups=1) and Linear one of two ways; blocks are ``block_range(count, C, c)``, so
+``--parallel channel=C`` (alone or with data=D and spatial=PxQ[xR]) splits every Conv2d
+and Conv3d (groups=1) and Linear one of two ways; blocks are ``block_range(count, C, c)``, so
 uneven counts give blocks that differ by at most one.
 
 - Output split (``filter`` conv, ``neuron`` linear): the rank holds weight[lo:hi] and
@@ -19,7 +19,9 @@ uneven counts give blocks that differ by at most one.
 A split layer hands its output split to the next split layer when that one splits its
 input and only per-channel layers separate them (``_links``): ReLU, LeakyReLU,
 BatchNorm2d, Dropout, MaxPool2d, AvgPool2d, and, from a conv to a Linear, one global pool
-(its (N, C) output, a Flatten of it too, is the channels as features). Those layers act
+(its (N, C) output, a Flatten of it too, is the channels as features); between Conv3d
+layers their 3-D versions (BatchNorm3d, MaxPool3d, AvgPool3d, the 3-D global pools), not
+Dropout. Volumes are split along axis 1 (NCDHW), images and features along the last. Those layers act
 on each channel alone, so they run on the rank's block without communication and the
 activation, and its gradient, stay split the whole way, ~1/C per rank: a BatchNorm2d
 there holds its block of weight, bias and running statistics (sharded along axis 0 like
@@ -67,6 +69,7 @@ from mpi4py import MPI
 
 from ..backend import array_module
 from ..nn.conv import Conv2d
+from ..nn.conv3d import Conv3d
 from ..nn.dropout import Dropout
 from ..nn.linear import Linear
 from ..nn.module import Parameter
@@ -80,27 +83,28 @@ COLLECTIVES = ("allgather", "allreduce", "reduce_scatter")
 
 
 class ChannelComm:
-    """The channel ranks' collectives, on arrays split along their last axis."""
+    """The channel ranks' collectives, on arrays split along ``axis`` (the last: NHWC maps
+    and (N, F) features; 1: NCDHW volumes)."""
 
     def __init__(self, comm):
         self.comm = comm
         self.size, self.rank = comm.Get_size(), comm.Get_rank()
 
-    def allgather(self, y, sizes):
-        """Concatenate every rank's ``y`` (..., sizes[rank]) along the last axis."""
+    def allgather(self, y, sizes, axis=-1):
+        """Concatenate every rank's ``y`` (sizes[rank] along ``axis``) along ``axis``."""
         xp = array_module(y)
-        lead = y.shape[:-1]
-        m = int(np.prod(lead, dtype=np.int64))
+        axis %= y.ndim
+        m = int(np.prod(y.shape[:axis] + y.shape[axis + 1:], dtype=np.int64))
         send = MPIBuffer(xp.ascontiguousarray(y))
         recv = MPIBuffer(xp.empty(m * sum(sizes), y.dtype))
         send.before()
         self.comm.Allgatherv(send.buf.reshape(-1), [recv.buf, [m * s for s in sizes]])
         recv.after()
         blocks, offset = [], 0
-        for s in sizes:
-            blocks.append(recv.array[offset:offset + m * s].reshape(lead + (s,)))
+        for s in sizes:  # each rank's block arrives whole, in its own shape
+            blocks.append(recv.array[offset:offset + m * s].reshape(y.shape[:axis] + (s,) + y.shape[axis + 1:]))
             offset += m * s
-        return xp.concatenate(blocks, axis=-1)
+        return xp.concatenate(blocks, axis=axis)
 
     def allreduce(self, x):
         """The sum of every rank's ``x`` (in place)."""
@@ -111,18 +115,19 @@ class ChannelComm:
         staged.after()
         return x
 
-    def reduce_scatter(self, y, sizes):
-        """This rank's block (last axis, ``sizes``) of the sum of every rank's ``y``."""
+    def reduce_scatter(self, y, sizes, axis=-1):
+        """This rank's block (``sizes`` along ``axis``) of the sum of every rank's ``y``."""
         xp = array_module(y)
-        lead, m = y.shape[:-1], int(np.prod(y.shape[:-1], dtype=np.int64))
-        flat, edges = y.reshape(m, -1), np.cumsum([0] + list(sizes))
+        axis %= y.ndim
+        m = int(np.prod(y.shape[:axis] + y.shape[axis + 1:], dtype=np.int64))
+        edges = np.cumsum([0] + list(sizes))
         # MPI scatters contiguous pieces: lay the channel blocks out one after another.
-        send = MPIBuffer(xp.concatenate([flat[:, a:b].reshape(-1) for a, b in zip(edges[:-1], edges[1:])]))
+        send = MPIBuffer(xp.concatenate([_block(y, axis, a, b).reshape(-1) for a, b in zip(edges[:-1], edges[1:])]))
         recv = MPIBuffer(xp.empty(m * sizes[self.rank], y.dtype))
         send.before()
         self.comm.Reduce_scatter(send.buf, recv.buf, [m * s for s in sizes], op=MPI.SUM)
         recv.after()
-        return recv.array.reshape(lead + (sizes[self.rank],))
+        return recv.array.reshape(y.shape[:axis] + (sizes[self.rank],) + y.shape[axis + 1:])
 
 
 # ---- global <-> sharded parameters --------------------------------------------------
@@ -168,8 +173,9 @@ def _swapped(obj, **attrs):
         vars(obj).update(old)
 
 
-def _last(x, lo, hi):
-    return array_module(x).ascontiguousarray(x[..., lo:hi])
+def _block(x, axis, lo, hi):
+    """Channels [lo, hi) of ``x`` along ``axis``, contiguous."""
+    return array_module(x).ascontiguousarray(x[(slice(None),) * (axis % x.ndim) + (slice(lo, hi),)])
 
 
 def _cut(value, shard, rank):
@@ -203,7 +209,9 @@ def _take_channel_block(layer, sizes, rank):
 
 
 class _Split:
-    """Mixin: a Conv2d or Linear split over the channel ranks as its ``plan`` says.
+    """Mixin: a Conv2d, Conv3d or Linear split over the channel ranks as its ``plan`` says.
+    ``channel_axis``: where its activations hold the channels (the last in NHWC maps and
+    (N, F) features, 1 in NCDHW volumes).
 
     ``comm_stats``: per collective, the bytes of the whole array it acted on and the
     seconds spent in it, training steps only (``python -m mpicnn.bench channel``)."""
@@ -212,7 +220,7 @@ class _Split:
         C, c = channel.size, channel.rank
         self.channel, self.plan = channel, plan
         self.comm_stats = {f"{op}_{unit}": 0 for op in COLLECTIVES for unit in ("bytes", "s")}
-        in_attr, out_attr = COUNTS[Conv2d if isinstance(self, Conv2d) else Linear]
+        in_attr, out_attr = COUNTS[next(base for base in COUNTS if isinstance(self, base))]
         n_in, n_out = getattr(self, in_attr), getattr(self, out_attr)
         self.in_sizes, self.out_sizes = block_sizes(n_in, C), block_sizes(n_out, C)
         self.in_block, self.out_block = block_range(n_in, C, c), block_range(n_out, C, c)
@@ -227,9 +235,11 @@ class _Split:
         for name, shard in self.shards.items():
             setattr(self, name, _cut(getattr(self, name), shard, c))
 
+    channel_axis = -1
+
     def _collective(self, op, x, *sizes):
         t0 = time.perf_counter()
-        y = getattr(self.channel, op)(x, *sizes)
+        y = getattr(self.channel, op)(x, *sizes, **({"axis": self.channel_axis} if sizes else {}))
         t1 = time.perf_counter()
         events.count(t1 - t0)
         if self.training:  # training steps only: evaluation batches would skew the per-step figures
@@ -249,7 +259,7 @@ class _OutputSplit(_Split):
         return y if self.plan.split_out else self._collective("allgather", y, self.out_sizes)
 
     def _output_grad(self, dy):
-        return dy if self.plan.split_out else _last(dy, *self.out_block)
+        return dy if self.plan.split_out else _block(dy, self.channel_axis, *self.out_block)
 
     def _input_grad(self, dx):  # partial: this rank's outputs only
         return None if dx is None else self._collective("allreduce", dx)
@@ -259,13 +269,14 @@ class _InputSplit(_Split):
     weight_axis = 1
 
     def _input(self, x):
-        return x if self.plan.split_in else _last(x, *self.in_block)
+        return x if self.plan.split_in else _block(x, self.channel_axis, *self.in_block)
 
     def _output(self, y):  # partial sums over this rank's input block
         split = self.plan.split_out
         y = self._collective("reduce_scatter", y, self.out_sizes) if split else self._collective("allreduce", y)
         if self.bias is not None:
-            y += self.bias.data[slice(*self.out_block)] if split else self.bias.data
+            b = self.bias.data[slice(*self.out_block)] if split else self.bias.data
+            y += b.reshape(b.shape + (1,) * (y.ndim - 1 - self.channel_axis % y.ndim))  # along the channels
         return y
 
     def _output_grad(self, dy):  # the weight and input gradients need every output's
@@ -311,12 +322,35 @@ class RowParallelLinear(_InputSplit, Linear):
         return self._input_grad(super().backward(self._output_grad(dy)))
 
 
-CLASSES = {"filter": FilterParallelConv2d, "channel": ChannelParallelConv2d,
-           "neuron": NeuronParallelLinear, "row": RowParallelLinear}
+class FilterParallelConv3d(_OutputSplit, Conv3d):
+    channel_axis = 1  # NCDHW
+
+    def forward(self, x):
+        return self._output(super().forward(x))
+
+    def backward(self, dy):
+        return self._input_grad(super().backward(self._output_grad(dy)))
+
+
+class ChannelParallelConv3d(_InputSplit, Conv3d):
+    channel_axis = 1  # NCDHW
+
+    def forward(self, x):
+        with _swapped(self, bias=None):  # partial sums: the bias is added once, after the sum
+            y = super().forward(self._input(x))
+        return self._output(y)
+
+    def backward(self, dy):
+        return self._input_grad(super().backward(self._output_grad(dy)))
+
+
+CLASSES = {(Conv2d, "filter"): FilterParallelConv2d, (Conv2d, "channel"): ChannelParallelConv2d,
+           (Conv3d, "filter"): FilterParallelConv3d, (Conv3d, "channel"): ChannelParallelConv3d,
+           (Linear, "neuron"): NeuronParallelLinear, (Linear, "row"): RowParallelLinear}
 
 
 def shard_model(model, channel, split="auto"):
-    """Replace, in place, every Conv2d and Linear of ``model`` by its split copy, as
+    """Replace, in place, every Conv2d, Conv3d and Linear of ``model`` by its split copy, as
     ``plan_model(model, split)`` says; each keeps its Plan as ``layer.plan``. The
     per-channel layers of a plan's ``chain`` take their block of channels.
 
@@ -336,7 +370,7 @@ def shard_model(model, channel, split="auto"):
             if plan is None:
                 walk(child, full + ".")
                 continue
-            new = object.__new__(CLASSES[plan.layout])
+            new = object.__new__(CLASSES[type(child), plan.layout])
             new.__dict__.update(vars(child))
             new._take_shard(channel, plan)
             setattr(module, name, new)

@@ -5,17 +5,21 @@ docstring). The layouts' builder (``channel.shard_model``) and the planner
 """
 from typing import NamedTuple
 
+import numpy as np
+
 from ..nn.activation import _Elementwise
 from ..nn.container import Sequential
 from ..nn.conv import Conv2d
+from ..nn.conv3d import Conv3d
 from ..nn.dropout import Dropout
 from ..nn.linear import Linear
 from ..nn.norm import BatchNorm2d
+from ..nn.norm3d import BatchNorm3d
 from ..nn.pool import AvgPool2d, GlobalAvgPool2d, GlobalMaxPool2d, GlobalRMSPool2d, MaxPool2d
+from ..nn.pool3d import AvgPool3d, GlobalAvgPool3d, GlobalMaxPool3d, GlobalRMSPool3d, MaxPool3d
 from ..nn.shape import Flatten
 
 SPLITS = ("auto", "filter", "channel")
-
 
 class Plan(NamedTuple):
     """One split layer: its ``layout`` (filter/channel conv, neuron/row linear), whether
@@ -38,12 +42,20 @@ class Plan(NamedTuple):
                 f"{self.why}; elements/position: {est})")
 
 
-LAYOUTS = {Conv2d: ("filter", "channel"), Linear: ("neuron", "row")}  # (output split, input split)
-COUNTS = {Conv2d: ("in_channels", "out_channels"), Linear: ("in_features", "out_features")}
+CONVS = (Conv2d, Conv3d)
+# (output split, input split)
+LAYOUTS = {Conv2d: ("filter", "channel"), Conv3d: ("filter", "channel"), Linear: ("neuron", "row")}
+COUNTS = {Conv2d: ("in_channels", "out_channels"), Conv3d: ("in_channels", "out_channels"),
+          Linear: ("in_features", "out_features")}
 # Layers that act on each channel (feature) alone, so they run on a channel block as they
-# run on the whole: a split activation passes through them.
-PER_CHANNEL = (_Elementwise, BatchNorm2d, Dropout, MaxPool2d, AvgPool2d)
-GLOBAL_POOLS = (GlobalAvgPool2d, GlobalMaxPool2d, GlobalRMSPool2d)  # channels -> (N, C) features
+# run on the whole: a split activation passes through them. Volumes: Dropout keys its
+# mask on 2-D and 4-D arrays only, so a volume's Dropout keeps the activation whole.
+PER_CHANNEL = {Conv2d: (_Elementwise, BatchNorm2d, Dropout, MaxPool2d, AvgPool2d),
+               Conv3d: (_Elementwise, BatchNorm3d, MaxPool3d, AvgPool3d),
+               Linear: (_Elementwise, Dropout)}
+# channels -> (N, C) features
+GLOBAL_POOLS = {Conv2d: (GlobalAvgPool2d, GlobalMaxPool2d, GlobalRMSPool2d),
+                Conv3d: (GlobalAvgPool3d, GlobalMaxPool3d, GlobalRMSPool3d), Linear: ()}
 
 
 def estimate_volume(layer, split_in=False):
@@ -66,8 +78,8 @@ def estimate_volume(layer, split_in=False):
     out/s < in*g (layers that shrink the map, never the first layer), and nearly always
     when its input can arrive split.
     """
-    if type(layer) is Conv2d:
-        n_in, n_out, s = layer.in_channels, layer.out_channels, layer.stride[0] * layer.stride[1]
+    if type(layer) in CONVS:
+        n_in, n_out, s = layer.in_channels, layer.out_channels, int(np.prod(layer.stride))
     else:
         n_in, n_out, s = layer.in_features, layer.out_features, 1
     g = 1 if layer.needs_input_grad else 0
@@ -79,7 +91,7 @@ def estimate_volume(layer, split_in=False):
 def _splittable(layer):
     if type(layer) not in LAYOUTS:  # exact types: subclasses (already split layers too) are not
         return False
-    if type(layer) is Conv2d and layer.groups != 1:
+    if type(layer) in CONVS and layer.groups != 1:
         raise ValueError(f"{layer!r}: grouped convolutions cannot be split over channel ranks; "
                          "use --parallel data=N or spatial=PxQ")
     return True
@@ -88,14 +100,16 @@ def _splittable(layer):
 def _links(a, between, b):
     """Can split layer ``a`` hand its output split to ``b`` through the layers ``between``?
     Only through per-channel layers, conv to conv or Linear to Linear, or conv to Linear
-    through one global pool (its (N, C) output, Flatten of it included, is the channels)."""
-    pools = 0
+    through one global pool (its (N, C) output, Flatten of it included, is the channels);
+    images and volumes alike."""
+    pools, per_channel = 0, PER_CHANNEL[type(a)]
     for m in between:
-        if isinstance(m, GLOBAL_POOLS):
-            pools += 1
-        elif not (isinstance(m, PER_CHANNEL) or (isinstance(m, Flatten) and pools)):
+        if isinstance(m, GLOBAL_POOLS[type(a)]):
+            pools, per_channel = pools + 1, per_channel + PER_CHANNEL[Linear]  # on (N, C) features
+        elif not (isinstance(m, per_channel) or (isinstance(m, Flatten) and pools)):
             return False
-    return (type(a), type(b), pools) in {(Conv2d, Conv2d, 0), (Linear, Linear, 0), (Conv2d, Linear, 1)}
+    return (type(a), type(b), pools) in {(Conv2d, Conv2d, 0), (Conv3d, Conv3d, 0), (Linear, Linear, 0),
+                                         (Conv2d, Linear, 1), (Conv3d, Linear, 1)}
 
 
 def _plan_run(run, split):
@@ -111,7 +125,7 @@ def _plan_run(run, split):
         volume = estimate_volume(m, fed)
         if split == "auto":  # a tie keeps the activation split
             take_in, why = volume[in_split] <= volume[out_split], "smaller estimated volume"
-        elif type(m) is Conv2d:
+        elif type(m) in CONVS:
             take_in, why = split == "channel", f"--channel-split {split}"
         else:  # a Linear: whatever the flag, take a split input, or leave the output split
             take_in, why = fed, "input arrives split" if fed else "linear with a whole input"
@@ -123,7 +137,7 @@ def _plan_run(run, split):
 
 
 def plan_model(model, split="auto"):
-    """name -> Plan for every Conv2d and Linear of ``model`` (a pure function; see the
+    """name -> Plan for every Conv2d, Conv3d and Linear of ``model`` (a pure function; see the
     module doc). Raises ValueError for grouped convolutions or an unknown ``split``."""
     if split not in SPLITS:
         raise ValueError(f"channel split {split!r}: choose one of {', '.join(SPLITS)}")

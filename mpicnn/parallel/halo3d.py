@@ -13,12 +13,17 @@ in three phases, each on the communicator of one axis:
 
 ``scatter_halo3d_grad`` runs the phases in reverse order with the messages going back
 and ADDED into their owners, then cuts out the own block. Messages are nonblocking
-(Irecv/Isend, then Waitall) on NumPy (host) buffers.
+(Irecv/Isend, then Waitall); boxes are packed and unpacked by ``mpicnn.ops.halo3d``
+(the halo3d.cu kernels with the emu and cupy backends), device buffers go to MPI
+directly or through host mirrors (``MPIBuffer``), as for images.
 """
 import time
 
-import numpy as np
 from mpi4py import MPI
+
+from ..backend import array_module
+from ..ops.halo3d import halo3d_pack, halo3d_unpack
+from .device_buffers import MPIBuffer
 
 __all__ = ["Halo3d", "gather_halo3d", "scatter_halo3d_grad"]
 
@@ -46,34 +51,30 @@ class Halo3d:
         return rng[0] - self.origin[axis], rng[1] - self.origin[axis]
 
 
-def _index(region):
-    return (slice(None), slice(None)) + tuple(slice(a, b) for a, b in region)
-
-
 def _exchange(comm, buf, recvs, sends, add):
     """Move slabs of ``buf`` between ranks of ``comm`` in place; (bytes, seconds waited)."""
     if not recvs and not sends:
         return 0, 0.0
-    incoming, outgoing, requests = [], [], []
+    xp = array_module(buf)
+    incoming, requests = [], []
+    outgoing = [(peer, MPIBuffer(halo3d_pack(buf, region))) for peer, region in sends]
+    for _, staged in outgoing:
+        staged.before()  # the packs are done (the first one waits for the device)
     for peer, region in recvs:
-        shape = buf.shape[:2] + tuple(b - a for a, b in region)
-        staged = np.empty(shape, buf.dtype)
+        staged = MPIBuffer(xp.empty(buf.shape[:2] + tuple(b - a for a, b in region), buf.dtype))
+        staged.before_receive()
         incoming.append((staged, region))
-        requests.append(comm.Irecv(staged, source=peer, tag=9))
-    for peer, region in sends:
-        staged = np.ascontiguousarray(buf[_index(region)])
-        outgoing.append(staged)  # alive until Waitall
-        requests.append(comm.Isend(staged, dest=peer, tag=9))
+        requests.append(comm.Irecv(staged.buf, source=peer, tag=9))
+    for peer, staged in outgoing:  # kept until Waitall: the send buffers stay alive
+        requests.append(comm.Isend(staged.buf, dest=peer, tag=9))
     t0 = time.perf_counter()
     MPI.Request.Waitall(requests)
     waited = time.perf_counter() - t0
     nbytes = 0
     for staged, region in incoming:
-        if add:
-            buf[_index(region)] += staged
-        else:
-            buf[_index(region)] = staged
-        nbytes += staged.nbytes
+        staged.after()
+        halo3d_unpack(staged.array, buf, region, add=add)
+        nbytes += staged.array.nbytes
     return nbytes, waited
 
 
@@ -81,21 +82,23 @@ def gather_halo3d(halo, x, fill, comms):
     """The op's input: ``x`` (N, C, d, h, w) with halos from the owners and ``fill``
     padding, cut to the rows it reads. ``comms``: (depth, height, width) communicators.
     Returns (input, (bytes received, seconds waited))."""
-    buf = np.full(x.shape[:2] + halo.shape, fill, x.dtype)
-    buf[_index(halo.own)] = x
+    xp = array_module(x)
+    buf = xp.full(x.shape[:2] + halo.shape, fill, x.dtype)
+    halo3d_unpack(xp.ascontiguousarray(x), buf, halo.own)
     nbytes = waited = 0
     for comm, (recvs, sends) in zip(comms, halo.phases):
         b, w = _exchange(comm, buf, recvs, sends, add=False)
         nbytes, waited = nbytes + b, waited + w
-    return np.ascontiguousarray(buf[_index(halo.need)]), (nbytes, waited)
+    return halo3d_pack(buf, halo.need), (nbytes, waited)
 
 
 def scatter_halo3d_grad(halo, dneed, comms):
     """Adjoint of ``gather_halo3d``: the gradient of the op's input -> that of ``x``."""
-    buf = np.zeros(dneed.shape[:2] + halo.shape, dneed.dtype)
-    buf[_index(halo.need)] = dneed
+    xp = array_module(dneed)
+    buf = xp.zeros(dneed.shape[:2] + halo.shape, dneed.dtype)
+    halo3d_unpack(xp.ascontiguousarray(dneed), buf, halo.need)
     nbytes = waited = 0
     for comm, (recvs, sends) in reversed(list(zip(comms, halo.phases))):
         b, w = _exchange(comm, buf, sends, recvs, add=True)
         nbytes, waited = nbytes + b, waited + w
-    return np.ascontiguousarray(buf[_index(halo.own)]), (nbytes, waited)
+    return halo3d_pack(buf, halo.own), (nbytes, waited)
