@@ -60,6 +60,21 @@ def test_native_matches_numpy(shape, dtype):
                       rtol=1e-10 if dtype == np.float64 else 1e-4)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_no_input_channels_gives_the_bias(dtype):
+    """A channel split can leave a rank no input channels (3 channels over 2 ranks with
+    an empty block): its partial convolution is the bias alone, and its gradients empty."""
+    x = rng.standard_normal((2, 6, 5, 0)).astype(dtype)
+    w = rng.standard_normal((20, 0, 3, 3)).astype(dtype)
+    b = rng.standard_normal(20).astype(dtype)
+    y = native.forward(x, w, b, (1, 1), (1, 1), (1, 1), 6, 5)
+    np.testing.assert_array_equal(y, np.broadcast_to(b, (2, 6, 5, 20)))
+    np.testing.assert_array_equal(native.forward(x, w, None, (1, 1), (1, 1), (1, 1), 6, 5), 0)
+    dy = rng.standard_normal((2, 6, 5, 20)).astype(dtype)
+    assert native.input_grad(dy, w, x.shape, (1, 1), (1, 1), (1, 1)).shape == x.shape
+    assert native.weight_grad(x, dy, w.shape, (1, 1), (1, 1), (1, 1)).shape == w.shape
+
+
 def test_dispatch_takes_native_for_narrow_layers(monkeypatch):
     """ops.conv2d_* send narrow convolutions to the C kernels, wide ones to BLAS, and
     MPICNN_NATIVE=0 sends everything to NumPy; the results agree."""

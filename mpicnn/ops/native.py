@@ -25,7 +25,7 @@ import numpy as np
 __all__ = ["available", "forward", "input_grad", "weight_grad", "bn_sums", "bn_center", "bn_scale",
            "bn_grad_sums", "bn_grad_input", "library_path", "ABI_VERSION"]
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 VECTOR_BYTES = 64  # the kernels' vector width (V in conv_impl.h)
 _SUFFIX = {np.dtype(np.float32): "_f32", np.dtype(np.float64): "_f64"}
 _lib = None

@@ -95,6 +95,12 @@ void F(conv_fwd)(const T *x, const T *wp, const T *bp, T *y, T *xpad,
     const long xrs = (long)Wp * C, pixs = (long)sw * C, tapcol = (long)dw * C, taprow = (long)dh * xrs;
     const long wtap = (long)C * OB, wblock = KH * KW * wtap;
     const int cblk = F(channel_block)(C, KH, KW, OB);
+    if (C == 0) {  /* no input channels (a channel split's empty block): the bias alone */
+        for (long p = 0; p < (long)N * Ho * Wo; p++)
+            for (int o = 0; o < O; o++)
+                y[p * O + o] = bp[(o / OB) * OB + o % OB];
+        return;
+    }
     if (ph || pw)
         __builtin_memset(xpad, 0, sizeof(T) * Hp * Wp * C);
     for (int n = 0; n < N; n++) {
