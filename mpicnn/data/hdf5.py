@@ -45,7 +45,8 @@ CHUNK_BYTES = 1 << 20          # samples larger than this are chunked in tiles
 SCAN_BYTES = 64 << 20          # block size of the non-finite scan and of bulk copies
 DEFAULT_CACHE_MB = 512
 HOW_TO_CREATE = ("create one with 'python -m mpicnn.data convert INPUT -o FILE.h5' "
-                 "(from .npy/.npz/.csv) or use a built-in dataset (mnist5k, shapes:SIZE)")
+                 "(from image folders, CIFAR .bin files, .npy/.npz/.h5 arrays or .csv) or use a built-in dataset "
+                 "(mnist5k, shapes:SIZE, cosmo:SIZE, blobs:SIZE)")
 
 # (realpath, mtime_ns, size, split) of float splits already scanned for NaN/inf
 _FINITE_OK = set()
