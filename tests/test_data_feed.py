@@ -65,6 +65,21 @@ def test_augmented_blocks_are_blocks_of_the_reference(files, kind, spec, parts, 
             np.testing.assert_array_equal(y, ds.labels[idx])
 
 
+@pytest.mark.parametrize("cache_mb", [0, 64])
+def test_segmentation_masks_move_with_their_images(cache_mb):
+    aug = augment.parse("crop:5,flip:xy")
+    with data.open_dataset("blobs:16:8", cache_mb=cache_mb) as ds:
+        idx = np.array([6, 1, 2, 5])
+        images, masks = ds.read(idx, dtype=np.float64)
+        offsets, flips = aug.draws(0, 3, idx, 2)
+        for block in blocks((16, 16), (2, 2)):
+            x, y = augment.EpochView(ds, aug, 0, 3).read(idx, dtype=np.float64, **block)
+            window = tuple(slice(*block[n]) for n in ("rows", "cols"))
+            for k in range(len(idx)):
+                np.testing.assert_array_equal(x[k], reference(images[k], offsets[k], flips[k], 5)[(slice(None),) + window])
+                np.testing.assert_array_equal(y[k], reference(masks[k][None], offsets[k], flips[k], 5)[0][window])
+
+
 def test_draws_are_a_pure_function_of_seed_epoch_and_sample():
     aug = augment.parse("crop:4,flip:xyz")
     idx = np.arange(4000)
