@@ -125,6 +125,17 @@ def test_bad_spec_on_the_command_line_is_one_line_and_exit_2():
         "got 'crop:four'"]
 
 
+def test_the_flags_come_from_the_config_file_too(tmp_path):
+    from mpicnn.config import parse_args
+    (tmp_path / "run.toml").write_text('augment = "crop:4,flip"\ndata-shards = 4\nstage-dir = "/dev/shm/x"\n'
+                                       'no-prefetch = true\n')
+    args = parse_args(["--config", str(tmp_path / "run.toml")])
+    assert (args.augment, args.data_shards, args.stage_dir, args.no_prefetch) == ("crop:4,flip", 4, "/dev/shm/x", True)
+    (tmp_path / "bad.toml").write_text('augment = "crop:4,blur"\n')
+    with pytest.raises(UserError, match="unknown item 'blur'"):
+        parse_args(["--config", str(tmp_path / "bad.toml")])
+
+
 def test_depth_flip_of_images_is_refused():
     with pytest.raises(UserError, match="flip:z flips the depth of volumes"):
         train.run(SMALL + ["--steps", "1", "--augment", "flip:z"], None)
