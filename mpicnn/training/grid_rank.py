@@ -185,7 +185,7 @@ class GridRank(Layout):
         figures = summary["data_reads"] = self.batches.figures(self.comm)
         per_rank = figures["shared_bytes_per_rank_epoch"]
         for copy in figures.get("staging", []):
-            self.say(f"mpicnn: staged {copy['samples']} training samples ({copy['bytes_read'] / 2 ** 20:.1f} MiB "
+            self.say(f"mpicnn: staged {copy['samples']} training samples ({copy['bytes_read'] / 2 ** 20:.2f} MiB "
                      f"read from the shared file{'' if copy['bytes_read'] else ': reused an earlier copy'}) "
                      f"to {copy['path']}")
         if self.args.stage_dir:
