@@ -45,8 +45,9 @@ def build_parser():
                         "shard and a data rank reads only its own (the same batches on any rank count)")
     g.add_argument("--stage-dir", metavar="PATH", help="copy the training samples each node reads to this "
                    "node-local directory once at start, and read them there (e.g. /dev/shm)")
-    g.add_argument("--no-prefetch", action="store_true",
-                   help="read each batch when its step starts instead of during the step before")
+    g.add_argument("--prefetch", action="store_true",
+                   help="read (and augment) each batch in a background thread during the step before; "
+                        "pays off when reads are slow (a shared file system, large images, no cache)")
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=positive(int), default=30)
     g.add_argument("--steps", type=positive(int), help="total optimizer steps (overrides --epochs)")

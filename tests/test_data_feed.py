@@ -128,9 +128,9 @@ def test_bad_spec_on_the_command_line_is_one_line_and_exit_2():
 def test_the_flags_come_from_the_config_file_too(tmp_path):
     from mpicnn.config import parse_args
     (tmp_path / "run.toml").write_text('augment = "crop:4,flip"\ndata-shards = 4\nstage-dir = "/dev/shm/x"\n'
-                                       'no-prefetch = true\n')
+                                       'prefetch = true\n')
     args = parse_args(["--config", str(tmp_path / "run.toml")])
-    assert (args.augment, args.data_shards, args.stage_dir, args.no_prefetch) == ("crop:4,flip", 4, "/dev/shm/x", True)
+    assert (args.augment, args.data_shards, args.stage_dir, args.prefetch) == ("crop:4,flip", 4, "/dev/shm/x", True)
     (tmp_path / "bad.toml").write_text('augment = "crop:4,blur"\n')
     with pytest.raises(UserError, match="unknown item 'blur'"):
         parse_args(["--config", str(tmp_path / "bad.toml")])
@@ -219,10 +219,31 @@ def test_staged_run_reads_nothing_from_the_shared_file_and_equals_the_plain_run(
 
 def test_prefetch_equals_no_prefetch_bit_for_bit():
     argv = SMALL + ["--steps", "10", "--augment", "crop:3,flip"]
-    a, b = train.run(argv, None), train.run(argv + ["--no-prefetch"], None)
+    a, b = train.run(argv + ["--prefetch"], None), train.run(argv, None)
     for name, p in b.params.items():
         np.testing.assert_array_equal(a.params[name], p)
     assert a.summary["test_loss"] == b.summary["test_loss"]
+
+
+def test_prefetch_keeps_fault_and_stop_behaviour(tmp_path):
+    """Under --prefetch an exception on one rank still aborts the job, and a stop request
+    (SIGTERM's path) still checkpoints and resumes to the uninterrupted run's weights."""
+    from launch import mpi_env, run_mpi
+    train_argv = ["-m", "mpicnn.train", "--no-progress", "--batch-size", "32", "--prefetch", "--augment", "crop:2"]
+    proc = run_mpi(2, *train_argv, "--steps", "50", env=mpi_env(MPICNN_INJECT_FAULT="raise@rank1:step3"), timeout=60)
+    assert proc.returncode != 0 and "InjectedFault" in proc.stderr
+    ckpt = tmp_path / "ck"
+    argv = train_argv[2:] + ["--steps", "12", "--dtype", "float64", "--optimizer", "sgd"]
+    os.environ["MPICNN_INJECT_FAULT"] = "term@step5"
+    try:
+        stopped = train.run(argv + ["--checkpoint-dir", str(ckpt)], None)
+    finally:
+        del os.environ["MPICNN_INJECT_FAULT"]
+    assert stopped.step == 6
+    resumed = train.run(argv + ["--checkpoint-dir", str(ckpt), "--resume"], None)
+    straight = train.run(argv, None)
+    for name, p in straight.params.items():
+        np.testing.assert_array_equal(resumed.params[name], p)
 
 
 def test_prefetch_drops_a_batch_read_for_other_pieces_and_raises_its_errors():

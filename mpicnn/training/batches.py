@@ -1,8 +1,8 @@
 """The run's data: the training and test sets, the run's length, the global sample
 order of each epoch (over fixed shards with ``--data-shards``) and this rank's piece of
 every step's batch (and, under spatial splits, only its rows and columns of each image,
-augmented by ``--augment``), read one step ahead in a background thread (``prefetch``)
-and, with ``--stage-dir``, from a node-local copy of the samples its node reads."""
+augmented by ``--augment``), with ``--prefetch`` read one step ahead in a background
+thread, and with ``--stage-dir`` from a node-local copy of the samples its node reads."""
 import numpy as np
 
 from .. import backend, data
@@ -46,7 +46,7 @@ class Batches:
         self._order, self._order_epoch = None, None  # the sample order of the current epoch
         self.staging = self._stage(comm) if args.stage_dir else None
         self.shared_bytes = {}  # epoch -> training bytes this rank read from the shared file
-        self.prefetch = Prefetch(enabled=not args.no_prefetch)
+        self.prefetch = Prefetch(enabled=args.prefetch)
 
     def _check_batch(self):
         n, b, d, m = self.train_set.num_samples, self.args.batch_size, self.spec.data, self.args.micro_batches
