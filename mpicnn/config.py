@@ -37,10 +37,10 @@ def build_parser():
                    help="numpy (CPU), cupy (CUDA kernels on the GPU), emu (the same CUDA kernels on "
                         "the CPU emulator); auto picks cupy when a GPU is visible, else numpy")
     g = p.add_argument_group("data feed")
-    g.add_argument("--augment", help="training-set augmentation, every draw a function of (seed, epoch, "
+    g.add_argument("--augment", metavar="SPEC", help="training-set augmentation, every draw a function of (seed, epoch, "
                    "sample): crop:P (random crop, zero padding P), flip (horizontal), flip:AXES (x, y, z); "
                    "e.g. crop:4,flip")
-    g.add_argument("--data-shards", type=positive(int),
+    g.add_argument("--data-shards", type=positive(int), metavar="K",
                    help="cut the training set into K fixed shards; each batch takes B/K samples of every "
                         "shard and a data rank reads only its own (the same batches on any rank count)")
     g.add_argument("--stage-dir", metavar="PATH", help="copy the training samples each node reads to this "
