@@ -113,7 +113,7 @@ class Batches:
     def read_ahead(self, step, read=None):
         """Start reading step ``step + 1``'s batch in the background, with this step's
         pieces (called once the step has its batch: waking the reader is not waiting)."""
-        if step + 1 < self.total_steps:
+        if self.prefetch.enabled and step + 1 < self.total_steps:
             read, pieces = read or self.read, self.pieces()
             self.prefetch.ahead((step + 1, pieces), lambda: self._fetch(step + 1, pieces, read))
 

@@ -21,9 +21,11 @@ class Prefetch:
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="mpicnn-prefetch") if enabled else None
         self.key, self.future = None, None
 
+    enabled = property(lambda self: self.pool is not None)
+
     def ahead(self, key, read):
         """Start reading ``key`` in the background (nothing if prefetch is off)."""
-        if self.pool is not None:
+        if self.enabled:
             self.key, self.future = key, self.pool.submit(read)
 
     def take(self, key, read):
@@ -36,6 +38,6 @@ class Prefetch:
         return read()
 
     def close(self):
-        if self.pool is not None:
+        if self.enabled:
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.future = None
