@@ -76,7 +76,8 @@ def test_segmentation_masks_move_with_their_images(cache_mb):
             x, y = augment.EpochView(ds, aug, 0, 3).read(idx, dtype=np.float64, **block)
             window = tuple(slice(*block[n]) for n in ("rows", "cols"))
             for k in range(len(idx)):
-                np.testing.assert_array_equal(x[k], reference(images[k], offsets[k], flips[k], 5)[(slice(None),) + window])
+                want_x = reference(images[k], offsets[k], flips[k], 5)[(slice(None),) + window]
+                np.testing.assert_array_equal(x[k], want_x)
                 np.testing.assert_array_equal(y[k], reference(masks[k][None], offsets[k], flips[k], 5)[0][window])
 
 

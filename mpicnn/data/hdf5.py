@@ -432,10 +432,11 @@ class Dataset:
         masks = np.zeros((len(idx),) + size, self._masks.dtype) if self._masks is not None else None
         cached = None
         if reach is not None and self._cache_fits(reach):
-            inside = (lo >= hi).any(axis=1) | ((lo >= [a for a, _ in reach]) & (hi <= [b for _, b in reach])).all(axis=1)
+            first, end = [a for a, _ in reach], [b for _, b in reach]
+            inside = (lo >= hi).any(axis=1) | ((lo >= first) & (hi <= end)).all(axis=1)
             if not inside.all():
                 raise ValueError(f"read_shifted: a window reaches past reach={reach}")
-            cached, base = self._gather(idx, reach), np.array([a for a, _ in reach])
+            cached, base = self._gather(idx, reach), np.array(first)
         for k, i in enumerate(idx.tolist()):
             if np.any(lo[k] >= hi[k]):
                 continue  # moved wholly outside the image: all zeros
