@@ -10,6 +10,7 @@ import sys
 
 from . import __version__
 from .cli import Parser, nonnegative, positive
+from .data import augment
 from .errors import UserError
 from .nn.optim import OPTIMIZERS
 from .nn.schedule import SCHEDULES
@@ -35,6 +36,18 @@ def build_parser():
     g.add_argument("--backend", default="auto", choices=["auto", "numpy", "emu", "cupy"],
                    help="numpy (CPU), cupy (CUDA kernels on the GPU), emu (the same CUDA kernels on "
                         "the CPU emulator); auto picks cupy when a GPU is visible, else numpy")
+    g = p.add_argument_group("data feed")
+    g.add_argument("--augment", metavar="SPEC", help="training-set augmentation, every draw a function of (seed, epoch, "
+                   "sample): crop:P (random crop, zero padding P), flip (horizontal), flip:AXES (x, y, z); "
+                   "e.g. crop:4,flip")
+    g.add_argument("--data-shards", type=positive(int), metavar="K",
+                   help="cut the training set into K fixed shards; each batch takes B/K samples of every "
+                        "shard and a data rank reads only its own (the same batches on any rank count)")
+    g.add_argument("--stage-dir", metavar="PATH", help="copy the training samples each node reads to this "
+                   "node-local directory once at start, and read them there (e.g. /dev/shm)")
+    g.add_argument("--prefetch", action="store_true",
+                   help="read (and augment) each batch in a background thread during the step before; "
+                        "pays off when reads are slow (a shared file system, large images, no cache)")
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=positive(int), default=30)
     g.add_argument("--steps", type=positive(int), help="total optimizer steps (overrides --epochs)")
@@ -159,4 +172,5 @@ def parse_args(argv=None):
         args.lr = DEFAULT_LR[args.optimizer]
     if args.resume and args.resume == "latest" and not args.checkpoint_dir:
         raise UserError("--resume without a path needs --checkpoint-dir to look in")
+    augment.parse(args.augment)  # a bad spec fails here, before any rank opens data
     return args

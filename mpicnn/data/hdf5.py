@@ -25,7 +25,9 @@ depths, rows and columns, of the images and of the masks) and keeps each sample 
 memory (tens of microseconds) instead of paying HDF5's ~10 us per scattered sample.
 The cache is kept when the selected block of the whole split fits in ``cache_mb`` MiB
 (default 512, env ``MPICNN_DATA_CACHE_MB``; 0 disables); it never holds a sample this
-rank did not read.
+rank did not read. ``Dataset.read_shifted`` reads each sample's own window, which
+may reach past the image (zeros there): an augmented crop (``augment.py``).
+``Dataset.bytes_read`` counts the image and mask bytes read from the file.
 
 Nothing here imports MPI: the trainer decides which samples (and which block of each
 image) a rank reads.
@@ -343,6 +345,7 @@ class Dataset:
         self.split = split
         self._cache_budget = _cache_budget(cache_mb)
         self._cache_key, self._cache = None, None
+        self.bytes_read = 0  # image (and mask) bytes read from the file so far
         self._file = open_h5(self.path)
         try:
             info = check_file(self._file, self.path)
@@ -406,6 +409,60 @@ class Dataset:
         block of every image (half-open), and only that block is read. uint8 images come
         back as ``value / 255``.
         """
+        dt, idx = self._check_read(dtype, indices)
+        spatial = self.shape[1:]
+        if depths is not None and len(spatial) != 3:
+            raise ValueError(f"depths= selects a block of volumes; {self.path} holds images {self.shape}")
+        box = (_check_range(rows, spatial[-2], "rows"), _check_range(cols, spatial[-1], "cols"))
+        if len(spatial) == 3:
+            box = (_check_range(depths, spatial[0], "depths"),) + box
+        masks = self._read_direct(idx, box, self._masks, channels=False) if self._masks is not None else None
+        return self._finish(self._gather(idx, box), masks, idx, dt)
+
+    def read_shifted(self, indices, starts, size, dtype=np.float32, reach=None):
+        """Like ``read``, but sample k's image is the block of ``size`` (per spatial axis)
+        whose corner is ``starts[k]`` (int (n, spatial)), which may reach outside the image:
+        zeros there (mask class 0). Only the part inside the image is read. ``reach``:
+        the box ((start, stop) per axis) holding every block ever asked of this reader;
+        if it fits the cache, samples are read through the cache in that box."""
+        dt, idx = self._check_read(dtype, indices)
+        starts = np.asarray(starts, np.int64).reshape(len(idx), len(self.shape) - 1)
+        spatial, size = self.shape[1:], tuple(int(s) for s in size)
+        lo, hi = np.maximum(starts, 0), np.minimum(starts + size, spatial)
+        raw = np.zeros((len(idx), self.shape[0]) + size, self.dtype)
+        masks = np.zeros((len(idx),) + size, self._masks.dtype) if self._masks is not None else None
+        cached = None
+        if reach is not None and self._cache_fits(reach):
+            first, end = [a for a, _ in reach], [b for _, b in reach]
+            inside = (lo >= hi).any(axis=1) | ((lo >= first) & (hi <= end)).all(axis=1)
+            if not inside.all():
+                raise ValueError(f"read_shifted: a window reaches past reach={reach}")
+            cached, base = self._gather(idx, reach), np.array(first)
+        for k, i in enumerate(idx.tolist()):
+            if np.any(lo[k] >= hi[k]):
+                continue  # moved wholly outside the image: all zeros
+            dst = tuple(slice(a - s, b - s) for a, b, s in zip(lo[k], hi[k], starts[k]))
+            src = tuple(slice(a, b) for a, b in zip(lo[k], hi[k]))
+            if cached is not None:
+                raw[(k, slice(None)) + dst] = cached[(k, slice(None)) + tuple(
+                    slice(a - o, b - o) for a, b, o in zip(lo[k], hi[k], base))]
+            else:
+                raw[(k, slice(None)) + dst] = self._count(self._images[(i, slice(None)) + src])
+            if masks is not None:
+                masks[(k,) + dst] = self._count(self._masks[(i,) + src])
+        return self._finish(raw, masks, idx, dt)
+
+    def raw(self, indices):
+        """Whole stored images (their own dtype) and stored targets of ``indices``
+        (sorted): what a copy of these samples holds."""
+        idx = self._check_read(np.float32, indices)[1]
+        box = tuple((0, n) for n in self.shape[1:])
+        if self._masks is not None:
+            return self._read_direct(idx, box), self._read_direct(idx, box, self._masks, channels=False)
+        return self._read_direct(idx, box), self._labels[idx]
+
+    def _check_read(self, dtype, indices):
+        """(float dtype, int64 indices) of a read, checked."""
         if self._file is None:
             raise ValueError(f"read from a closed Dataset ({self.path}, {self.split})")
         dt = np.dtype(dtype)
@@ -420,31 +477,36 @@ class Dataset:
         if idx.size and (idx.min() < 0 or idx.max() >= self.num_samples):
             raise IndexError(f"sample indices must be in [0, {self.num_samples}) for {self.path} "
                              f"/{self.split}, got [{idx.min()}, {idx.max()}]")
-        spatial = self.shape[1:]
-        if depths is not None and len(spatial) != 3:
-            raise ValueError(f"depths= selects a block of volumes; {self.path} holds images {self.shape}")
-        box = (_check_range(rows, spatial[-2], "rows"), _check_range(cols, spatial[-1], "cols"))
-        if len(spatial) == 3:
-            box = (_check_range(depths, spatial[0], "depths"),) + box
-        raw = self._gather(idx, box)
+        return dt, idx
+
+    def _finish(self, raw, masks, idx, dt):
+        """Float images (uint8 scaled to [0, 1]) and the targets of ``idx``."""
         if self.dtype == np.uint8:
             images = raw.astype(dt)
             images /= dt.type(255)
         else:
             images = raw.astype(dt, copy=False)
-        if self._masks is not None:
-            return images, self._read_direct(idx, box, self._masks, channels=False).astype(np.int64)
+        if masks is not None:
+            return images, masks.astype(np.int64)
         if self.task == "regression":
             return images, self._labels[idx].astype(dt)
         return images, self._labels[idx]
 
+    def _count(self, array):
+        """``array`` just read from the file, counted in ``bytes_read``."""
+        self.bytes_read += array.nbytes
+        return array
+
+    def _cache_fits(self, box):
+        block_shape = (self.num_samples, self.shape[0]) + tuple(b - a for a, b in box)
+        return int(np.prod(block_shape)) * self.dtype.itemsize <= self._cache_budget
+
     def _gather(self, idx, box):
         key = box
         if self._cache_key != key:
-            block_shape = (self.num_samples, self.shape[0]) + tuple(b - a for a, b in box)
-            nbytes = int(np.prod(block_shape)) * self.dtype.itemsize
-            if nbytes > self._cache_budget:
+            if not self._cache_fits(box):
                 return self._read_direct(idx, box)
+            block_shape = (self.num_samples, self.shape[0]) + tuple(b - a for a, b in box)
             # np.empty maps pages lazily: memory grows only with the samples read
             block = np.empty(block_shape, self.dtype)
             self._cache_key, self._cache = key, (block, np.zeros(self.num_samples, bool))
@@ -480,6 +542,7 @@ class Dataset:
             for a, b, s in zip(starts, stops, first):
                 # simple slices take h5py's fast (Cython) read path
                 out[a:b] = ds[(slice(s, s + (b - a)),) + window]
+        self._count(out)
         return out if inverse is None else out[inverse]
 
 

@@ -25,6 +25,15 @@ def node_local(comm):
         node.Free()
 
 
+def node_gather(comm, obj):
+    """Every ``obj`` (small, in memory) of the ranks of ``comm`` on this node, in node-rank order."""
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        return node.allgather(obj)
+    finally:
+        node.Free()
+
+
 def sum_in_place(comm, array):
     """Sum the host array ``array`` over ``comm`` in place; returns it."""
     comm.Allreduce(MPI.IN_PLACE, array, op=MPI.SUM)

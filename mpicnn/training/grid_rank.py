@@ -142,6 +142,7 @@ class GridRank(Layout):
     def step(self, step):
         with self.clock.phase("data"):
             x, y, pieces = self.batches.next_batch(step, self.read_batch)
+        self.batches.read_ahead(step, self.read_batch)
         comm0, layers0 = self.buckets.comm_seconds, events.comm_seconds
         self.inject_faults(step, x)
         self.context.step = step
@@ -177,6 +178,20 @@ class GridRank(Layout):
         """Forward and backward of this rank's pieces of the step's micro-batches.
         Returns (loss sum, correct, seconds of compute excluding communication waits)."""
         raise NotImplementedError
+
+    def data_figures(self, summary):
+        """Training bytes each rank read from the shared file per epoch, and each node's
+        staged copy (``Batches.figures``)."""
+        figures = summary["data_reads"] = self.batches.figures(self.comm)
+        per_rank = figures["shared_bytes_per_rank_epoch"]
+        for copy in figures.get("staging", []):
+            self.say(f"mpicnn: staged {copy['samples']} training samples ({copy['bytes_read'] / 2 ** 20:.2f} MiB "
+                     f"read from the shared file{'' if copy['bytes_read'] else ': reused an earlier copy'}) "
+                     f"to {copy['path']}")
+        if self.args.stage_dir:
+            most = max((b for rank in per_rank for b in rank), default=0)
+            self.say(f"mpicnn: after staging, training reads from the shared file: at most {most} bytes per rank "
+                     f"and epoch")
 
     def read_batch(self, dataset, indices):
         return self.batches.read(dataset, indices)

@@ -80,6 +80,9 @@ class Layout:
     def summary_extras(self, summary):
         """Add the layout's own figures to the summary (may print; collective)."""
 
+    def data_figures(self, summary):
+        """Add what the run read from its data files to the summary (collective)."""
+
     def global_parameters(self):
         """name -> parameter in the global layout, on every rank (collective)."""
         return self.state.global_parameters()

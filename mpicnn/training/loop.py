@@ -84,6 +84,7 @@ def _end(layout, step, stopped):
         figures.evaluated(step, None, *layout.evaluate(step), extras=layout.eval_extras, record=False)
     summary = figures.summary(step, layout.layout_text)
     layout.summary_extras(summary)
+    layout.data_figures(summary)
     # Peak resident memory of the training loop, the largest over the job's ranks (MiB).
     summary["peak_rss_mb"] = max_value(layout.world, peak_kb) / 1024
     figures.finished(step, summary)
