@@ -4,11 +4,13 @@ import os
 
 
 def table(title, rows):
-    """Print ``rows`` (dicts with the same keys) under ``title``; list/dict values
-    (raw samples) go to the JSON only."""
+    """Print ``rows`` (dicts; a key some rows lack prints blank there) under ``title``;
+    list/dict values (raw samples) go to the JSON only."""
     if not rows:
         return
-    keys = [k for k, v in rows[0].items() if not isinstance(v, (list, dict))]
+    keys = []
+    for r in rows:
+        keys += [k for k, v in r.items() if k not in keys and not isinstance(v, (list, dict))]
     cells = [[_fmt(r.get(k)) for k in keys] for r in rows]
     widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
     print(f"\n{title}")
@@ -18,6 +20,8 @@ def table(title, rows):
 
 
 def _fmt(v):
+    if v is None:
+        return ""
     if isinstance(v, float):
         return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
     return str(v)
