@@ -128,7 +128,7 @@ class Layout:
 
 def test_tracer_records_its_window_only_and_unwraps_the_layers(tmp_path):
     layout = Layout()
-    tracer = Tracer(str(tmp_path), 0, 1, (2, 4)).attach(layout)
+    Tracer(str(tmp_path), 0, 1, (2, 4)).attach(layout)
     for step in range(6):
         layout.step(step)
         wrapped = "_forward" in vars(layout.model[0])

@@ -41,7 +41,7 @@ def _print(analysis, out):
     b = a["pipeline_bubble"]
     if b:
         print("pipeline bubble per stage: " + ", ".join(f"stage {s} {v:.3f}" for s, v in b["per_stage"].items())
-              + f" (ideal {b['ideal']:.3f})" + (f"; the run's summary measured " + ", ".join(
+              + f" (ideal {b['ideal']:.3f})" + ("; the run's summary measured " + ", ".join(
                   f"{v:.3f}" for v in a["summary_pipeline_bubble"]) if a.get("summary_pipeline_bubble") else ""))
     for rank, layers in (a["halo"] or {}).items():
         print(f"halo, rank {rank}: " + "; ".join(

@@ -72,7 +72,7 @@ def batch_norm_train_forward(x, weight, bias, eps=1e-5, allreduce=None):
     allreduce = allreduce or _identity
     x2 = _channels(x, "batch_norm")
     rows, C = x2.shape
-    xp, dt = array_module(x2), x2.dtype
+    dt = x2.dtype
     stats = np.empty(C + 1, np.float64)
     stats[0] = rows
     stats[1:] = _column_sums(K.fn("bn_sum_partial", dt), (x2,), rows, C, C)
