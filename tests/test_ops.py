@@ -493,3 +493,26 @@ def test_batch_norm_op_matches_formula():
     dx, dw, db = ops.batch_norm_backward(r, cache)
     np.testing.assert_allclose(dx, numeric_grad(loss, x), rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(dw, numeric_grad(loss, w), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("h, w_, k, p, d", [(2, 2, 3, 1, 1), (4, 4, 3, 1, 1), (3, 2, 3, 1, 1), (4, 3, 5, 1, 1),
+                                           (4, 4, 3, 2, 2), (1, 1, 3, 1, 1)])
+def test_small_map_taps_path_matches_im2col(h, w_, k, p, d, monkeypatch):
+    """Wide layers on maps of a few pixels run per kernel tap, skipping taps that read only
+    padding; forward, input and weight gradients equal the im2col path's."""
+    monkeypatch.setattr(conv_ops, "SMALL_MAP_MIN_CHANNELS", 4)  # small channels keep it fast
+    calls = []
+    real = conv_ops._tap_windows
+    monkeypatch.setattr(conv_ops, "_tap_windows", lambda *a: calls.append(1) or real(*a))
+    x = rng.standard_normal((3, h, w_, 5))
+    w = rng.standard_normal((6, 5, k, k))
+    b = rng.standard_normal(6)
+    y = ops.conv2d_forward(x, w, b, 1, p, d)
+    dy = rng.standard_normal(y.shape)
+    dx, dw, db = ops.conv2d_backward(x, w, dy, 1, p, d)
+    assert len(calls) == 3  # forward, weight and input gradients took the taps path
+    y_ref = ops.conv2d_forward(x, w, b, 1, p, d, chunk=1)
+    dx_ref, dw_ref, db_ref = ops.conv2d_backward(x, w, dy, 1, p, d, chunk=1)
+    assert len(calls) == 3
+    for got, ref in ((y, y_ref), (dx, dx_ref), (dw, dw_ref), (db, db_ref)):
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)

@@ -35,6 +35,8 @@ How it is computed (what makes it fast in NumPy; FACTS.md):
 * 3x3 stride-1 convolutions with many channels (forward and dX) use Winograd
   F(2x2, 3x3) instead (bottom of this file; ``USE_WINOGRAD = False`` turns it off).
   Passing an explicit ``chunk`` always takes the im2col path.
+* wide layers on maps of at most 16 pixels run per kernel tap, skipping the taps that
+  read only padding (``_small_map_*``, bottom of this file).
 * where it measured faster (``_native_pays``), the native C kernels of
   ``ops/native/native.c`` (direct convolution, one register tile of pixels x output
   channels; ``ops/native.py``) replace all of the above for float32/float64, groups 1:
@@ -133,8 +135,9 @@ def uses_native(dtype, groups, pass_, C, O, winograd=False):
 
 def conv_paths(dtype, wshape, stride, padding, dilation, groups, in_hw):
     """Which code runs each pass of a NumPy convolution (pairs for stride, padding and
-    dilation): {"fwd": .., "dw": .., "dx": ..} with values "native", "winograd" or
-    "im2col" (im2col also stands for the per-tap and col2im input gradients). For the
+    dilation): {"fwd": .., "dw": .., "dx": ..} with values "native", "winograd", "taps"
+    (small maps, below) or "im2col" (which also stands for the per-tap and col2im input
+    gradients of few channels). For the
     benchmarks' tables and the planner's workspace."""
     O, Cg, KH, KW = wshape
     C = Cg * groups
@@ -144,6 +147,8 @@ def conv_paths(dtype, wshape, stride, padding, dilation, groups, in_hw):
     wino = {"fwd": _winograd_applies(wshape, stride, dilation, groups, padding, (Ho, Wo)),
             "dx": tuple(stride) == (1, 1) and qh >= 0 and qw >= 0
             and _winograd_applies(wshape, (1, 1), dilation, groups, (qh, qw), in_hw), "dw": False}
+    if _small_map_applies(wshape, stride, padding, groups, (Ho, Wo)):
+        return dict.fromkeys(("fwd", "dw", "dx"), "taps")
     return {p: "native" if uses_native(dtype, groups, p, C, O, wino[p]) else "winograd" if wino[p] else "im2col"
             for p in ("fwd", "dw", "dx")}
 
@@ -263,6 +268,8 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, chun
     dilation = pair(dilation, "dilation")
     Ho, Wo = _check(x, w, b, stride, padding, dilation, groups)
     O, _, KH, KW = w.shape
+    if chunk is None and _small_map_applies(w.shape, stride, padding, groups, (Ho, Wo)):
+        return _small_map_forward(x, w, b, padding, dilation, np.empty((x.shape[0], Ho, Wo, O), x.dtype))
     winograd = chunk is None and _winograd_applies(w.shape, stride, dilation, groups, padding, (Ho, Wo))
     if chunk is None and _native_pays(x, groups, "fwd", x.shape[3], O, winograd):
         return native.forward(np.ascontiguousarray(x), w, b, stride, padding, dilation, Ho, Wo)
@@ -299,7 +306,12 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, dilation=1, groups=1, need_dx
     if need_db and not need_dw:
         # Sum over (n, i, j) as a GEMV with a ones vector (BLAS speed, no float64 temp).
         db = np.ones(N * Ho * Wo, dy.dtype) @ dy.reshape(-1, O)
-    if need_dw and chunk is None and _native_pays(x, groups, "dw", C, O):
+    small = chunk is None and _small_map_applies(w.shape, stride, padding, groups, (Ho, Wo))
+    if need_dw and small:
+        dw = _small_map_weight_grad(x, dy, w.shape, padding, dilation)
+        if need_db:
+            db = np.ones(N * Ho * Wo, dy.dtype) @ dy.reshape(-1, O)
+    elif need_dw and chunk is None and _native_pays(x, groups, "dw", C, O):
         dw = native.weight_grad(np.ascontiguousarray(x), dy, w.shape, stride, padding, dilation)
         if need_db:
             db = np.ones(N * Ho * Wo, dy.dtype) @ dy.reshape(-1, O)
@@ -318,7 +330,9 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, dilation=1, groups=1, need_dx
         dw = _weight_from_matrix(dwmat[:, :K], w.shape)
         if need_db:
             db = dwmat[:, K].reshape(O)  # the ones column's row: sum of dy
-    if need_dx:
+    if need_dx and small:
+        dx = _small_map_input_grad(dy, w, (N, H, W, C), padding, dilation)
+    elif need_dx:
         dx = _conv_input_grad(dy, w, (N, H, W, C), stride, padding, dilation, groups, chunk)
     return dx, dw, db
 
@@ -411,6 +425,69 @@ def _input_grad_taps(dy, w, xshape, stride, padding, dilation):
     if ph or pw:
         return np.ascontiguousarray(dxp[:, ph:ph + H, pw:pw + W])
     return dxp
+
+
+# ---------------------------------------------------------------------------- small maps
+#
+# On maps of a few pixels most kernel taps of a padded convolution read only padding:
+# VGG-11's 3x3 layers on 2x2 maps use 16 of im2col's 36 (pixel, tap) pairs, on 4x4 maps
+# 100 of 144. There each pass runs per tap, as one GEMM over the output pixels whose
+# input that tap reaches (stride 1): no work on padding, and the GEMMs keep every
+# channel (512x512 on 2x2 maps: forward 20 -> 9 ms).
+SMALL_MAP_MAX_PIXELS = 16
+SMALL_MAP_MIN_CHANNELS = 128
+
+
+def _small_map_applies(wshape, stride, padding, groups, out_hw):
+    O, Cg, KH, KW = wshape
+    return (stride == (1, 1) and groups == 1 and max(padding) > 0 and out_hw[0] * out_hw[1] <= SMALL_MAP_MAX_PIXELS
+            and min(Cg, O) >= SMALL_MAP_MIN_CHANNELS)
+
+
+def _tap_windows(in_hw, out_hw, KH, KW, padding, dilation):
+    """Per tap (ki, kj) with any reach: (ki, kj, output rows, output cols, input rows,
+    input cols) as slices; stride 1."""
+    for ki in range(KH):
+        oi = ki * dilation[0] - padding[0]  # input row of output row 0
+        i0, i1 = max(0, -oi), min(out_hw[0], in_hw[0] - oi)
+        for kj in range(KW):
+            oj = kj * dilation[1] - padding[1]
+            j0, j1 = max(0, -oj), min(out_hw[1], in_hw[1] - oj)
+            if i0 < i1 and j0 < j1:
+                yield ki, kj, slice(i0, i1), slice(j0, j1), slice(i0 + oi, i1 + oi), slice(j0 + oj, j1 + oj)
+
+
+def _tap_gemm(a, m):
+    """(N, h, w, K) window (copied to rows) @ (K, M) -> (N, h, w, M): one 2-D GEMM, not a
+    stack of per-row ones."""
+    return (np.ascontiguousarray(a).reshape(-1, a.shape[3]) @ m).reshape(a.shape[:3] + (m.shape[1],))
+
+
+def _small_map_forward(x, w, b, padding, dilation, out):
+    out[...] = 0 if b is None else b
+    taps = np.ascontiguousarray(w.transpose(2, 3, 1, 0))  # (KH, KW, C, O)
+    for ki, kj, orows, ocols, irows, icols in _tap_windows(x.shape[1:3], out.shape[1:3], *w.shape[2:], padding,
+                                                           dilation):
+        out[:, orows, ocols] += _tap_gemm(x[:, irows, icols], taps[ki, kj])
+    return out
+
+
+def _small_map_input_grad(dy, w, xshape, padding, dilation):
+    dx = np.zeros(xshape, dy.dtype)
+    taps = np.ascontiguousarray(w.transpose(2, 3, 0, 1))  # (KH, KW, O, C)
+    for ki, kj, orows, ocols, irows, icols in _tap_windows(xshape[1:3], dy.shape[1:3], *w.shape[2:], padding,
+                                                           dilation):
+        dx[:, irows, icols] += _tap_gemm(dy[:, orows, ocols], taps[ki, kj])
+    return dx
+
+
+def _small_map_weight_grad(x, dy, wshape, padding, dilation):
+    O, C, KH, KW = wshape
+    dw = np.zeros((KH, KW, C, O), x.dtype)
+    for ki, kj, orows, ocols, irows, icols in _tap_windows(x.shape[1:3], dy.shape[1:3], KH, KW, padding,
+                                                           dilation):
+        dw[ki, kj] = x[:, irows, icols].reshape(-1, C).T @ dy[:, orows, ocols].reshape(-1, O)
+    return np.ascontiguousarray(dw.transpose(3, 2, 0, 1))
 
 
 # ---------------------------------------------------------------------------- Winograd
