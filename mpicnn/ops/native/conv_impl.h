@@ -83,8 +83,28 @@ static inline ALWAYS_INLINE void F(fwd_tile)(
 static int F(channel_block)(int channels, int KH, int KW, int B)
 {
     int cblk = (int)(L1_WEIGHT_BYTES / ((long)KH * KW * B * sizeof(T)));
-    return cblk < 1 ? 1 : cblk > channels ? channels : cblk;
+    cblk = cblk > channels ? channels : cblk;
+    return cblk < 1 ? 1 : cblk;
 }
+
+/* A row of Wo output pixels as register tiles: CALL(jb, nv) for pixel j onwards (j runs);
+ * the widest tile for NV vectors first, then 4, 2 and 1 for the rest (an 8-pixel row
+ * takes 4+4 rather than 6+1+1). Shared by the forward and the input-gradient scatter. */
+#define ROW_TILES(CALL, JBC, NVC) \
+    for (; j + JBC <= Wo; j += JBC) CALL(JBC, NVC); \
+    for (; j + 4 <= Wo; j += 4) CALL(4, NVC); \
+    for (; j + 2 <= Wo; j += 2) CALL(2, NVC); \
+    for (; j < Wo; j++) CALL(1, NVC);
+#define ROW_OF_TILES(CALL) \
+    if (NV == 1) { \
+        ROW_TILES(CALL, FWD_JB1, 1) \
+    } else if (NV == 2) { \
+        ROW_TILES(CALL, FWD_JB2, 2) \
+    } else if (Wo % FWD_JB4 && Wo % 4 == 0) { \
+        ROW_TILES(CALL, 4, 4) \
+    } else { \
+        ROW_TILES(CALL, FWD_JB4, 4) \
+    }
 
 void F(conv_fwd)(const T *x, const T *wp, const T *bp, T *y, T *xpad,
                         int N, int H, int W, int C, int KH, int KW, int sh, int sw, int ph, int pw,
@@ -95,12 +115,6 @@ void F(conv_fwd)(const T *x, const T *wp, const T *bp, T *y, T *xpad,
     const long xrs = (long)Wp * C, pixs = (long)sw * C, tapcol = (long)dw * C, taprow = (long)dh * xrs;
     const long wtap = (long)C * OB, wblock = KH * KW * wtap;
     const int cblk = F(channel_block)(C, KH, KW, OB);
-    if (C == 0) {  /* no input channels (a channel split's empty block): the bias alone */
-        for (long p = 0; p < (long)N * Ho * Wo; p++)
-            for (int o = 0; o < O; o++)
-                y[p * O + o] = bp[(o / OB) * OB + o % OB];
-        return;
-    }
     if (ph || pw)
         __builtin_memset(xpad, 0, sizeof(T) * Hp * Wp * C);
     for (int n = 0; n < N; n++) {
@@ -113,28 +127,19 @@ void F(conv_fwd)(const T *x, const T *wp, const T *bp, T *y, T *xpad,
         for (int ob = 0; ob < nob; ob++) {
             const T *bb = bp + ob * OB;
             const int ovalid = O - ob * OB;
-            for (int c0 = 0; c0 < C; c0 += cblk) {
+            /* one block at least: with no input channels (a channel split's empty block)
+             * it writes the bias alone */
+            for (int c0 = 0; c0 == 0 || c0 < C; c0 += cblk) {
                 const int cn = C - c0 < cblk ? C - c0 : cblk, first = c0 == 0;
                 const T *wb = wp + ob * wblock + (long)c0 * OB;
                 for (int i = 0; i < Ho; i++) {
                     const T *xr = xs + (long)i * sh * xrs + c0;
                     T *yr = ys + (long)i * Wo * O + ob * OB;
                     int j = 0;
-#define FWD_TILES(JBC, NVC) \
-    for (; j + JBC <= Wo; j += JBC) F(fwd_tile)(xr + j * pixs, pixs, tapcol, taprow, wb, wtap, bb, first, KH, KW, cn, yr + (long)j * O, O, ovalid, JBC, NVC); \
-    for (; j + 4 <= Wo; j += 4) F(fwd_tile)(xr + j * pixs, pixs, tapcol, taprow, wb, wtap, bb, first, KH, KW, cn, yr + (long)j * O, O, ovalid, 4, NVC); \
-    for (; j + 2 <= Wo; j += 2) F(fwd_tile)(xr + j * pixs, pixs, tapcol, taprow, wb, wtap, bb, first, KH, KW, cn, yr + (long)j * O, O, ovalid, 2, NVC); \
-    for (; j < Wo; j++) F(fwd_tile)(xr + j * pixs, pixs, tapcol, taprow, wb, wtap, bb, first, KH, KW, cn, yr + (long)j * O, O, ovalid, 1, NVC);
-                    if (NV == 1) {
-                        FWD_TILES(FWD_JB1, 1)
-                    } else if (NV == 2) {
-                        FWD_TILES(FWD_JB2, 2)
-                    } else if (Wo % FWD_JB4 && Wo % 4 == 0) {  /* e.g. 8x8 maps: 4+4, not 6+1+1 */
-                        FWD_TILES(4, 4)
-                    } else {
-                        FWD_TILES(FWD_JB4, 4)
-                    }
-#undef FWD_TILES
+#define FWD_CALL(JB, NVC) F(fwd_tile)(xr + j * pixs, pixs, tapcol, taprow, wb, wtap, bb, first, KH, KW, cn, \
+                                        yr + (long)j * O, O, ovalid, JB, NVC)
+                    ROW_OF_TILES(FWD_CALL)
+#undef FWD_CALL
                 }
             }
         }
@@ -206,21 +211,10 @@ void F(conv_dx)(const T *dy, const T *wt, T *dx, T *dxpad,
                     const T *dyr = dys + (long)i * Wo * O + o0;
                     T *dxr = dxpad + (long)i * sh * dxrs + cb * CB;
                     int j = 0;
-#define DX_TILES(JBC, NVC) \
-    for (; j + JBC <= Wo; j += JBC) F(dx_tile)(dyr + (long)j * O, O, wb, wtap, dxr + j * pixs, pixs, tapcol, taprow, KH, KW, on, cvalid, JBC, NVC); \
-    for (; j + 4 <= Wo; j += 4) F(dx_tile)(dyr + (long)j * O, O, wb, wtap, dxr + j * pixs, pixs, tapcol, taprow, KH, KW, on, cvalid, 4, NVC); \
-    for (; j + 2 <= Wo; j += 2) F(dx_tile)(dyr + (long)j * O, O, wb, wtap, dxr + j * pixs, pixs, tapcol, taprow, KH, KW, on, cvalid, 2, NVC); \
-    for (; j < Wo; j++) F(dx_tile)(dyr + (long)j * O, O, wb, wtap, dxr + j * pixs, pixs, tapcol, taprow, KH, KW, on, cvalid, 1, NVC);
-                    if (NV == 1) {
-                        DX_TILES(FWD_JB1, 1)
-                    } else if (NV == 2) {
-                        DX_TILES(FWD_JB2, 2)
-                    } else if (Wo % FWD_JB4 && Wo % 4 == 0) {  /* e.g. 8x8 maps: 4+4, not 6+1+1 */
-                        DX_TILES(4, 4)
-                    } else {
-                        DX_TILES(FWD_JB4, 4)
-                    }
-#undef DX_TILES
+#define DX_CALL(JB, NVC) F(dx_tile)(dyr + (long)j * O, O, wb, wtap, dxr + j * pixs, pixs, tapcol, taprow, KH, KW, \
+                                      on, cvalid, JB, NVC)
+                    ROW_OF_TILES(DX_CALL)
+#undef DX_CALL
                 }
             }
         }
@@ -304,4 +298,6 @@ void F(conv_dw)(const T *x, const T *dy, T *dwp, T *xpad,
     }
 }
 
+#undef ROW_TILES
+#undef ROW_OF_TILES
 #undef F
