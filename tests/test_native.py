@@ -31,6 +31,11 @@ SHAPES = [
     (1, 40, 7, 9, 33, 3, 2, 1, 1), (2, 8, 9, 9, 20, 1, 2, 0, 1), (2, 7, 12, 12, 9, 3, 1, 2, 2),
     (2, 64, 4, 4, 128, 3, 1, 1, 1), (2, 17, 9, 8, 100, 2, 3, 0, 1), (1, 1, 28, 28, 6, 5, 1, 2, 1),
     (2, 4, 30, 5, 70, 3, 1, 1, 1),
+    # few outputs over whole vectors of inputs (conv_fwd_reduce: forward, and the input
+    # gradient of 6 <- 16 above); 1-3 inputs with few outputs (conv_dw_rows), rows of
+    # output pixels shorter than, equal to and longer than a vector
+    (2, 16, 9, 11, 4, 3, 2, 1, 1), (2, 32, 8, 7, 3, 3, 1, 2, 2), (2, 16, 6, 6, 1, 1, 1, 0, 1),
+    (2, 2, 10, 19, 5, 3, 1, 1, 1), (2, 3, 5, 16, 7, 1, 1, 0, 1), (1, 1, 8, 40, 2, 3, 1, 0, 3),
 ]
 
 
@@ -75,6 +80,38 @@ def test_no_input_channels_gives_the_bias(dtype):
     assert native.weight_grad(x, dy, w.shape, (1, 1), (1, 1), (1, 1)).shape == w.shape
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_rows_weight_grad_with_rows_strides_and_dilations_apart(dtype):
+    """conv_dw_rows with a row stride and dilation different from the column ones (its
+    vectors run along columns, at stride 1)."""
+    x = rng.standard_normal((2, 11, 23, 3)).astype(dtype)
+    w = rng.standard_normal((5, 3, 3, 2)).astype(dtype)
+    stride, padding, dilation = (2, 1), (1, 2), (2, 3)
+    Ho = conv_ops.conv_output_size(11, 3, 2, 1, 2)
+    Wo = conv_ops.conv_output_size(23, 2, 1, 2, 3)
+    dy = rng.standard_normal((2, Ho, Wo, 5)).astype(dtype)
+    assert native.rows_weight_grad(dtype, 3, 5, stride)
+    dw = native.weight_grad(x, dy, w.shape, stride, padding, dilation)
+    _, dw_ref, _ = ops.conv2d_backward(x, w, dy, stride, padding, dilation, need_dx=False, chunk=2)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(dw, dw_ref, rtol=tol, atol=tol * np.abs(dw_ref).max())
+
+
+def test_rows_weight_grad_ignores_pixels_past_the_row():
+    """The last vector of a row reaches past the output row into real input columns; an
+    infinite value there must not reach the taps that do not read it (0 * inf is NaN)."""
+    x = rng.standard_normal((1, 4, 20, 1)).astype(np.float32)
+    x[0, 0, 19, 0] = np.inf  # read only by tap (0, 2) of output pixel (0, 17)
+    w = np.ones((6, 1, 3, 3), np.float32)
+    dy = rng.standard_normal((1, 2, 18, 6)).astype(np.float32)
+    dw = native.weight_grad(x, dy, w.shape, (1, 1), (0, 0), (1, 1))
+    _, dw_ref, _ = ops.conv2d_backward(x, w, dy, 1, 0, need_dx=False, chunk=1)
+    np.testing.assert_array_equal(np.isfinite(dw), np.isfinite(dw_ref))
+    assert not np.isfinite(dw[:, 0, 0, 2]).any() and np.isfinite(dw[:, 0, 0, :2]).all()
+    fin = np.isfinite(dw_ref)
+    np.testing.assert_allclose(dw[fin], dw_ref[fin], rtol=2e-5, atol=2e-5 * np.abs(dw_ref[fin]).max())
+
+
 def test_dispatch_takes_native_for_narrow_layers(monkeypatch):
     """ops.conv2d_* send narrow convolutions to the C kernels, wide ones to BLAS, and
     MPICNN_NATIVE=0 sends everything to NumPy; the results agree."""
@@ -93,6 +130,10 @@ def test_dispatch_takes_native_for_narrow_layers(monkeypatch):
     wide = rng.standard_normal((160, 16, 3, 3))
     ops.conv2d_forward(x, wide, None, 1, 1)
     assert calls == []  # 160 output channels: BLAS
+    # first layers: 1 -> 6 (LeNet-5) gets the native weight gradient, 3 -> 16 keeps im2col
+    lenet = conv_ops.conv_paths(np.float32, (6, 1, 5, 5), (1, 1), (2, 2), (1, 1), 1, (28, 28))
+    rgb = conv_ops.conv_paths(np.float32, (16, 3, 3, 3), (1, 1), (1, 1), (1, 1), 1, (32, 32))
+    assert lenet["dw"] == "native" and rgb["dw"] == "im2col"
     winograd = rng.standard_normal((64, 64, 3, 3))
     ops.conv2d_forward(rng.standard_normal((1, 16, 16, 64)), winograd, None, 1, 1)
     assert calls == []  # 64 channels on 16x16 maps: Winograd

@@ -1,5 +1,6 @@
 /* Direct 2-D convolution on NHWC arrays for one element type, included by conv.c once
- * per type with T (element), V (a 64-byte GCC vector of T), VL (lanes of V) and SFX
+ * per type with T (element), V (a 64-byte GCC vector of T), IV (the integer vector of as
+ * many lanes), VL (lanes of V) and SFX
  * (name suffix) defined.
  *
  * Why direct and not im2col + GEMM: with 16-64 channels the im2col buffer is 9x the
@@ -142,6 +143,97 @@ void F(conv_fwd)(const T *x, const T *wp, const T *bp, T *y, T *xpad,
 #undef FWD_CALL
                 }
             }
+        }
+    }
+}
+
+/* The sum of v's lanes, halving the vector (lane order of the sums is fixed). */
+static inline ALWAYS_INLINE T F(lane_sum)(V v)
+{
+    typedef T H __attribute__((vector_size(sizeof(V) / 2)));
+    typedef T Q __attribute__((vector_size(sizeof(V) / 4)));
+#if VL == 16
+    H h = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+          __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+    Q q = __builtin_shufflevector(h, h, 0, 1, 2, 3) + __builtin_shufflevector(h, h, 4, 5, 6, 7);
+    return (q[0] + q[2]) + (q[1] + q[3]);
+#else
+    H h = __builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7);
+    Q q = __builtin_shufflevector(h, h, 0, 1) + __builtin_shufflevector(h, h, 2, 3);
+    return q[0] + q[1];
+#endif
+}
+
+/* Forward for few outputs (OC <= VL/2) and whole vectors of input channels: JB pixels
+ * x OC outputs, each accumulated as a vector over VL input channels and summed across
+ * lanes at the end, so every FMA does VL useful products (the kernel above would fill
+ * OC of VL lanes). Weights wr[ki][kj][cv][o][VL], cv < C/VL. LeNet-5's 16->6 input
+ * gradient (a transposed forward) is the case this is for. */
+static inline ALWAYS_INLINE void F(fwd_reduce_tile)(
+    const T *xr, long pixs, long tapcol, long taprow, const T *wr, const T *bias,
+    int KH, int KW, int ncv, T *yp, const int JB, const int OC)
+{
+    V acc[8][8];
+    for (int jj = 0; jj < JB; jj++)
+        for (int o = 0; o < OC; o++)
+            acc[jj][o] = (V){};
+    for (int ki = 0; ki < KH; ki++) {
+        for (int kj = 0; kj < KW; kj++) {
+            const T *xt = xr + ki * taprow + kj * tapcol;
+            const T *wt = wr + (long)(ki * KW + kj) * ncv * OC * VL;
+            for (int cv = 0; cv < ncv; cv++) {
+                V wv[8];
+                for (int o = 0; o < OC; o++)
+                    wv[o] = F(load)(wt + ((long)cv * OC + o) * VL);
+                for (int jj = 0; jj < JB; jj++) {
+                    V xv = F(load)(xt + jj * pixs + cv * VL);
+                    for (int o = 0; o < OC; o++)
+                        acc[jj][o] += xv * wv[o];
+                }
+            }
+        }
+    }
+    for (int jj = 0; jj < JB; jj++)
+        for (int o = 0; o < OC; o++)
+            yp[jj * OC + o] = bias[o] + F(lane_sum)(acc[jj][o]);
+}
+
+void F(conv_fwd_reduce)(const T *x, const T *wr, const T *bias, T *y, T *xpad,
+                        int N, int H, int W, int C, int KH, int KW, int sh, int sw, int ph, int pw,
+                        int dh, int dw, int Ho, int Wo, int O)
+{
+    const int Hp = H + 2 * ph, Wp = W + 2 * pw, ncv = C / VL;
+    const long xrs = (long)Wp * C, pixs = (long)sw * C, tapcol = (long)dw * C, taprow = (long)dh * xrs;
+    if (ph || pw)
+        __builtin_memset(xpad, 0, sizeof(T) * Hp * Wp * C);
+    for (int n = 0; n < N; n++) {
+        const T *xs = x + (long)n * H * W * C;
+        if (ph || pw) {
+            F(pad_sample)(xs, xpad, H, W, C, ph, pw, Wp);
+            xs = xpad;
+        }
+        T *ys = y + (long)n * Ho * Wo * O;
+        for (int i = 0; i < Ho; i++) {
+            const T *xr = xs + (long)i * sh * xrs;
+            T *yr = ys + (long)i * Wo * O;
+            int j = 0;
+            /* literal tile sizes: JB x OC accumulators plus OC weights fit 32 registers */
+#define RED_ROW(JBC, OCC) \
+    for (; j + JBC <= Wo; j += JBC) \
+        F(fwd_reduce_tile)(xr + j * pixs, pixs, tapcol, taprow, wr, bias, KH, KW, ncv, yr + (long)j * O, JBC, OCC); \
+    for (; j < Wo; j++) \
+        F(fwd_reduce_tile)(xr + j * pixs, pixs, tapcol, taprow, wr, bias, KH, KW, ncv, yr + (long)j * O, 1, OCC);
+            switch (O) {
+            case 1: RED_ROW(8, 1) break;
+            case 2: RED_ROW(8, 2) break;
+            case 3: RED_ROW(7, 3) break;
+            case 4: RED_ROW(6, 4) break;
+            case 5: RED_ROW(4, 5) break;
+            case 6: RED_ROW(4, 6) break;
+            case 7: RED_ROW(3, 7) break;
+            default: RED_ROW(2, 8) break;
+            }
+#undef RED_ROW
         }
     }
 }
@@ -295,6 +387,108 @@ void F(conv_dw)(const T *x, const T *dy, T *dwp, T *xpad,
                 }
             }
         }
+    }
+}
+
+/* Weight gradient for few input channels (first layers) at stride 1 along W, where
+ * conv_dw's tiles of 1-3 channels are too thin: each sample is copied planar, xq (C, Hp,
+ * Wx) and dyq (O, Ho * Wq + VL) with Wq = Wo rounded up to whole vectors (zeros beyond Wo),
+ * and vectors run along a row's output pixels. A tile is KJB adjacent taps x OB
+ * outputs, summed over the sample's rows in registers, then across lanes into dw. */
+static inline ALWAYS_INLINE void F(dw_rows_step)(
+    V acc[4][6], const T *xp, long tapcol, const T *gp, long gplane, IV mask,
+    const int KJB, const int OB, const int MASKED)
+{
+    V xv[4];
+    for (int t = 0; t < KJB; t++) {
+        xv[t] = F(load)(xp + t * tapcol);
+        if (MASKED)  /* lanes past the row: 0 * x would be NaN for an infinite x */
+            xv[t] = (V)((IV)xv[t] & mask);
+    }
+    for (int o = 0; o < OB; o++) {
+        V g = F(load)(gp + o * gplane);
+        for (int t = 0; t < KJB; t++)
+            acc[t][o] += xv[t] * g;
+    }
+}
+
+static inline ALWAYS_INLINE void F(dw_rows_tile)(
+    const T *xc, long rowstep, long tapcol, const T *gq, int Wq, long gplane, int Ho, int nfull,
+    int tail, IV mask, T *dwp, long dwo, const int KJB, const int OB)
+{
+    V acc[4][6];
+    for (int t = 0; t < KJB; t++)
+        for (int o = 0; o < OB; o++)
+            acc[t][o] = (V){};
+    for (int i = 0; i < Ho; i++) {
+        const T *xr = xc + i * rowstep, *gr = gq + (long)i * Wq;
+        for (int jv = 0; jv < nfull; jv++)
+            F(dw_rows_step)(acc, xr + jv * VL, tapcol, gr + jv * VL, gplane, mask, KJB, OB, 0);
+        if (tail)
+            F(dw_rows_step)(acc, xr + nfull * VL, tapcol, gr + nfull * VL, gplane, mask, KJB, OB, 1);
+    }
+    for (int t = 0; t < KJB; t++)
+        for (int o = 0; o < OB; o++)
+            dwp[o * dwo + t] += F(lane_sum)(acc[t][o]);
+}
+
+void F(conv_dw_rows)(const T *x, const T *dy, T *dw, T *xq, T *dyq,
+                     int N, int H, int W, int C, int KH, int KW, int sh, int sw, int ph, int pw,
+                     int dh, int dwl, int Ho, int Wo, int O)
+{
+    (void)sw;  /* 1: the caller checks */
+    const int Wq = (Wo + VL - 1) / VL * VL, nfull = Wo / VL, tail = Wo % VL;
+    const int Hx = H + 2 * ph, Wx = Wq + (KW - 1) * dwl;
+    /* one spare vector per dy plane: planes 4 KB apart would share L1 sets in the copy */
+    const long xplane = (long)Hx * Wx, gplane = (long)Ho * Wq + VL, dwo = (long)C * KH * KW;
+    IV mask;
+    for (int l = 0; l < VL; l++)
+        mask[l] = l < tail ? -1 : 0;
+    __builtin_memset(dw, 0, sizeof(T) * O * dwo);
+    __builtin_memset(xq, 0, sizeof(T) * C * xplane);
+    __builtin_memset(dyq, 0, sizeof(T) * O * gplane);
+    for (int n = 0; n < N; n++) {
+        const T *xs = x + (long)n * H * W * C, *dys = dy + (long)n * Ho * Wo * O;
+        for (int h = 0; h < H; h++)
+            for (int w = 0; w < W; w++)
+                for (int c = 0; c < C; c++)
+                    xq[c * xplane + (long)(h + ph) * Wx + w + pw] = xs[((long)h * W + w) * C + c];
+        for (int i = 0; i < Ho; i++)
+            for (int j = 0; j < Wo; j++)
+                for (int o = 0; o < O; o++)
+                    dyq[o * gplane + (long)i * Wq + j] = dys[((long)i * Wo + j) * O + o];
+        for (int c = 0; c < C; c++)
+            for (int ki = 0; ki < KH; ki++) {
+                const T *xk = xq + c * xplane + (long)ki * dh * Wx;
+                for (int kj = 0; kj < KW;) {
+                    const int kjb = KW - kj < 4 ? KW - kj : 4;
+                    for (int o0 = 0; o0 < O; o0 += 6) {
+                        const int ob = O - o0 < 6 ? O - o0 : 6;
+                        T *dwp = dw + o0 * dwo + ((long)c * KH + ki) * KW + kj;
+                        const T *xc = xk + (long)kj * dwl, *gq = dyq + o0 * gplane;
+#define DWR_CALL(KJBC, OBC) F(dw_rows_tile)(xc, (long)sh * Wx, dwl, gq, Wq, gplane, Ho, nfull, tail, mask, \
+                                            dwp, dwo, KJBC, OBC)
+#define DWR_OUTPUTS(KJBC) \
+    switch (ob) { \
+    case 1: DWR_CALL(KJBC, 1); break; \
+    case 2: DWR_CALL(KJBC, 2); break; \
+    case 3: DWR_CALL(KJBC, 3); break; \
+    case 4: DWR_CALL(KJBC, 4); break; \
+    case 5: DWR_CALL(KJBC, 5); break; \
+    default: DWR_CALL(KJBC, 6); break; \
+    }
+                        switch (kjb) {
+                        case 1: DWR_OUTPUTS(1) break;
+                        case 2: DWR_OUTPUTS(2) break;
+                        case 3: DWR_OUTPUTS(3) break;
+                        default: DWR_OUTPUTS(4) break;
+                        }
+#undef DWR_OUTPUTS
+#undef DWR_CALL
+                    }
+                    kj += kjb;
+                }
+            }
     }
 }
 

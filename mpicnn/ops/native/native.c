@@ -32,7 +32,7 @@
 #endif
 
 /* The ABI version native.py checks: bump it when a signature changes. */
-int mpicnn_native_version(void) { return 3; }
+int mpicnn_native_version(void) { return 4; }
 
 /* 1 when this CPU runs the instructions this copy was compiled for (MPICNN_NATIVE_LEVEL,
  * an x86-64 micro-architecture level; unset: the compiler's default, always runnable). */
@@ -48,20 +48,25 @@ int mpicnn_native_supported(void)
 
 typedef float v16f __attribute__((vector_size(64)));
 typedef double v8d __attribute__((vector_size(64)));
+typedef int v16i __attribute__((vector_size(64)));
+typedef long long v8l __attribute__((vector_size(64)));
 
 #define T float
 #define V v16f
+#define IV v16i
 #define VL 16
 #define SFX _f32
 #include "conv_impl.h"
 #include "norm_impl.h"
 #undef T
 #undef V
+#undef IV
 #undef VL
 #undef SFX
 
 #define T double
 #define V v8d
+#define IV v8l
 #define VL 8
 #define SFX _f64
 #include "conv_impl.h"
