@@ -15,7 +15,8 @@ LEVELS = ["x86-64-v4", "x86-64-v3"] if platform.machine().lower() in ("x86_64", 
 
 def kernels(suffix, flags):
     return Extension(f"mpicnn.ops._native_{suffix}", sources=["mpicnn/ops/native/native.c"],
-                     depends=["mpicnn/ops/native/conv_impl.h", "mpicnn/ops/native/norm_impl.h"],
+                     depends=["mpicnn/ops/native/conv_impl.h", "mpicnn/ops/native/norm_impl.h",
+                              "mpicnn/ops/native/pool_impl.h"],
                      extra_compile_args=["-O3", "-Wno-psabi"] + flags, optional=True)
 
 

@@ -186,3 +186,41 @@ def test_native_batch_norm_matches_numpy(shape, dtype, affine, monkeypatch):
     for a, r in zip(got, ref):
         assert np.asarray(a).dtype == np.asarray(r).dtype
         np.testing.assert_allclose(a, r, rtol=tol, atol=tol * max(1.0, np.abs(r).max()))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("k", [(2, 2), (3, 3), (2, 3), (1, 2)])
+def test_native_max_pool_matches_numpy(k, dtype, monkeypatch):
+    """Tiled max pooling in C against ops/pool.py's NumPy code: ties (zeros after a
+    ReLU, repeated values) give dy to the first maximum in window order, NaN propagates
+    to y and takes no gradient, -0.0 equals 0.0."""
+    x = rng.standard_normal((3, 6 * k[0], 5 * k[1], 7)).astype(dtype)
+    x[0] = np.maximum(x[0], 0)                      # many all-zero windows
+    x[1, :k[0], :k[1]] = 1.5                        # a window of equal values
+    x[2, 0, 0, 0], x[2, 0, 1, 1] = np.nan, -0.0
+    x[2, k[0] - 1, k[1] - 1, 1] = 0.0
+    y = ops.max_pool2d_forward(x, k)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dx = ops.max_pool2d_backward(dy, x, y, k)
+    monkeypatch.setenv("MPICNN_NATIVE", "0")
+    y_ref = ops.max_pool2d_forward(x, k)
+    dx_ref = ops.max_pool2d_backward(dy, x, y_ref, k)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(dx, dx_ref)
+    assert np.isnan(y[2, 0, 0, 0]) and y.dtype == dx.dtype == dtype
+
+
+def test_max_pool_dispatch(monkeypatch):
+    """The C kernels run the tiled max pool; other geometries keep NumPy's path."""
+    calls = []
+    for name in ("max_pool_forward", "max_pool_backward"):
+        real = getattr(native, name)
+        monkeypatch.setattr(native, name, lambda *a, _n=name, _r=real: calls.append(_n) or _r(*a))
+    x = rng.standard_normal((2, 8, 8, 4))
+    y = ops.max_pool2d_forward(x, 2)
+    ops.max_pool2d_backward(np.ones_like(y), x, y, 2)
+    assert calls == ["max_pool_forward", "max_pool_backward"]
+    calls.clear()
+    y = ops.max_pool2d_forward(x, 3, 2, 1)  # overlapping, padded windows
+    ops.max_pool2d_backward(np.ones_like(y), x, y, 3, 2, 1)
+    assert calls == []

@@ -9,8 +9,10 @@ micro-architecture level. This module loads the best copy the CPU runs with ctyp
     input_grad(dy, w, xshape, stride, padding, dilation)       -> dx (N, H, W, C)
     weight_grad(x, dy, wshape, stride, padding, dilation)      -> dw (O, C, KH, KW)
 
-and the passes of batch normalisation over channels-last (M, C) arrays that ops/norm.py
-uses (``bn_sums``, ``bn_center``, ``bn_scale``, ``bn_grad_sums``, ``bn_grad_input``).
+the passes of batch normalisation over channels-last (M, C) arrays that ops/norm.py
+uses (``bn_sums``, ``bn_center``, ``bn_scale``, ``bn_grad_sums``, ``bn_grad_input``),
+and max pooling over tiled windows for ops/pool.py (``max_pool_forward``,
+``max_pool_backward``).
 
 ``available()`` says whether they can run; ``MPICNN_NATIVE=0`` turns them off (the
 NumPy code runs instead; tests compare the two). Weights are repacked here into the
@@ -23,9 +25,10 @@ import os
 import numpy as np
 
 __all__ = ["available", "forward", "input_grad", "weight_grad", "rows_weight_grad", "bn_sums", "bn_center", "bn_scale",
-           "bn_grad_sums", "bn_grad_input", "library_path", "ABI_VERSION"]
+           "bn_grad_sums", "bn_grad_input", "max_pool_forward", "max_pool_backward", "library_path",
+           "ABI_VERSION"]
 
-ABI_VERSION = 4
+ABI_VERSION = 5
 VECTOR_BYTES = 64  # the kernels' vector width (V in conv_impl.h)
 ROWS_MAX_CHANNELS = 3  # weight gradients of at most this many inputs, fewer outputs than lanes: conv_dw_rows
 _SUFFIX = {np.dtype(np.float32): "_f32", np.dtype(np.float64): "_f64"}
@@ -84,6 +87,12 @@ def _load():
             fn = getattr(lib, name + sfx)
             fn.argtypes = [ctypes.c_void_p] * npointers + [ctypes.c_long, ctypes.c_int]
             fn.restype = None
+        fn = getattr(lib, "pool_max_fwd" + sfx)
+        fn.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_long] + [ctypes.c_int] * 4
+        fn.restype = None
+        fn = getattr(lib, "pool_max_bwd" + sfx)
+        fn.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_long] + [ctypes.c_int] * 4
+        fn.restype = None
     _lib = lib
     return lib
 
@@ -287,4 +296,24 @@ def bn_grad_input(dy, xhat, p, q, g):
     dx = np.empty_like(dy)
     p, q, g = _vec(p, dt), _vec(q, dt), _vec(g, dt)
     _fn("bn_grad_input", dt)(_p(dy), _p(xhat), _p(p), _p(q), _p(g), _p(dx), M, C)
+    return dx
+
+
+# ---------------------------------------------------------------------------- max pool
+# Tiled windows only (window == stride, no padding, sizes divisible: ops/pool.py checks);
+# x, y and dy C-contiguous NHWC of one dtype.
+
+def max_pool_forward(x, k):
+    N, H, W, C = x.shape
+    Ho, Wo = H // k[0], W // k[1]
+    y = np.empty((N, Ho, Wo, C), x.dtype)
+    _fn("pool_max_fwd", x.dtype)(_p(x), _p(y), N * Ho, k[0], Wo, k[1], C)
+    return y
+
+
+def max_pool_backward(dy, x, y, k):
+    N, Ho, Wo, C = y.shape
+    dx = np.empty(x.shape, x.dtype)
+    taken = np.empty(C, np.uint8)
+    _fn("pool_max_bwd", x.dtype)(_p(dy), _p(x), _p(y), _p(dx), _p(taken), N * Ho, k[0], Wo, k[1], C)
     return dx

@@ -13,8 +13,9 @@ global_max:  y[n,c] = max_{h,w} x[n,h,w,c]; gradient to the first maximum in (h,
 global_rms:  y[n,c] = sqrt(mean_{h,w} x[n,h,w,c]^2 + eps);
              dx = dy * x / (H*W*y), and 0 where y == 0.
 
-Fast paths (window == stride, no padding, sizes divisible, the common 2x2/2 case)
-reshape x to (N, Ho, KH, Wo, KW, C) and reduce with strided-slice np.maximum/np.add
+Tiled windows (window == stride, no padding, sizes divisible, the common 2x2/2 case)
+run max pooling in the native C kernels (ops/native) when they are built; without them
+the fast paths reshape x to (N, Ho, KH, Wo, KW, C) and reduce with strided-slice np.maximum/np.add
 stages; backward is one broadcast multiply by a first-maximum mask (for few channels
 with y and dy repeated along the window columns, so both run over whole rows). Other
 geometries take the general path: one strided slice per window position.
@@ -22,6 +23,7 @@ geometries take the general path: one strided slice per window position.
 import numpy as np
 
 from ..backend import kernel_version
+from . import native
 from .conv import pair
 
 __all__ = ["max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
@@ -55,6 +57,13 @@ def _is_tiled(xshape, k, s, p):
     return k == s and p == (0, 0) and xshape[1] % k[0] == 0 and xshape[2] % k[1] == 0
 
 
+def _native_tiled(*arrays):
+    """Whether the native max pool runs: C-contiguous arrays of one float dtype it has."""
+    dt = arrays[0].dtype
+    return (native.supports(dt, 1)
+            and all(a.dtype == dt and a.flags.c_contiguous for a in arrays))
+
+
 def _windows(xp, k, s, out_hw):
     """Yield (ki, kj, view) with view[n, i, j, c] = xp[n, i*sh + ki, j*sw + kj, c], in window order."""
     (KH, KW), (sh, sw), (Ho, Wo) = k, s, out_hw
@@ -85,6 +94,8 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
     _check_float(x, "max_pool2d")
     k, s, p, (Ho, Wo) = pool_geometry(x.shape, kernel_size, stride, padding)
     N, H, W, C = x.shape
+    if _is_tiled(x.shape, k, s, p) and _native_tiled(x):
+        return native.max_pool_forward(x, k)
     if _is_tiled(x.shape, k, s, p):
         x6 = x.reshape(N, Ho, k[0], Wo, k[1], C)
         # Stage 1 over window rows: inner runs of W*C contiguous values.
@@ -131,6 +142,8 @@ def max_pool2d_backward(dy, x, y, kernel_size, stride=None, padding=0):
     N, H, W, C = x.shape
     if dy.shape != y.shape:
         raise ValueError(f"max_pool2d backward: dy shape {dy.shape!r} differs from y shape {y.shape!r}")
+    if _is_tiled(x.shape, k, s, p) and _native_tiled(x, y, dy):
+        return native.max_pool_backward(dy, x, y, k)
     if _is_tiled(x.shape, k, s, p):
         shape6 = (N, Ho, k[0], Wo, k[1], C)
         rows = (N, Ho, k[0], W * C)  # the same memory as shape6, window columns folded in

@@ -1,6 +1,7 @@
 /* mpicnn's native CPU kernels, for float32 and float64, called through ctypes
  * (mpicnn/ops/native.py): direct NHWC convolution (forward, input gradient, weight
- * gradient; conv_impl.h) and the passes of batch normalisation (norm_impl.h).
+ * gradient; conv_impl.h), the passes of batch normalisation (norm_impl.h) and max
+ * pooling over tiled windows (pool_impl.h).
  *
  * Built at install time as an optional extension (setup.py): when it is missing the
  * NumPy code of ops/conv.py runs instead, with the same results. No Python API is used;
@@ -32,7 +33,7 @@
 #endif
 
 /* The ABI version native.py checks: bump it when a signature changes. */
-int mpicnn_native_version(void) { return 4; }
+int mpicnn_native_version(void) { return 5; }
 
 /* 1 when this CPU runs the instructions this copy was compiled for (MPICNN_NATIVE_LEVEL,
  * an x86-64 micro-architecture level; unset: the compiler's default, always runnable). */
@@ -58,6 +59,7 @@ typedef long long v8l __attribute__((vector_size(64)));
 #define SFX _f32
 #include "conv_impl.h"
 #include "norm_impl.h"
+#include "pool_impl.h"
 #undef T
 #undef V
 #undef IV
@@ -71,3 +73,4 @@ typedef long long v8l __attribute__((vector_size(64)));
 #define SFX _f64
 #include "conv_impl.h"
 #include "norm_impl.h"
+#include "pool_impl.h"
