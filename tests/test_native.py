@@ -194,7 +194,7 @@ def test_native_max_pool_matches_numpy(k, dtype, monkeypatch):
     """Tiled max pooling in C against ops/pool.py's NumPy code: ties (zeros after a
     ReLU, repeated values) give dy to the first maximum in window order, NaN propagates
     to y and takes no gradient, -0.0 equals 0.0."""
-    x = rng.standard_normal((3, 6 * k[0], 5 * k[1], 7)).astype(dtype)
+    x = rng.standard_normal((3, 6 * k[0], 5 * k[1], 32)).astype(dtype)
     x[0] = np.maximum(x[0], 0)                      # many all-zero windows
     x[1, :k[0], :k[1]] = 1.5                        # a window of equal values
     x[2, 0, 0, 0], x[2, 0, 1, 1] = np.nan, -0.0
@@ -211,16 +211,20 @@ def test_native_max_pool_matches_numpy(k, dtype, monkeypatch):
 
 
 def test_max_pool_dispatch(monkeypatch):
-    """The C kernels run the tiled max pool; other geometries keep NumPy's path."""
+    """The C kernels run the tiled max pool on whole vectors of channels; other
+    geometries and channel counts keep NumPy's path."""
     calls = []
     for name in ("max_pool_forward", "max_pool_backward"):
         real = getattr(native, name)
         monkeypatch.setattr(native, name, lambda *a, _n=name, _r=real: calls.append(_n) or _r(*a))
-    x = rng.standard_normal((2, 8, 8, 4))
+    x = rng.standard_normal((2, 8, 8, 16))
     y = ops.max_pool2d_forward(x, 2)
     ops.max_pool2d_backward(np.ones_like(y), x, y, 2)
     assert calls == ["max_pool_forward", "max_pool_backward"]
     calls.clear()
+    few = x[..., :6].copy()  # channels short of a vector
+    ops.max_pool2d_backward(np.ones((2, 4, 4, 6)), few, ops.max_pool2d_forward(few, 2), 2)
+    assert calls == []
     y = ops.max_pool2d_forward(x, 3, 2, 1)  # overlapping, padded windows
     ops.max_pool2d_backward(np.ones_like(y), x, y, 3, 2, 1)
     assert calls == []

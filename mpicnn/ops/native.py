@@ -25,7 +25,7 @@ import os
 import numpy as np
 
 __all__ = ["available", "forward", "input_grad", "weight_grad", "rows_weight_grad", "bn_sums", "bn_center", "bn_scale",
-           "bn_grad_sums", "bn_grad_input", "max_pool_forward", "max_pool_backward", "library_path",
+           "bn_grad_sums", "bn_grad_input", "pools", "max_pool_forward", "max_pool_backward", "library_path",
            "ABI_VERSION"]
 
 ABI_VERSION = 5
@@ -91,7 +91,7 @@ def _load():
         fn.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_long] + [ctypes.c_int] * 4
         fn.restype = None
         fn = getattr(lib, "pool_max_bwd" + sfx)
-        fn.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_long] + [ctypes.c_int] * 4
+        fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] + [ctypes.c_int] * 4
         fn.restype = None
     _lib = lib
     return lib
@@ -300,8 +300,15 @@ def bn_grad_input(dy, xhat, p, q, g):
 
 
 # ---------------------------------------------------------------------------- max pool
-# Tiled windows only (window == stride, no padding, sizes divisible: ops/pool.py checks);
-# x, y and dy C-contiguous NHWC of one dtype.
+# Tiled windows only (window == stride, no padding, sizes divisible: ops/pool.py checks)
+# and whole vectors of channels (``pools(dtype, C)``); x, y and dy C-contiguous NHWC of
+# one dtype.
+
+def pools(dtype, C):
+    """Whether the native max pool runs ``C`` channels of ``dtype`` (whole vectors; with
+    fewer channels NumPy's row-wide passes are as fast)."""
+    return supports(dtype, 1) and C % _lanes(np.dtype(dtype)) == 0
+
 
 def max_pool_forward(x, k):
     N, H, W, C = x.shape
@@ -314,6 +321,5 @@ def max_pool_forward(x, k):
 def max_pool_backward(dy, x, y, k):
     N, Ho, Wo, C = y.shape
     dx = np.empty(x.shape, x.dtype)
-    taken = np.empty(C, np.uint8)
-    _fn("pool_max_bwd", x.dtype)(_p(dy), _p(x), _p(y), _p(dx), _p(taken), N * Ho, k[0], Wo, k[1], C)
+    _fn("pool_max_bwd", x.dtype)(_p(dy), _p(x), _p(y), _p(dx), N * Ho, k[0], Wo, k[1], C)
     return dx

@@ -14,9 +14,9 @@ global_rms:  y[n,c] = sqrt(mean_{h,w} x[n,h,w,c]^2 + eps);
              dx = dy * x / (H*W*y), and 0 where y == 0.
 
 Tiled windows (window == stride, no padding, sizes divisible, the common 2x2/2 case)
-run max pooling in the native C kernels (ops/native) when they are built; without them
-the fast paths reshape x to (N, Ho, KH, Wo, KW, C) and reduce with strided-slice np.maximum/np.add
-stages; backward is one broadcast multiply by a first-maximum mask (for few channels
+run max pooling in the native C kernels (ops/native) when they are built and the
+channels fill whole vectors; otherwise the fast paths reshape x to (N, Ho, KH, Wo, KW,
+C) and reduce with strided-slice np.maximum/np.add stages; backward is one broadcast multiply by a first-maximum mask (for few channels
 with y and dy repeated along the window columns, so both run over whole rows). Other
 geometries take the general path: one strided slice per window position.
 """
@@ -58,9 +58,10 @@ def _is_tiled(xshape, k, s, p):
 
 
 def _native_tiled(*arrays):
-    """Whether the native max pool runs: C-contiguous arrays of one float dtype it has."""
+    """Whether the native max pool runs: C-contiguous arrays of one float dtype it has,
+    with whole vectors of channels."""
     dt = arrays[0].dtype
-    return (native.supports(dt, 1)
+    return (native.pools(dt, arrays[0].shape[-1])
             and all(a.dtype == dt and a.flags.c_contiguous for a in arrays))
 
 
