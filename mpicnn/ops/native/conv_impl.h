@@ -171,13 +171,13 @@ static inline ALWAYS_INLINE T F(lane_sum)(V v)
  * gradient (a transposed forward) is the case this is for. */
 static inline ALWAYS_INLINE void F(fwd_reduce_tile)(
     const T *xr, long pixs, long tapcol, long taprow, const T *wr, const T *bias,
-    int KH, int KW, int ncv, T *yp, const int JB, const int OC)
+    int ki0, int ki1, int KW, int ncv, T *yp, const int JB, const int OC)
 {
     V acc[8][8];
     for (int jj = 0; jj < JB; jj++)
         for (int o = 0; o < OC; o++)
             acc[jj][o] = (V){};
-    for (int ki = 0; ki < KH; ki++) {
+    for (int ki = ki0; ki < ki1; ki++) {
         for (int kj = 0; kj < KW; kj++) {
             const T *xt = xr + ki * taprow + kj * tapcol;
             const T *wt = wr + (long)(ki * KW + kj) * ncv * OC * VL;
@@ -216,13 +216,22 @@ void F(conv_fwd_reduce)(const T *x, const T *wr, const T *bias, T *y, T *xpad,
         for (int i = 0; i < Ho; i++) {
             const T *xr = xs + (long)i * sh * xrs;
             T *yr = ys + (long)i * Wo * O;
+            /* taps on padding rows only add zeros: skip them (half the work of LeNet-5's
+             * input gradient, a transposed convolution padded by 4 on a 10x10 map) */
+            int ki0 = 0, ki1 = KH;
+            while (ki0 < KH && i * sh + ki0 * dh < ph)
+                ki0++;
+            while (ki1 > ki0 && i * sh + (ki1 - 1) * dh >= ph + H)
+                ki1--;
             int j = 0;
             /* literal tile sizes: JB x OC accumulators plus OC weights fit 32 registers */
 #define RED_ROW(JBC, OCC) \
     for (; j + JBC <= Wo; j += JBC) \
-        F(fwd_reduce_tile)(xr + j * pixs, pixs, tapcol, taprow, wr, bias, KH, KW, ncv, yr + (long)j * O, JBC, OCC); \
+        F(fwd_reduce_tile)(xr + j * pixs, pixs, tapcol, taprow, wr, bias, ki0, ki1, KW, ncv, yr + (long)j * O, \
+                           JBC, OCC); \
     for (; j < Wo; j++) \
-        F(fwd_reduce_tile)(xr + j * pixs, pixs, tapcol, taprow, wr, bias, KH, KW, ncv, yr + (long)j * O, 1, OCC);
+        F(fwd_reduce_tile)(xr + j * pixs, pixs, tapcol, taprow, wr, bias, ki0, ki1, KW, ncv, yr + (long)j * O, \
+                           1, OCC);
             switch (O) {
             case 1: RED_ROW(8, 1) break;
             case 2: RED_ROW(8, 2) break;
