@@ -81,20 +81,24 @@ def test_no_input_channels_gives_the_bias(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_rows_weight_grad_with_rows_strides_and_dilations_apart(dtype):
-    """conv_dw_rows with a row stride and dilation different from the column ones (its
-    vectors run along columns, at stride 1)."""
+def test_rows_kernels_with_rows_strides_and_dilations_apart(dtype):
+    """conv_fwd_rows and conv_dw_rows with a row stride and dilation different from the
+    column ones (their vectors run along columns, at stride 1)."""
     x = rng.standard_normal((2, 11, 23, 3)).astype(dtype)
     w = rng.standard_normal((5, 3, 3, 2)).astype(dtype)
     stride, padding, dilation = (2, 1), (1, 2), (2, 3)
     Ho = conv_ops.conv_output_size(11, 3, 2, 1, 2)
     Wo = conv_ops.conv_output_size(23, 2, 1, 2, 3)
     dy = rng.standard_normal((2, Ho, Wo, 5)).astype(dtype)
-    assert native.rows_weight_grad(dtype, 3, 5, stride)
+    assert native.runs_along_rows(dtype, 3, 5, stride)
     dw = native.weight_grad(x, dy, w.shape, stride, padding, dilation)
     _, dw_ref, _ = ops.conv2d_backward(x, w, dy, stride, padding, dilation, need_dx=False, chunk=2)
+    b = rng.standard_normal(5).astype(dtype)
+    y = native.forward(x, w, b, stride, padding, dilation, Ho, Wo)
+    y_ref = ops.conv2d_forward(x, w, b, stride, padding, dilation, chunk=2)
     tol = 1e-12 if dtype == np.float64 else 2e-5
-    np.testing.assert_allclose(dw, dw_ref, rtol=tol, atol=tol * np.abs(dw_ref).max())
+    for got, ref in ((dw, dw_ref), (y, y_ref)):
+        np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * np.abs(ref).max())
 
 
 def test_rows_weight_grad_ignores_pixels_past_the_row():

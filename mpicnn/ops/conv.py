@@ -115,8 +115,8 @@ def _check(x, w, b, stride, padding, dilation, groups):
 # 3.7 -> 3.1 ms; 64->128 stride 2: 1.7 -> 1.6 ms); wider layers keep BLAS's blocking. The
 # weight gradient (a GEMM with a huge inner dimension, accumulated in registers) wins
 # from 4 input channels up (16->16: 7.2 -> 3.3 ms; 256->256 at 8x8: 54 -> 50 ms); with
-# 1-3 channels its tiles are too thin, except where ``native.rows_weight_grad`` runs a
-# kernel of its own for them.
+# 1-3 channels its tiles are too thin, except where ``native.runs_along_rows`` has kernels
+# of its own for them.
 NATIVE_MAX_CHANNELS = 32
 NATIVE_NO_WINOGRAD_MAX_CHANNELS = 128
 NATIVE_DW_MIN_CHANNELS = 4
@@ -129,7 +129,7 @@ def uses_native(dtype, groups, pass_, C, O, winograd=False, stride=(1, 1)):
     if not native.supports(dtype, groups):
         return False
     if pass_ == "dw":
-        return C >= NATIVE_DW_MIN_CHANNELS or native.rows_weight_grad(dtype, C, O, stride)
+        return C >= NATIVE_DW_MIN_CHANNELS or native.runs_along_rows(dtype, C, O, stride)
     widest = max(C, O)
     return widest <= NATIVE_MAX_CHANNELS or (widest <= NATIVE_NO_WINOGRAD_MAX_CHANNELS and not winograd)
 

@@ -24,13 +24,13 @@ import os
 
 import numpy as np
 
-__all__ = ["available", "forward", "input_grad", "weight_grad", "rows_weight_grad", "bn_sums", "bn_center", "bn_scale",
+__all__ = ["available", "forward", "input_grad", "weight_grad", "runs_along_rows", "bn_sums", "bn_center", "bn_scale",
            "bn_grad_sums", "bn_grad_input", "pools", "max_pool_forward", "max_pool_backward", "library_path",
            "ABI_VERSION"]
 
-ABI_VERSION = 5
+ABI_VERSION = 6
 VECTOR_BYTES = 64  # the kernels' vector width (V in conv_impl.h)
-ROWS_MAX_CHANNELS = 3  # weight gradients of at most this many inputs, fewer outputs than lanes: conv_dw_rows
+ROWS_MAX_CHANNELS = 3  # at most this many inputs, fewer outputs than lanes: conv_*_rows
 _SUFFIX = {np.dtype(np.float32): "_f32", np.dtype(np.float64): "_f64"}
 _lib = None
 _why = None
@@ -78,7 +78,8 @@ def _load():
     _path = path
     for sfx in _SUFFIX.values():
         for name, npointers, nints in (("conv_fwd", 5, 16), ("conv_fwd_reduce", 5, 15), ("conv_dx", 4, 16),
-                                       ("conv_dw", 4, 16), ("conv_dw_rows", 5, 15)):
+                                       ("conv_dw", 4, 16), ("conv_dw_rows", 5, 15),
+                                       ("conv_fwd_rows", 5, 15)):
             fn = getattr(lib, name + sfx)
             fn.argtypes = [ctypes.c_void_p] * npointers + [ctypes.c_int] * nints
             fn.restype = None
@@ -153,14 +154,21 @@ def forward(x, w, b, stride, padding, dilation, Ho, Wo):
     O, C, KH, KW = w.shape
     N, H, W, _ = x.shape
     y = np.empty((N, Ho, Wo, O), dt)
-    xpad = np.empty((H + 2 * padding[0]) * (W + 2 * padding[1]) * C, dt)
-    bias = np.zeros(O, dt) if b is None else b.astype(dt, copy=False)
+    bias = np.ascontiguousarray(np.zeros(O, dt) if b is None else b, dt)
     lanes = _lanes(dt)
+    if runs_along_rows(dt, C, O, stride):
+        Wq = -(-Wo // lanes) * lanes
+        xq = np.empty(C * (H + 2 * padding[0]) * (Wq + (KW - 1) * dilation[1]), dt)
+        wc = np.ascontiguousarray(w, dt)
+        getattr(_load(), "conv_fwd_rows" + _SUFFIX[dt])(
+            _p(x), _p(wc), _p(bias), _p(y), _p(xq),
+            *_geometry_args(x.shape, KH, KW, stride, padding, dilation, Ho, Wo), O)
+        return y
+    xpad = np.empty((H + 2 * padding[0]) * (W + 2 * padding[1]) * C, dt)
     if O <= lanes // 2 and C % lanes == 0:
         # Few outputs: vectors run over input channels and are summed across lanes.
         wr = w.transpose(2, 3, 1, 0).reshape(KH, KW, C // lanes, lanes, O).transpose(0, 1, 2, 4, 3)
         wr = np.ascontiguousarray(wr, dt)
-        bias = np.ascontiguousarray(bias)
         getattr(_load(), "conv_fwd_reduce" + _SUFFIX[dt])(
             _p(x), _p(wr), _p(bias), _p(y), _p(xpad),
             *_geometry_args(x.shape, KH, KW, stride, padding, dilation, Ho, Wo), O)
@@ -197,11 +205,13 @@ def input_grad(dy, w, xshape, stride, padding, dilation):
     return dx
 
 
-def rows_weight_grad(dtype, C, O, stride):
-    """Whether ``weight_grad`` runs conv_dw_rows: 1-3 input channels and fewer outputs
-    than a vector has lanes (LeNet-5's 1->6: 0.9 ms in im2col + BLAS -> 0.36 ms), where
-    conv_dw's tiles are too thin; with 16+ outputs its planar copy of dy costs as much
-    as im2col saves."""
+def runs_along_rows(dtype, C, O, stride):
+    """Whether ``forward`` and ``weight_grad`` run conv_fwd_rows and conv_dw_rows, with
+    vectors along rows of output pixels: 1-3 input channels and fewer outputs than a
+    vector has lanes, at stride 1 along W. There conv_fwd fills O of the lanes and
+    conv_dw's tiles are too thin (LeNet-5's 1->6: forward 0.60 -> 0.2 ms, weight gradient
+    0.90 ms in im2col + BLAS -> 0.36 ms); with 16+ outputs the planar copy of dy costs
+    the weight gradient as much as im2col saves."""
     return C <= ROWS_MAX_CHANNELS and O < _lanes(np.dtype(dtype)) and stride[1] == 1
 
 
@@ -211,7 +221,7 @@ def weight_grad(x, dy, wshape, stride, padding, dilation):
     O, C, KH, KW = wshape
     N, H, W, _ = x.shape
     Ho, Wo = dy.shape[1:3]
-    if rows_weight_grad(dt, C, O, stride):
+    if runs_along_rows(dt, C, O, stride):
         # Few input channels: vectors run along rows of output pixels (planar copies).
         lanes = _lanes(dt)
         Wq = -(-Wo // lanes) * lanes

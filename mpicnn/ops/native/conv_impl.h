@@ -399,6 +399,88 @@ void F(conv_dw)(const T *x, const T *dy, T *dwp, T *xpad,
     }
 }
 
+/* Forward for few input channels and fewer outputs than lanes (first layers, LeNet-5's
+ * 1->6) at stride 1 along W, where conv_fwd would fill O of VL lanes: the sample is
+ * copied planar, xq (C, Hp, Wx) with Wx = Wq + (KW-1)*dw and Wq = Wo rounded up to whole
+ * vectors, and vectors run along a row's output pixels. A tile is OB outputs x NVB
+ * vectors of pixels in registers over every tap; then it is scattered into NHWC y. */
+static inline ALWAYS_INLINE void F(fwd_rows_tile)(
+    const T *xr, long xplane, long taprow, long tapcol, int C, int KH, int KW, const T *w, const T *bias,
+    T *yr, int O, int jvalid, const int OB, const int NVB)
+{
+    V acc[8][2];
+    for (int o = 0; o < OB; o++)
+        for (int v = 0; v < NVB; v++)
+            acc[o][v] = F(splat)(bias[o]);
+    for (int c = 0; c < C; c++)
+        for (int ki = 0; ki < KH; ki++)
+            for (int kj = 0; kj < KW; kj++) {
+                const T *xt = xr + c * xplane + ki * taprow + kj * tapcol;
+                V xv[2];
+                for (int v = 0; v < NVB; v++)
+                    xv[v] = F(load)(xt + v * VL);
+                const T *wt = w + ((long)c * KH + ki) * KW + kj;
+                for (int o = 0; o < OB; o++) {
+                    const V wv = F(splat)(wt[(long)o * C * KH * KW]);
+                    for (int v = 0; v < NVB; v++)
+                        acc[o][v] += xv[v] * wv;
+                }
+            }
+    T tmp[8][2 * VL];
+    for (int o = 0; o < OB; o++)
+        for (int v = 0; v < NVB; v++)
+            F(store)(tmp[o] + v * VL, acc[o][v]);
+    for (int j = 0; j < jvalid; j++)
+        for (int o = 0; o < OB; o++)
+            yr[(long)j * O + o] = tmp[o][j];
+}
+
+void F(conv_fwd_rows)(const T *x, const T *w, const T *bias, T *y, T *xq,
+                      int N, int H, int W, int C, int KH, int KW, int sh, int sw, int ph, int pw,
+                      int dh, int dwl, int Ho, int Wo, int O)
+{
+    (void)sw;  /* 1: the caller checks */
+    const int Wq = (Wo + VL - 1) / VL * VL, Hx = H + 2 * ph, Wx = Wq + (KW - 1) * dwl;
+    const long xplane = (long)Hx * Wx;
+    __builtin_memset(xq, 0, sizeof(T) * C * xplane);
+    for (int n = 0; n < N; n++) {
+        const T *xs = x + (long)n * H * W * C;
+        for (int h = 0; h < H; h++)
+            for (int ww = 0; ww < W; ww++)
+                for (int c = 0; c < C; c++)
+                    xq[c * xplane + (long)(h + ph) * Wx + ww + pw] = xs[((long)h * W + ww) * C + c];
+        T *ys = y + (long)n * Ho * Wo * O;
+        for (int i = 0; i < Ho; i++)
+            for (int j0 = 0; j0 < Wo; j0 += 2 * VL)
+                for (int o0 = 0; o0 < O; o0 += 8) {
+                    const int ob = O - o0 < 8 ? O - o0 : 8, jvalid = Wo - j0 < 2 * VL ? Wo - j0 : 2 * VL;
+                    const T *xr = xq + (long)i * sh * Wx + j0;
+                    T *yr = ys + ((long)i * Wo + j0) * O + o0;
+                    const T *wo = w + (long)o0 * C * KH * KW;
+#define FWR_CALL(OBC, NVBC) F(fwd_rows_tile)(xr, xplane, (long)dh * Wx, dwl, C, KH, KW, wo, bias + o0, yr, O, \
+                                             jvalid, OBC, NVBC)
+#define FWR_OUTPUTS(NVBC) \
+    switch (ob) { \
+    case 1: FWR_CALL(1, NVBC); break; \
+    case 2: FWR_CALL(2, NVBC); break; \
+    case 3: FWR_CALL(3, NVBC); break; \
+    case 4: FWR_CALL(4, NVBC); break; \
+    case 5: FWR_CALL(5, NVBC); break; \
+    case 6: FWR_CALL(6, NVBC); break; \
+    case 7: FWR_CALL(7, NVBC); break; \
+    default: FWR_CALL(8, NVBC); break; \
+    }
+                    if (jvalid > VL) {
+                        FWR_OUTPUTS(2)
+                    } else {
+                        FWR_OUTPUTS(1)
+                    }
+#undef FWR_OUTPUTS
+#undef FWR_CALL
+                }
+    }
+}
+
 /* Weight gradient for few input channels (first layers) at stride 1 along W, where
  * conv_dw's tiles of 1-3 channels are too thin: each sample is copied planar, xq (C, Hp,
  * Wx) and dyq (O, Ho * Wq + VL) with Wq = Wo rounded up to whole vectors (zeros beyond Wo),
