@@ -36,6 +36,8 @@ SHAPES = [
     # output pixels shorter than, equal to and longer than a vector
     (2, 16, 9, 11, 4, 3, 2, 1, 1), (2, 32, 8, 7, 3, 3, 1, 2, 2), (2, 16, 6, 6, 1, 1, 1, 0, 1),
     (2, 2, 10, 19, 5, 3, 1, 1, 1), (2, 3, 5, 16, 7, 1, 1, 0, 1), (1, 1, 8, 40, 2, 3, 1, 0, 3),
+    # 1-3 inputs, 3 kernel columns, whole vectors of outputs (conv_dw_taps)
+    (2, 2, 9, 9, 32, 3, 2, 1, 1), (2, 1, 12, 10, 48, 3, 1, 1, 1),
 ]
 
 
@@ -78,6 +80,7 @@ def test_no_input_channels_gives_the_bias(dtype):
     dy = rng.standard_normal((2, 6, 5, 20)).astype(dtype)
     assert native.input_grad(dy, w, x.shape, (1, 1), (1, 1), (1, 1)).shape == x.shape
     assert native.weight_grad(x, dy, w.shape, (1, 1), (1, 1), (1, 1)).shape == w.shape
+    assert not native.taps_weight_grad(0, 3, (1, 1))  # its tiles need taps to hold
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -99,6 +102,23 @@ def test_rows_kernels_with_rows_strides_and_dilations_apart(dtype):
     tol = 1e-12 if dtype == np.float64 else 2e-5
     for got, ref in ((dw, dw_ref), (y, y_ref)):
         np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_taps_weight_grad_with_kernel_rows_left_over(dtype):
+    """conv_dw_taps holds three kernel rows at a time: five rows leave two single ones;
+    a row dilation and a column stride move the taps."""
+    x = rng.standard_normal((2, 13, 11, 3)).astype(dtype)
+    w = rng.standard_normal((16, 3, 5, 3)).astype(dtype)
+    stride, padding, dilation = (1, 2), (2, 1), (2, 1)
+    Ho = conv_ops.conv_output_size(13, 5, 1, 2, 2)
+    Wo = conv_ops.conv_output_size(11, 3, 2, 1, 1)
+    dy = rng.standard_normal((2, Ho, Wo, 16)).astype(dtype)
+    assert native.taps_weight_grad(3, 3, dilation)
+    dw = native.weight_grad(x, dy, w.shape, stride, padding, dilation)
+    _, dw_ref, _ = ops.conv2d_backward(x, w, dy, stride, padding, dilation, need_dx=False, chunk=2)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(dw, dw_ref, rtol=tol, atol=tol * np.abs(dw_ref).max())
 
 
 def test_rows_weight_grad_ignores_pixels_past_the_row():
@@ -134,10 +154,12 @@ def test_dispatch_takes_native_for_narrow_layers(monkeypatch):
     wide = rng.standard_normal((160, 16, 3, 3))
     ops.conv2d_forward(x, wide, None, 1, 1)
     assert calls == []  # 160 output channels: BLAS
-    # first layers: 1 -> 6 (LeNet-5) gets the native weight gradient, 3 -> 16 keeps im2col
+    # first layers: 1 -> 6 (LeNet-5) and 3 -> 16 with 3x3 kernels get the native weight
+    # gradient; 3 -> 16 with 5x5 kernels keeps im2col
     lenet = conv_ops.conv_paths(np.float32, (6, 1, 5, 5), (1, 1), (2, 2), (1, 1), 1, (28, 28))
     rgb = conv_ops.conv_paths(np.float32, (16, 3, 3, 3), (1, 1), (1, 1), (1, 1), 1, (32, 32))
-    assert lenet["dw"] == "native" and rgb["dw"] == "im2col"
+    rgb5 = conv_ops.conv_paths(np.float32, (16, 3, 5, 5), (1, 1), (2, 2), (1, 1), 1, (32, 32))
+    assert lenet["dw"] == rgb["dw"] == "native" and rgb5["dw"] == "im2col"
     winograd = rng.standard_normal((64, 64, 3, 3))
     ops.conv2d_forward(rng.standard_normal((1, 16, 16, 64)), winograd, None, 1, 1)
     assert calls == []  # 64 channels on 16x16 maps: Winograd

@@ -115,21 +115,23 @@ def _check(x, w, b, stride, padding, dilation, groups):
 # 3.7 -> 3.1 ms; 64->128 stride 2: 1.7 -> 1.6 ms); wider layers keep BLAS's blocking. The
 # weight gradient (a GEMM with a huge inner dimension, accumulated in registers) wins
 # from 4 input channels up (16->16: 7.2 -> 3.3 ms; 256->256 at 8x8: 54 -> 50 ms); with
-# 1-3 channels its tiles are too thin, except where ``native.runs_along_rows`` has kernels
-# of its own for them.
+# 1-3 channels its tiles are too thin, except where ``native.runs_along_rows`` and
+# ``native.taps_weight_grad`` have kernels of their own for them.
 NATIVE_MAX_CHANNELS = 32
 NATIVE_NO_WINOGRAD_MAX_CHANNELS = 128
 NATIVE_DW_MIN_CHANNELS = 4
 
 
-def uses_native(dtype, groups, pass_, C, O, winograd=False, stride=(1, 1)):
+def uses_native(dtype, groups, pass_, C, O, winograd=False, stride=(1, 1), kernel=(1, 1), dilation=(1, 1)):
     """Whether conv2d_forward/backward run ``pass_`` ("fwd", "dx" or "dw") of a NumPy
     convolution with C input and O output channels in the native kernels (``winograd``:
-    whether that pass would otherwise take the Winograd path). The planner asks too."""
+    whether that pass would otherwise take the Winograd path; ``kernel``: (KH, KW)). The
+    planner asks too."""
     if not native.supports(dtype, groups):
         return False
     if pass_ == "dw":
-        return C >= NATIVE_DW_MIN_CHANNELS or native.runs_along_rows(dtype, C, O, stride)
+        return (C >= NATIVE_DW_MIN_CHANNELS or native.runs_along_rows(dtype, C, O, stride)
+                or native.taps_weight_grad(C, kernel[1], dilation))
     widest = max(C, O)
     return widest <= NATIVE_MAX_CHANNELS or (widest <= NATIVE_NO_WINOGRAD_MAX_CHANNELS and not winograd)
 
@@ -150,12 +152,13 @@ def conv_paths(dtype, wshape, stride, padding, dilation, groups, in_hw):
             and _winograd_applies(wshape, (1, 1), dilation, groups, (qh, qw), in_hw), "dw": False}
     if _small_map_applies(wshape, stride, padding, groups, (Ho, Wo)):
         return dict.fromkeys(("fwd", "dw", "dx"), "taps")
-    return {p: "native" if uses_native(dtype, groups, p, C, O, wino[p], stride) else "winograd" if wino[p] else "im2col"
+    return {p: "native" if uses_native(dtype, groups, p, C, O, wino[p], stride, (KH, KW), dilation) else "winograd" if wino[p] else "im2col"
             for p in ("fwd", "dw", "dx")}
 
 
-def _native_pays(x, groups, pass_, C, O, winograd=False, stride=(1, 1)):
-    return isinstance(x, np.ndarray) and uses_native(x.dtype, groups, pass_, C, O, winograd, stride)
+def _native_pays(x, groups, pass_, C, O, winograd=False, stride=(1, 1), kernel=(1, 1), dilation=(1, 1)):
+    return isinstance(x, np.ndarray) and uses_native(x.dtype, groups, pass_, C, O, winograd, stride, kernel,
+                                                     dilation)
 
 
 def _weight_matrix(w, groups):
@@ -312,7 +315,8 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, dilation=1, groups=1, need_dx
         dw = _small_map_weight_grad(x, dy, w.shape, padding, dilation)
         if need_db:
             db = np.ones(N * Ho * Wo, dy.dtype) @ dy.reshape(-1, O)
-    elif need_dw and chunk is None and _native_pays(x, groups, "dw", C, O, stride=stride):
+    elif need_dw and chunk is None and _native_pays(x, groups, "dw", C, O, stride=stride, kernel=(KH, KW),
+                                                         dilation=dilation):
         dw = native.weight_grad(np.ascontiguousarray(x), dy, w.shape, stride, padding, dilation)
         if need_db:
             db = np.ones(N * Ho * Wo, dy.dtype) @ dy.reshape(-1, O)

@@ -240,7 +240,7 @@ void F(conv_fwd_reduce)(const T *x, const T *wr, const T *bias, T *y, T *xpad,
             case 5: RED_ROW(4, 5) break;
             case 6: RED_ROW(4, 6) break;
             case 7: RED_ROW(3, 7) break;
-            default: RED_ROW(2, 8) break;
+            case 8: RED_ROW(2, 8) break;  /* at most 8 outputs: the caller checks */
             }
 #undef RED_ROW
         }
@@ -578,6 +578,92 @@ void F(conv_dw_rows)(const T *x, const T *dy, T *dw, T *xq, T *dyq,
 #undef DWR_CALL
                     }
                     kj += kjb;
+                }
+            }
+    }
+}
+
+/* Weight gradient of RGB-like first layers (1-3 input channels, 3 kernel columns at
+ * dilation 1 along W) with whole vectors of outputs, where conv_dw's tiles of 1-3
+ * channels are too thin: a tile holds KR kernel rows x M = 3*C taps x NV vectors of
+ * outputs in registers over the whole sample, so each pixel's dy vectors are loaded once
+ * for up to 27 FMAs. The taps of one kernel row are M consecutive values of the padded
+ * sample; dwp and dy as in conv_dw. */
+static inline ALWAYS_INLINE void F(dw_taps_tile)(
+    const T *xs, long xrs, long pixs, long taprow, const T *dys, int dyo, int Ho, int Wo, T *dwb, int OB,
+    const int KR, const int M, const int NV)
+{
+    V acc[3][9][2];
+    for (int r = 0; r < KR; r++)
+        for (int m = 0; m < M; m++)
+            for (int v = 0; v < NV; v++)
+                acc[r][m][v] = (V){};
+    for (int i = 0; i < Ho; i++) {
+        const T *xr = xs + i * xrs, *dyr = dys + (long)i * Wo * dyo;
+        for (int j = 0; j < Wo; j++) {
+            const T *xp = xr + j * pixs;
+            V g[2];
+            for (int v = 0; v < NV; v++)
+                g[v] = F(load)(dyr + (long)j * dyo + v * VL);
+            for (int r = 0; r < KR; r++)
+                for (int m = 0; m < M; m++) {
+                    const V xb = F(splat)(xp[r * taprow + m]);
+                    for (int v = 0; v < NV; v++)
+                        acc[r][m][v] += xb * g[v];
+                }
+        }
+    }
+    for (int r = 0; r < KR; r++)
+        for (int m = 0; m < M; m++)
+            for (int v = 0; v < NV; v++) {
+                T *d = dwb + ((long)r * M + m) * OB + v * VL;
+                F(store)(d, F(load)(d) + acc[r][m][v]);
+            }
+}
+
+void F(conv_dw_taps)(const T *x, const T *dy, T *dwp, T *xpad,
+                     int N, int H, int W, int C, int KH, int KW, int sh, int sw, int ph, int pw,
+                     int dh, int dwl, int Ho, int Wo, int Ostride, int NV)
+{
+    (void)dwl;  /* 1, KW == 3 and 1 <= C <= 3: the caller checks */
+    const int OB = NV * VL, nob = Ostride / OB, M = KW * C;
+    const int Hp = H + 2 * ph, Wp = W + 2 * pw;
+    const long xrs = (long)Wp * C * sh, pixs = (long)sw * C, taprow = (long)dh * Wp * C;
+    if (ph || pw)
+        __builtin_memset(xpad, 0, sizeof(T) * Hp * Wp * C);
+    for (int n = 0; n < N; n++) {
+        const T *xs = x + (long)n * H * W * C;
+        if (ph || pw) {
+            F(pad_sample)(xs, xpad, H, W, C, ph, pw, Wp);
+            xs = xpad;
+        }
+        const T *dys = dy + (long)n * Ho * Wo * Ostride;
+        for (int ob = 0; ob < nob; ob++)
+            for (int v0 = 0; v0 < NV; v0 += 2) {  /* two vectors of outputs at a time */
+                const int nv = NV - v0 < 2 ? NV - v0 : 2;
+                const T *dyb = dys + ob * OB + v0 * VL;
+                for (int ki = 0; ki < KH;) {
+                    /* one vector: 3 kernel rows x M taps (27 registers); two: one row */
+                    const int kr = nv == 1 && KH - ki >= 3 ? 3 : 1;
+                    T *dwb = dwp + ((long)ob * KH + ki) * KW * C * OB + v0 * VL;
+                    const T *xk = xs + ki * taprow;
+#define DWT_CALL(KRC, MC, NVC) F(dw_taps_tile)(xk, xrs, pixs, taprow, dyb, Ostride, Ho, Wo, dwb, OB, KRC, MC, NVC)
+#define DWT_TAPS(KRC, NVC) \
+    switch (M) { \
+    case 3: DWT_CALL(KRC, 3, NVC); break; \
+    case 6: DWT_CALL(KRC, 6, NVC); break; \
+    case 9: DWT_CALL(KRC, 9, NVC); break; \
+    }
+                    if (nv == 2) {
+                        DWT_TAPS(1, 2)
+                    } else if (kr == 3) {
+                        DWT_TAPS(3, 1)
+                    } else {
+                        DWT_TAPS(1, 1)
+                    }
+#undef DWT_TAPS
+#undef DWT_CALL
+                    ki += kr;
                 }
             }
     }
