@@ -33,6 +33,7 @@ def bench_augment(models=tuple(PROTOCOL), seeds=SEEDS, epochs=None, dataset="mni
             augmented = run_trainer(ranks, args + ["--augment", augment], env)
             row = {"model": model, "epochs": epochs[model], "seed": seed,
                    "accuracy": plain["test_accuracy"], "accuracy_augmented": augmented["test_accuracy"],
+                   "test_loss": plain["test_loss"], "test_loss_augmented": augmented["test_loss"],
                    "images_per_sec": plain["images_per_sec"],
                    "images_per_sec_augmented": augmented["images_per_sec"]}
             row["gain_points"] = 100 * (row["accuracy_augmented"] - row["accuracy"])
