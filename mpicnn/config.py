@@ -38,8 +38,8 @@ def build_parser():
                         "the CPU emulator); auto picks cupy when a GPU is visible, else numpy")
     g = p.add_argument_group("data feed")
     g.add_argument("--augment", metavar="SPEC", help="training-set augmentation, every draw a function of (seed, epoch, "
-                   "sample): crop:P (random crop, zero padding P), flip (horizontal), flip:AXES (x, y, z); "
-                   "e.g. crop:4,flip")
+                   "sample): crop:P (random crop, zero padding P), flip (horizontal), flip:AXES (x, y, z), "
+                   "rot90[:AXES] (quarter turns in the H-W or the named square plane); e.g. crop:4,flip")
     g.add_argument("--data-shards", type=positive(int), metavar="K",
                    help="cut the training set into K fixed shards; each batch takes B/K samples of every "
                         "shard and a data rank reads only its own (the same batches on any rank count)")

@@ -25,16 +25,23 @@ def files(tmp_path_factory):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (20, 2, 9, 11), dtype=np.uint8)
     volumes = rng.standard_normal((12, 1, 5, 6, 7)).astype(np.float32)
+    squares = rng.integers(0, 256, (16, 2, 10, 10), dtype=np.uint8)
+    cubes = rng.standard_normal((10, 1, 6, 6, 6)).astype(np.float32)
     write_dataset(d / "img.h5", {"train": (images, np.arange(20) % 3)})
     write_dataset(d / "vol.h5", {"train": (volumes, np.arange(12) % 2)})
-    return {"img": (str(d / "img.h5"), images), "vol": (str(d / "vol.h5"), volumes)}
+    write_dataset(d / "sq.h5", {"train": (squares, np.arange(16) % 3)})
+    write_dataset(d / "cube.h5", {"train": (cubes, np.arange(10) % 2)})
+    return {"img": (str(d / "img.h5"), images), "vol": (str(d / "vol.h5"), volumes),
+            "sq": (str(d / "sq.h5"), squares), "cube": (str(d / "cube.h5"), cubes)}
 
 
-def reference(image, offsets, flips, pad):
-    """torchvision's RandomCrop(padding=pad) then flips, on one (C, *spatial) image."""
+def reference(image, offsets, flips, pad, turns=0, plane=None):
+    """torchvision's RandomCrop(padding=pad), then flips, then numpy.rot90 by ``turns``
+    in the spatial axes ``plane``, on one (C, *spatial) image."""
     padded = np.pad(image, [(0, 0)] + [(pad, pad)] * (image.ndim - 1))
     crop = padded[(slice(None),) + tuple(slice(pad + o, pad + o + n) for o, n in zip(offsets, image.shape[1:]))]
-    return np.flip(crop, axis=tuple(1 + a for a in np.flatnonzero(flips))) if flips.any() else crop
+    out = np.flip(crop, axis=tuple(1 + a for a in np.flatnonzero(flips))) if flips.any() else crop
+    return np.rot90(out, turns, axes=(1 + plane[0], 1 + plane[1])) if turns else out
 
 
 def blocks(shape, parts):
@@ -47,16 +54,25 @@ def blocks(shape, parts):
 
 @pytest.mark.parametrize("kind, spec, parts", [("img", "crop:3,flip", (1, 1)), ("img", "crop:4,flip:xy", (3, 2)),
                                                ("img", "flip:y", (2, 1)), ("vol", "crop:2,flip:xyz", (2, 2, 3)),
-                                               ("vol", "crop:1", (1, 1, 1))])
+                                               ("vol", "crop:1", (1, 1, 1)), ("sq", "crop:2,flip,rot90", (1, 1)),
+                                               ("sq", "crop:3,flip:xy,rot90", (3, 2)), ("sq", "rot90:yx", (2, 3)),
+                                               ("cube", "crop:1,flip:xyz,rot90", (2, 3, 2)),
+                                               ("cube", "crop:2,flip:z,rot90:yz", (3, 2, 1)),
+                                               ("cube", "rot90:xz", (2, 1, 3))])
 @pytest.mark.parametrize("cache_mb", [0, 64])
 def test_augmented_blocks_are_blocks_of_the_reference(files, kind, spec, parts, cache_mb):
     path, stored = files[kind]
     aug = augment.parse(spec)
     with Dataset(path, cache_mb=cache_mb) as ds:
-        idx = np.array([7, 0, 3, 7, len(stored) - 1])
-        offsets, flips = aug.draws(5, 2, idx, ds.shape[1:].__len__())
+        idx = np.array([7, 0, 3, 7, len(stored) - 1, 1, 2, 4, 5, 6])
+        spatial = len(ds.shape) - 1
+        offsets, flips = aug.draws(5, 2, idx, spatial)
+        turns = aug.turns(5, 2, idx)
+        assert not aug.plane or len(set(turns.tolist())) > 1  # the samples turn differently
+        plane = aug._plane_axes(spatial) if aug.plane else None
         scale = 255.0 if stored.dtype == np.uint8 else 1.0
-        whole = np.stack([reference(stored[i], o, f, aug.pad) for i, o, f in zip(idx, offsets, flips)]) / scale
+        whole = np.stack([reference(stored[i], o, f, aug.pad, k, plane)
+                          for i, o, f, k in zip(idx, offsets, flips, turns)]) / scale
         for block in blocks(ds.shape[1:], parts):
             x, y = augment.EpochView(ds, aug, 5, 2).read(idx, dtype=np.float64, **block)
             want = whole[(slice(None), slice(None)) + tuple(slice(*block.get(n, (0, s))) for n, s in zip(
@@ -98,6 +114,37 @@ def test_draws_are_a_pure_function_of_seed_epoch_and_sample():
     assert not augment.parse("crop:4,flip").draws(1, 0, idx, 2)[1][:, 0].any()  # flip = x only
 
 
+def test_quarter_turns_are_uniform_and_a_pure_function_of_seed_epoch_and_sample():
+    aug = augment.parse("crop:2,rot90")
+    idx = np.arange(4000)
+    turns = aug.turns(1, 0, idx)
+    counts = np.bincount(turns, minlength=4)
+    assert len(counts) == 4 and all(900 < c < 1100 for c in counts), counts
+    np.testing.assert_array_equal(aug.turns(1, 0, idx[[17, 3, 999]]), turns[[17, 3, 999]])
+    assert not np.array_equal(aug.turns(1, 1, idx), turns)
+    # rot90 adds a draw: the crop offsets and flips stay those of the same spec without it
+    np.testing.assert_array_equal(aug.draws(1, 0, idx, 2)[0], augment.parse("crop:2").draws(1, 0, idx, 2)[0])
+    assert not augment.parse("crop:2").turns(1, 0, idx).any()
+
+
+def test_turned_window_reads_stay_inside_the_window(files):
+    """A block of a turned image reads only the block turned back (cache off)."""
+    path, stored = files["sq"]
+    aug = augment.parse("rot90")
+    with Dataset(path, cache_mb=0) as ds:
+        idx = np.arange(len(stored))
+        augment.EpochView(ds, aug, 0, 0).read(idx, rows=(0, 4), cols=(3, 10))
+        assert ds.bytes_read == len(idx) * 2 * 4 * 7
+
+
+@pytest.mark.parametrize("kind, spec, problem", [("img", "rot90", "needs it square"),
+                                                 ("sq", "rot90:xz", "turns the depth of volumes"),
+                                                 ("vol", "rot90:yz", "needs it square")])
+def test_rot90_that_does_not_fit_the_data_is_refused(files, kind, spec, problem):
+    with Dataset(files[kind][0]) as ds, pytest.raises(UserError, match=problem):
+        augment.parse(spec).check(ds.shape)
+
+
 def test_window_reads_stay_inside_the_window(files):
     """A block's reads (cache off) never exceed the block: the offset moves the hyperslab."""
     path, stored = files["img"]
@@ -111,7 +158,9 @@ def test_window_reads_stay_inside_the_window(files):
 @pytest.mark.parametrize("spec, problem", [("crop", "positive integer"), ("crop:0", "positive integer"),
                                            ("crop:-1", "positive integer"), ("flip:w", "axes other than"),
                                            ("flip:xx", "each once"), ("rotate", "unknown item"),
-                                           ("crop:2,crop:3", "given twice"), ("crop:2,,flip", "unknown item")])
+                                           ("crop:2,crop:3", "given twice"), ("crop:2,,flip", "unknown item"),
+                                           ("rot90:x", "names no plane"), ("rot90:xx", "names no plane"),
+                                           ("rot90:xw", "names no plane"), ("rot90:xyz", "names no plane")])
 def test_bad_specs_are_refused_with_the_fix(spec, problem):
     with pytest.raises(UserError, match=problem):
         augment.parse(spec)

@@ -33,6 +33,15 @@ def test_augmented_layouts_equal_one_rank(layout, extra):
     assert agreed_max(on_ranks(2, compare(AUGMENTED + extra, layout))) < 1e-9
 
 
+TURNED = SMALL + ["--augment", "crop:3,flip,rot90"]  # 16x16 images: square, so quarter turns fit
+
+
+@pytest.mark.parametrize("layout, extra", [("data=2", ["--sync-bn"]), ("spatial=2x1", []), ("spatial=1x2", [])])
+def test_turned_layouts_equal_one_rank(layout, extra):
+    """Under spatial splits a rank turns back its block to find what to read."""
+    assert agreed_max(on_ranks(2, compare(TURNED + extra, layout))) < 1e-9
+
+
 SHARDED = SMALL + ["--data-shards", "4", "--augment", "crop:2,flip"]
 
 

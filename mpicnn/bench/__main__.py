@@ -18,6 +18,8 @@ pipeline   pipeline=2 lenet5: images/s and measured bubble against (S-1)/(M+S-1)
 ps         parameter server ps=1 with 2 workers: images/s and accuracy for staleness 0, 2, 8,
            with and without a straggler
 balance    data parallelism with a straggler (MPICNN_SLOW_RANK=1:F): static vs dynamic balance
+augment    test accuracy of lenet5 and convnet on mnist5k without and with --augment crop:2, seeds
+           0, 1, 2, fixed epochs (60, 20), the default job on 2 ranks (minutes: not part of "all")
 trace      the default job with every step traced (--trace) against untraced: images/s, trace MB
 calibrate  measure this machine for the planner (run under mpiexec -n 2): writes -o machine.json
 plan       the planner's validation matrix: predicted vs measured step time and memory of 1 rank,
@@ -36,7 +38,7 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", nargs="?", default="all", choices=["all", "conv", "cnn", "zoo", "scaling", "allreduce", "spatial",
                                                             "channel", "pipeline", "ps",
-                                                            "balance", "trace", "calibrate", "plan"])
+                                                            "balance", "augment", "trace", "calibrate", "plan"])
     p.add_argument("--compare", choices=["torch"], help="also time PyTorch's CPU build (if installed)")
     p.add_argument("--ranks", default="1,2", help="rank counts for the scaling bench (default 1,2)")
     p.add_argument("--steps", type=int, default=60, help="training steps per scaling run")
@@ -160,6 +162,14 @@ def main(argv=None):
                                            repeats=args.scaling_repeats)
         table(f"lenet5 on 2 ranks, global batch 128, rank 1 computing {args.slow_factor:g}x as long "
               "(medians)", results["balance"])
+    if args.what == "augment":
+        from .augment import PROTOCOL, bench_augment
+        models = tuple(PROTOCOL) if args.models is None else tuple(args.models.split(","))
+        if set(models) - set(PROTOCOL):
+            p.exit(2, f"mpicnn: error: --models: the augment bench runs {', '.join(PROTOCOL)}\n")
+        results["augment"], results["augment_summary"] = bench_augment(models)
+        table("test accuracy on mnist5k without and with --augment crop:2 (final epoch, 2 ranks)", results["augment"])
+        table("per model: means over the seeds; wins/ties/losses of the augmented run", results["augment_summary"])
     write_json(json_path, results)
     return 0
 

@@ -46,6 +46,7 @@ class Batches:
         self._order, self._order_epoch = None, None  # the sample order of the current epoch
         self.staging = self._stage(comm) if args.stage_dir else None
         self.shared_bytes = {}  # epoch -> training bytes this rank read from the shared file
+        self._even_pieces = None  # pieces() without a balancer, once computed
         self.prefetch = Prefetch(enabled=args.prefetch)
 
     def _check_batch(self):
@@ -90,10 +91,16 @@ class Batches:
         return block
 
     def pieces(self):
-        """This rank's (lo, hi) of the global batch per micro-batch (batch_plan)."""
+        """This rank's (lo, hi) of the global batch per micro-batch (batch_plan), a
+        tuple; the balanced cut is computed once (this runs inside the step's data wait)."""
         shares = self.balancer.shares if self.balancer else None
-        return batch_plan.pieces(self.args.batch_size, self.args.micro_batches, self.spec.data,
-                                 self.grid.data_rank, shares)
+        if shares is None and self._even_pieces is not None:
+            return self._even_pieces
+        cut = tuple(batch_plan.pieces(self.args.batch_size, self.args.micro_batches, self.spec.data,
+                                      self.grid.data_rank, shares))
+        if shares is None:
+            self._even_pieces = cut
+        return cut
 
     def read(self, dataset, indices):
         """Images (NCHW, this rank's rows and columns) and labels of ``indices``."""
@@ -112,7 +119,7 @@ class Batches:
 
     def read_ahead(self, step, read=None):
         """Start reading step ``step + 1``'s batch in the background, with this step's
-        pieces (called once the step has its batch: waking the reader is not waiting)."""
+        pieces (called during the step, once it has its batch)."""
         if self.prefetch.enabled and step + 1 < self.total_steps:
             read, pieces = read or self.read, self.pieces()
             self.prefetch.ahead((step + 1, pieces), lambda: self._fetch(step + 1, pieces, read))

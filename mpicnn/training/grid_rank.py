@@ -142,11 +142,12 @@ class GridRank(Layout):
     def step(self, step):
         with self.clock.phase("data"):
             x, y, pieces = self.batches.next_batch(step, self.read_batch)
-        self.batches.read_ahead(step, self.read_batch)
+        self.read_ahead_from = step  # compute() starts the next read (start_read_ahead)
         comm0, layers0 = self.buckets.comm_seconds, events.comm_seconds
         self.inject_faults(step, x)
         self.context.step = step
         loss_sum, correct, seconds = self.compute(x, y, pieces)
+        self.start_read_ahead()  # if compute did not
         in_layers = events.comm_seconds - layers0  # halos, channel collectives, reductions, pipeline transfers
         with self.clock.phase("exchange"):
             self.buckets.finish()
@@ -159,6 +160,18 @@ class GridRank(Layout):
             self.balancer.record(sum(hi - lo for lo, hi in pieces), seconds)
             self.balancer.update(step)
         return outcome
+
+    read_ahead_from = None  # the step whose compute has yet to start the next step's read
+
+    def start_read_ahead(self):
+        """Start reading the next step's batch in the background (with --prefetch), once a
+        step. Layouts call it as the step's first backward begins: the reader then runs
+        while backward's long native kernels leave it the GIL; started before forward,
+        whose kernels are short, it held the GIL as forward's Python code came back for
+        it, and slowed the step more than the read it hid."""
+        if self.read_ahead_from is not None:
+            self.batches.read_ahead(self.read_ahead_from, self.read_batch)
+            self.read_ahead_from = None
 
     def exchange(self, loss_sum, correct):
         """ONE allreduce over all ranks of the step's figures: loss sum, correct,

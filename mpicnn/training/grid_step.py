@@ -43,6 +43,7 @@ class GridLayout(GridRank):
                 else:
                     loss = self.criterion(out, ys)
                     weight = n / B / seam
+            self.start_read_ahead()  # the next batch is read during backward
             with clock.phase("backward"):
                 self.model.backward(self.criterion.backward() * self.dtype.type(weight))
             loss_sum += loss * n
