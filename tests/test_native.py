@@ -38,6 +38,8 @@ SHAPES = [
     (2, 2, 10, 19, 5, 3, 1, 1, 1), (2, 3, 5, 16, 7, 1, 1, 0, 1), (1, 1, 8, 40, 2, 3, 1, 0, 3),
     # 1-3 inputs, 3 kernel columns, whole vectors of outputs (conv_dw_taps)
     (2, 2, 9, 9, 32, 3, 2, 1, 1), (2, 1, 12, 10, 48, 3, 1, 1, 1),
+    # stride with dilation: the input gradient's scatter (conv_dx)
+    (2, 6, 11, 11, 10, 3, 2, 2, 2),
 ]
 
 
@@ -119,6 +121,26 @@ def test_taps_weight_grad_with_kernel_rows_left_over(dtype):
     _, dw_ref, _ = ops.conv2d_backward(x, w, dy, stride, padding, dilation, need_dx=False, chunk=2)
     tol = 1e-12 if dtype == np.float64 else 2e-5
     np.testing.assert_allclose(dw, dw_ref, rtol=tol, atol=tol * np.abs(dw_ref).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kernel, stride, padding", [
+    ((3, 3), (1, 2), (3, 0)),   # padding past the kernel: a phase reads from inside dy
+    ((5, 3), (3, 2), (2, 1)),   # strides apart, kernel rows not a multiple of the stride
+    ((2, 2), (3, 3), (0, 0)),   # a stride past the kernel: phases no tap reaches are zero
+    ((1, 1), (2, 2), (0, 0)),   # ResNet's strided shortcut
+])
+def test_input_grad_by_phases(kernel, stride, padding, dtype):
+    """conv_dx_phases (dilation 1, any stride): every phase of dx against NumPy."""
+    x = rng.standard_normal((2, 13, 11, 17)).astype(dtype)
+    w = rng.standard_normal((9, 17) + kernel).astype(dtype)
+    Ho = conv_ops.conv_output_size(13, kernel[0], stride[0], padding[0])
+    Wo = conv_ops.conv_output_size(11, kernel[1], stride[1], padding[1])
+    dy = rng.standard_normal((2, Ho, Wo, 9)).astype(dtype)
+    dx = native.input_grad(dy, w, x.shape, stride, padding, (1, 1))
+    dx_ref, _, _ = ops.conv2d_backward(x, w, dy, stride, padding, need_dw=False, need_db=False, chunk=2)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(dx, dx_ref, rtol=tol, atol=tol * np.abs(dx_ref).max())
 
 
 def test_rows_weight_grad_ignores_pixels_past_the_row():

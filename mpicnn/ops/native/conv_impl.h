@@ -107,15 +107,42 @@ static int F(channel_block)(int channels, int KH, int KW, int B)
         ROW_TILES(CALL, FWD_JB4, 4) \
     }
 
+/* One sample of the forward: xs (padded) read with row step xrs (a stride's rows apart)
+ * and pixel step pixs, ys written with row step yrow and pixel step ypix (an input
+ * gradient's phase writes every sh-th row and sw-th pixel of dx in place). */
+static void F(fwd_sample)(const T *xs, long xrs, long pixs, long tapcol, long taprow, const T *wp, const T *bp,
+                          T *ys, long yrow, long ypix, int C, int KH, int KW, int Ho, int Wo, int O, int NV)
+{
+    const int OB = NV * VL, nob = (O + OB - 1) / OB;
+    const long wtap = (long)C * OB, wblock = KH * KW * wtap;
+    const int cblk = F(channel_block)(C, KH, KW, OB);
+    for (int ob = 0; ob < nob; ob++) {
+        const T *bb = bp + ob * OB;
+        const int ovalid = O - ob * OB;
+        /* one block at least: with no input channels (a channel split's empty block)
+         * it writes the bias alone */
+        for (int c0 = 0; c0 == 0 || c0 < C; c0 += cblk) {
+            const int cn = C - c0 < cblk ? C - c0 : cblk, first = c0 == 0;
+            const T *wb = wp + ob * wblock + (long)c0 * OB;
+            for (int i = 0; i < Ho; i++) {
+                const T *xr = xs + (long)i * xrs + c0;
+                T *yr = ys + (long)i * yrow + ob * OB;
+                int j = 0;
+#define FWD_CALL(JB, NVC) F(fwd_tile)(xr + j * pixs, pixs, tapcol, taprow, wb, wtap, bb, first, KH, KW, cn, \
+                                        yr + (long)j * ypix, ypix, ovalid, JB, NVC)
+                ROW_OF_TILES(FWD_CALL)
+#undef FWD_CALL
+            }
+        }
+    }
+}
+
 void F(conv_fwd)(const T *x, const T *wp, const T *bp, T *y, T *xpad,
                         int N, int H, int W, int C, int KH, int KW, int sh, int sw, int ph, int pw,
                         int dh, int dw, int Ho, int Wo, int O, int NV)
 {
-    const int OB = NV * VL, nob = (O + OB - 1) / OB;
     const int Hp = H + 2 * ph, Wp = W + 2 * pw;
     const long xrs = (long)Wp * C, pixs = (long)sw * C, tapcol = (long)dw * C, taprow = (long)dh * xrs;
-    const long wtap = (long)C * OB, wblock = KH * KW * wtap;
-    const int cblk = F(channel_block)(C, KH, KW, OB);
     if (ph || pw)
         __builtin_memset(xpad, 0, sizeof(T) * Hp * Wp * C);
     for (int n = 0; n < N; n++) {
@@ -124,25 +151,44 @@ void F(conv_fwd)(const T *x, const T *wp, const T *bp, T *y, T *xpad,
             F(pad_sample)(xs, xpad, H, W, C, ph, pw, Wp);
             xs = xpad;
         }
-        T *ys = y + (long)n * Ho * Wo * O;
-        for (int ob = 0; ob < nob; ob++) {
-            const T *bb = bp + ob * OB;
-            const int ovalid = O - ob * OB;
-            /* one block at least: with no input channels (a channel split's empty block)
-             * it writes the bias alone */
-            for (int c0 = 0; c0 == 0 || c0 < C; c0 += cblk) {
-                const int cn = C - c0 < cblk ? C - c0 : cblk, first = c0 == 0;
-                const T *wb = wp + ob * wblock + (long)c0 * OB;
-                for (int i = 0; i < Ho; i++) {
-                    const T *xr = xs + (long)i * sh * xrs + c0;
-                    T *yr = ys + (long)i * Wo * O + ob * OB;
-                    int j = 0;
-#define FWD_CALL(JB, NVC) F(fwd_tile)(xr + j * pixs, pixs, tapcol, taprow, wb, wtap, bb, first, KH, KW, cn, \
-                                        yr + (long)j * O, O, ovalid, JB, NVC)
-                    ROW_OF_TILES(FWD_CALL)
-#undef FWD_CALL
-                }
+        F(fwd_sample)(xs, sh * xrs, pixs, tapcol, taprow, wp, bp, y + (long)n * Ho * Wo * O, (long)Wo * O, O,
+                      C, KH, KW, Ho, Wo, O, NV);
+    }
+}
+
+/* Input gradient at stride > 1, dilation 1, as sh*sw stride-1 correlations, one per
+ * phase (a, b) of dx: its pixels (Y*sh + a, X*sw + b) take dy over the taps ki = a+ph
+ * (mod sh), kj = b+pw (mod sw), flipped (native.py packs each phase's sub-kernel like
+ * the forward's weights, dx channels as outputs, at wph + ph_geo[8]). Each phase runs
+ * the forward's register tiles over the sample's dy copied into dypad (Hq, Wq, O) at
+ * (pt, pl), and writes its pixels of dx in place: no scatter of every tap into memory.
+ * ph_geo per phase: a, b, row and column of its first read in dypad, rows, columns,
+ * kernel rows, kernel columns (0 when no tap reaches the phase: its pixels are zero),
+ * weight offset.
+ * bzero: C zeros, the bias. */
+void F(conv_dx_phases)(const T *dy, const T *wph, const long *ph_geo, const T *bzero, T *dx, T *dypad,
+                       int N, int H, int W, int C, int Ho, int Wo, int O, int sh, int sw, int pt, int pl,
+                       int Hq, int Wq, int NV)
+{
+    const long qrs = (long)Wq * O;
+    __builtin_memset(dypad, 0, sizeof(T) * Hq * qrs);
+    for (int n = 0; n < N; n++) {
+        const T *dys = dy + (long)n * Ho * Wo * O;
+        for (int i = 0; i < Ho; i++)
+            __builtin_memcpy(dypad + (long)(i + pt) * qrs + (long)pl * O, dys + (long)i * Wo * O, sizeof(T) * Wo * O);
+        T *dxs = dx + (long)n * H * W * C;
+        for (int p = 0; p < sh * sw; p++) {
+            const long *g = ph_geo + 9 * p;
+            const int a = g[0], b = g[1], Hy = g[4], Wy = g[5], U = g[6], Vk = g[7];
+            T *ys = dxs + ((long)a * W + b) * C;
+            if (U == 0 || Vk == 0) {  /* no tap reaches these pixels */
+                for (int Y = 0; Y < Hy; Y++)
+                    for (int X = 0; X < Wy; X++)
+                        __builtin_memset(ys + (long)Y * sh * W * C + (long)X * sw * C, 0, sizeof(T) * C);
+                continue;
             }
+            F(fwd_sample)(dypad + g[2] * qrs + g[3] * O, qrs, O, O, qrs, wph + g[8], bzero,
+                          ys, (long)sh * W * C, (long)sw * C, O, U, Vk, Hy, Wy, C, NV);
         }
     }
 }
