@@ -110,10 +110,8 @@ def main(args, json_path):
         p = predict(problem, Layout(parse_parallel(parallel, ranks), m, split), machine)
         measured_step, measured_memory = measure(case, env)
         # The trainer's peak_rss_mb is taken before the final evaluation, and the data
-        # cache's pages exist only for the samples a run read: compare like with like.
-        read = min(1.0, steps * batch / problem.num_train)
-        cache = problem.num_train * (p.memory_parts["data_cache"] / (problem.num_train + problem.num_test))
-        predicted_memory = p.training_memory_bytes - p.memory_parts["data_cache"] + cache * read
+        # cache's pages exist only for the samples a rank read: compare like with like.
+        predicted_memory = p.training_memory_after(steps, problem.num_train)
         rows.append({"layout": label, "problem": f"{model} {dataset} B={batch}", "ranks": ranks,
                      "parallel": parallel, "predicted_step_ms": 1e3 * p.step_seconds,
                      "measured_step_ms": 1e3 * measured_step,

@@ -2,7 +2,8 @@
 Allgatherv, Reduce_scatter and a neighbour exchange (Isend/Irecv + Waitall, as halos
 and pipeline links do) of a range of sizes on a communicator, and fit each to
 ``alpha + beta * bytes`` (collective costs of the whole vector on 2 ranks; see
-``mpicnn.plan.machine`` for how other rank counts scale)."""
+``mpicnn.plan.machine`` for how other rank counts scale); and the channel layers'
+collectives as they issue them (``time_channel_ops``)."""
 import time
 
 import numpy as np
@@ -61,3 +62,49 @@ def fit_alpha_beta(rows):
     A = np.stack([w, w * x], axis=1)
     (alpha, beta), *_ = np.linalg.lstsq(A, w * y, rcond=None)
     return max(float(alpha), 0.0), max(float(beta), 0.0)
+
+
+CHANNEL_OPS = ("allgather", "reduce_scatter", "allreduce", "block")
+
+
+def time_channel_ops(comm, widths=(6, 16, 64), sizes=(1 << 12, 1 << 16, 1 << 20, 1 << 23), repeats=7):
+    """{op: {channels: [[bytes, seconds], ...]}} of what a channel-split layer does per
+    call (``parallel.channel``): ``ChannelComm.allgather`` of a block, ``reduce_scatter``
+    and ``allreduce`` of a whole array of ``channels`` on the last axis (maps (N, H, W, C)
+    and features (N, F) alike: rows of ``channels`` values), and ``block``, the local copy
+    of one rank's channels a layer takes of a whole input or output gradient. The
+    Python wrapper, the fresh receive buffers and the copies that lay the channel blocks
+    out for MPI and back are all in the time; their cost per byte grows as the blocks
+    narrow, hence the widths. ``bytes``: the whole array. Times are the fastest run
+    after a barrier (the slowest rank's): the calls' own cost, as the layer table holds
+    the layers' (``plan.measure``); on a shared machine most runs of a call this short
+    include another process's turn on the core, and ``compute_scale`` puts the waits
+    of a loaded trainer step back, for these calls as for the layers they belong to."""
+    from .blocks import block_range, block_sizes
+    from .channel import ChannelComm, _block
+    cc = ChannelComm(comm)
+    out = {op: {} for op in CHANNEL_OPS}
+    for width in widths:
+        sizes_c = block_sizes(width, cc.size)
+        lo, hi = block_range(width, cc.size, cc.rank)
+        for nbytes in sizes:
+            rows = max(1, nbytes // 4 // width)
+            whole = np.ones((rows, width), np.float32)
+            mine = np.ascontiguousarray(whole[:, lo:hi])
+            calls = {"allgather": lambda: cc.allgather(mine, sizes_c),
+                     "reduce_scatter": lambda: cc.reduce_scatter(whole, sizes_c),
+                     "allreduce": lambda: cc.allreduce(whole),
+                     "block": lambda: _block(whole, -1, lo, hi)}
+            for op, call in calls.items():
+                times = []
+                # Small calls take microseconds, and one preemption is milliseconds: more of them.
+                for i in range(repeats * (4 if nbytes <= 1 << 16 else 1) + 1):
+                    comm.Barrier()
+                    t0 = time.perf_counter()
+                    call()
+                    if i:
+                        times.append(time.perf_counter() - t0)
+                t = np.array([min(times)])
+                comm.Allreduce(MPI.IN_PLACE, t, op=MPI.MAX)
+                out[op].setdefault(width, []).append([int(whole.nbytes), float(t[0])])
+    return out
