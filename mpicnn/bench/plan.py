@@ -4,7 +4,7 @@ Runs the validation matrix (``CASES``: convnet at 64^2 and 256^2, lenet5 and res
 1 rank, data=2, spatial=2x1 and 1x2, channel=2 under each --channel-split, pipeline=2
 with 1 and 4 micro-batches, at two batch sizes where affordable) through the trainer
 under ``mpiexec`` with one BLAS thread per rank, and prints per case the predicted and
-measured step time and memory per rank (peak resident set of the training loop, before
+measured step time (the run's median step: ``step_seconds``) and memory per rank (peak resident set of the training loop, before
 the final evaluation, against the prediction for the training steps with the data cache
 pages the run touched), then
 the error summary: median and worst step-time error, median memory error, and for each
@@ -12,16 +12,18 @@ problem whether the planner's pick among the measured 2-rank layouts is within 1
 the fastest measured one and not slower than data=2 by more than 10%. The machine file
 is ``--machine`` or, without one, a calibration run first (``bench-results/machine.json``).
 """
+import json
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 
 from ..parallel.launcher import mpi_command, mpi_env
 from ..parallel.spec import parse_parallel
 from ..plan import Layout, Machine, Problem, predict
+from ..training.figures import warmup_steps
 from .report import table, write_json
-from .scaling import run_trainer
 
 ALL2 = [("data=2", 1, "auto"), ("spatial=2x1", 1, "auto"), ("spatial=1x2", 1, "auto"), ("channel=2", 1, "auto"),
         ("channel=2", 1, "filter"), ("channel=2", 1, "channel"), ("pipeline=2", 1, "auto"),
@@ -54,13 +56,38 @@ def cases(only=None):
     return out
 
 
+def step_seconds(records, batch, steps):
+    """The median step of a run, from its metrics records of every step (--log-every 1):
+    each holds the images/s of the timed steps so far, so the timed seconds so far are
+    their images over it, and a step's time is the difference. The median leaves out
+    the steps another process's burst of work stretched on a shared machine."""
+    warmup = warmup_steps(0, steps)
+    elapsed = [(r["step"] - warmup) * batch / r["images_per_sec"] for r in records
+               if "lr" in r and r["step"] > warmup]  # step records (the summary repeats the last)
+    return statistics.median(b - a for a, b in zip([0.0] + elapsed, elapsed))
+
+
+def run_steps(ranks, args, env):
+    """Run the trainer on ``ranks`` ranks with a metrics record every step: (records, summary)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        metrics = os.path.join(tmp, "m.jsonl")
+        cmd = mpi_command(ranks, "-m", "mpicnn.train", *args, "--no-progress", "--log-every", "1",
+                          "--metrics", metrics)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if proc.returncode:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+        records = [json.loads(line) for line in open(metrics)]
+    return records, records[-1]
+
+
 def measure(case, env):
+    """(median step seconds, mean step seconds, peak resident bytes per rank) of a case."""
     label, model, dataset, batch, steps, ranks, parallel, m, split = case
     args = ["--model", model, "--dataset", dataset, "--batch-size", str(batch), "--steps", str(steps),
             "--parallel", parallel, "--micro-batches", str(m), "--channel-split", split,
             "--eval-every", str(10 ** 9)]
-    record = run_trainer(ranks, args, env)
-    return batch / record["images_per_sec"], record["peak_rss_mb"] * 2 ** 20
+    records, summary = run_steps(ranks, args, env)
+    return step_seconds(records, batch, steps), batch / summary["images_per_sec"], summary["peak_rss_mb"] * 2 ** 20
 
 
 def summarize(rows):
@@ -108,13 +135,13 @@ def main(args, json_path):
         label, model, dataset, batch, steps, ranks, parallel, m, split = case
         problem = Problem(model, dataset, batch)
         p = predict(problem, Layout(parse_parallel(parallel, ranks), m, split), machine)
-        measured_step, measured_memory = measure(case, env)
+        measured_step, mean_step, measured_memory = measure(case, env)
         # The trainer's peak_rss_mb is taken before the final evaluation, and the data
         # cache's pages exist only for the samples a rank read: compare like with like.
         predicted_memory = p.training_memory_after(steps, problem.num_train)
         rows.append({"layout": label, "problem": f"{model} {dataset} B={batch}", "ranks": ranks,
                      "parallel": parallel, "predicted_step_ms": 1e3 * p.step_seconds,
-                     "measured_step_ms": 1e3 * measured_step,
+                     "measured_step_ms": 1e3 * measured_step, "mean_step_ms": 1e3 * mean_step,
                      "step_error": (p.step_seconds - measured_step) / measured_step,
                      "predicted_memory_mb": predicted_memory / 2 ** 20, "measured_memory_mb": measured_memory / 2 ** 20})
         print(f"{label}: predicted {rows[-1]['predicted_step_ms']:.1f} ms, measured "

@@ -33,7 +33,8 @@ hand for a machine one is not on (``docs/machines/cluster-64x4.json``). Keys:
   second, "layer_overhead": s}`` for hardware one cannot time.
 - ``step_overhead``: seconds per step outside the layers (loop, loss, clocks), and
   ``compute_scale``: a real step's compute over the sum of isolated layer timings (both
-  fitted by calibration to two real trainer runs);
+  fitted by calibration to two real trainer runs; it stretches the ``channel`` calls,
+  which run inside the layers, too);
   ``optimizer``: ``{"per_tensor": s, "per_byte": s}`` of an Adam step (SGD: half);
   ``data_per_byte``: seconds to read and convert one byte of input batch.
 """
