@@ -275,3 +275,22 @@ def test_calibration_recovers_baseline_and_slack_from_two_runs():
         runs.append((batch, 0.01 * batch, peak))
     scale, seconds, baseline, slack = trainer_fit(ROOFLINE, runs, "float32")
     assert baseline == pytest.approx(9.5e7, rel=1e-6) and slack == pytest.approx(1.4, rel=1e-6)
+
+
+def test_spatial_layers_cost_what_the_machine_measured_for_their_halo_calls():
+    """With a measured ``halo`` fit, a window layer's first split axis costs the fit of its
+    block (stretched by compute_scale), forward and, where it computes its input gradient,
+    backward; its messages still count as traffic, unchanged."""
+    problem = Problem("convnet", "shapes:32", 8)
+    layout = Layout(parse_parallel("spatial=2x1", 2))
+    halo = {"forward": {"alpha": 1e-4, "beta": 1e-9}, "backward": {"alpha": 2e-4, "beta": 2e-9}}
+    plain = predict(problem, layout, Machine(ROOFLINE))
+    measured = predict(problem, layout, Machine({**ROOFLINE, "halo": halo, "compute_scale": 1.5}))
+    from mpicnn.plan.walk import walk
+    leaves = walk(problem.model, layout.spec, "auto", problem.sample_shape, 8, 4)
+    calls = [m for leaf in leaves for m in leaf.messages if m[1].startswith("halo_")]
+    assert len(calls) == 2 * 7 - 1  # 7 convolutions, the first without an input gradient
+    expected = sum(1.5 * (halo[m[1][5:]]["alpha"] + halo[m[1][5:]]["beta"] * m[2]) for m in calls)
+    messages = sum(Machine(ROOFLINE).message(m[4]) for m in calls)  # what the plain machine counts instead
+    assert measured.comm_seconds == pytest.approx(plain.comm_seconds - messages + expected)
+    assert measured.bytes_per_step == plain.bytes_per_step

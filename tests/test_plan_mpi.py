@@ -95,3 +95,18 @@ def test_channel_calls_are_timed_as_the_layers_issue_them():
             assert all(t > 0 for _, t in points)
     assert comm.allgather(rows) == [rows] * comm.Get_size()
     assert rows["allgather"][6][1][1] > rows["block"][6][1][1]
+
+
+@mpi
+def test_halo_calls_are_timed_as_the_layers_issue_them():
+    """``link_timing.time_halo``: forward and backward of a row split's halo call at every
+    size, the block's bytes, the same figures on every rank."""
+    from mpi4py import MPI
+    from mpicnn.parallel.link_timing import time_halo
+    comm = MPI.COMM_WORLD
+    rows = time_halo(comm, sizes=(1 << 14, 1 << 17), repeats=1)
+    assert sorted(rows) == ["backward", "forward"]
+    for points in rows.values():
+        assert [n for n, _ in points] == [4 * 8 * 32 * 16 * 4, 4 * 64 * 32 * 16 * 4]
+        assert all(t > 0 for _, t in points)
+    assert comm.allgather(rows) == [rows] * comm.Get_size()

@@ -25,6 +25,12 @@ hand for a machine one is not on (``docs/machines/cluster-64x4.json``). Keys:
   array, by the array's channel count (narrow blocks copy slower per byte). Measured on
   the calibration's ranks; other counts scale as the ring formula. Without it (or
   across nodes) the channel collectives cost what ``intra``/``inter`` say.
+- ``halo``: what a window layer split over the rows (or columns) of two ranks of one
+  node pays per call for its halo (``parallel.halo``: the span buffer filled, the rows
+  exchanged, the bands kept; backward: the buffer rebuilt, the halo gradients sent back
+  and added): ``{"forward": {"alpha", "beta"}, "backward": {...}}``, ``beta`` per byte
+  of the rank's block, measured by calibration; a second split axis adds its
+  messages. Without it (or across nodes) a halo costs its messages alone.
 - ``overlap_gradients``: whether gradient buckets travel while backward computes (true
   across nodes; on one node MPI moves data only inside the rank's own calls, FACTS.md).
 - ``compute``: either a measured table ``{dtype: {kind: [{"config", "points": [[size,
@@ -64,6 +70,7 @@ class Machine:
         self.links = {"intra": self._link(spec.get("intra"), "intra")}
         self.links["inter"] = self._link(spec.get("inter"), "inter")
         self.channel = spec.get("channel") or {}
+        self.halo = spec.get("halo") or {}
         self.compute = spec.get("compute")
         if not isinstance(self.compute, dict):
             raise UserError(f"{where}: 'compute' must be a table or a roofline (flops, bandwidth, "
@@ -133,6 +140,13 @@ class Machine:
         if op == "block":  # a local copy: one rank's share of the array, whatever the count
             return alpha + nbytes * beta * 2.0 / ranks
         return (ranks - 1) * alpha + 2.0 * (ranks - 1) / ranks * nbytes * beta
+
+    def halo_call(self, phase, block_bytes):
+        """Seconds of a split window layer's halo handling in ``phase`` (forward or
+        backward) for a block of ``block_bytes``, from the measured ``halo`` fit; None
+        without one."""
+        fit = self.halo.get(phase)
+        return None if fit is None else float(fit["alpha"]) + block_bytes * float(fit["beta"])
 
     # ---- compute ----------------------------------------------------------------------
     def layer_seconds(self, kind, config, size, work, flops, nbytes, dtype):

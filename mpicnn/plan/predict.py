@@ -140,9 +140,19 @@ class Comms:
                      "spatial": (P * Q, S * C), "replicas": (spec.data * P * Q, S * C),
                      "world": (spec.size, 1)}
 
-    def seconds(self, op, nbytes, axis, channels=None):
+    def seconds(self, op, nbytes, axis, extra=None):
+        """Seconds of ``op`` on ``axis`` (``walk.Leaf.messages`` say what ``nbytes`` and
+        ``extra`` are)."""
         size, stride = self.axes[axis]
         inter = size > 1 and stride * size > self.m.ranks_per_node
+        if op.startswith("halo_"):
+            # The layer's halo call, copies included: CPU work inside the layer, like
+            # the channel calls below; without a measured fit, its messages alone.
+            measured = None if inter or size <= 1 else self.m.halo_call(op[5:], nbytes)
+            if measured is not None:
+                return measured * self.m.compute_scale
+            op, nbytes = "sendrecv", extra
+        channels = extra
         if axis == "channel" and not inter:
             # The channel layers' calls, wrapper and copies included: CPU work inside the
             # layers, timed as the layer table is, so a step stretches them as it does the
@@ -157,8 +167,10 @@ class Comms:
             return self.m.message(nbytes, inter) if size > 1 and nbytes else 0.0
         return self.m.collective(op, nbytes, size, inter)
 
-    def traffic(self, op, nbytes, axis):
+    def traffic(self, op, nbytes, axis, extra=None):
         size = self.axes[axis][0]
+        if op.startswith("halo_"):
+            op, nbytes = "sendrecv", extra  # the halo call's messages
         if size <= 1 or op == "block":
             return 0.0
         return nbytes if op == "sendrecv" else RING_BYTES[op] * (size - 1) / size * nbytes
@@ -248,9 +260,9 @@ def predict(problem, layout, machine):
         fwd, bwd = _leaf_seconds(machine, leaf, dtype, isz)
         compute += fwd + bwd
         backward += bwd
-        for phase, op, nbytes, axis, channels in leaf.messages:
-            comm += comms.seconds(op, nbytes, axis, channels)
-            traffic += comms.traffic(op, nbytes, axis)
+        for phase, op, nbytes, axis, extra in leaf.messages:
+            comm += comms.seconds(op, nbytes, axis, extra)
+            traffic += comms.traffic(op, nbytes, axis, extra)
     compute, comm, traffic = M * compute * machine.compute_scale, M * comm, M * traffic
     params = sum(l.params for l in leaves)
     tensors = sum(l.tensors for l in leaves)

@@ -41,8 +41,9 @@ class Leaf:
     copies: int = 0  # of those, a new array only training keeps (BatchNorm's xhat, Dropout's mask)
     keeps_output: bool = False  # its output is kept for its own backward (ReLU, max pool)
     workspace: int = 0  # transient elements while it runs (im2col of one 8-sample chunk, halo buffer)
-    # (phase, op, bytes, axis, channels): phase fwd/bwd, the axis of the comm, and for
-    # the channel layers' calls the array's channel count (their copies' cost depends on it)
+    # (phase, op, bytes, axis, extra): phase fwd/bwd, the axis of the comm; extra: for the
+    # channel layers' calls the array's channel count (their copies' cost depends on it),
+    # for a halo call (bytes: the block) the bytes of its messages
     messages: list = field(default_factory=list)
 
 
@@ -97,10 +98,15 @@ class Walker:
             phases.append((rh * wown * c * self.n * self.isz, "rows"))
         if self.Q > 1:
             phases.append((rw * (hown + rh) * c * self.n * self.isz, "columns"))
-        for nbytes, axis in phases:
-            leaf.messages.append(("fwd", "sendrecv", nbytes, axis, None))
-            if leaf.needs_dx:
-                leaf.messages.append(("bwd", "sendrecv", nbytes, axis, None))
+        # The first phase is the layer's halo call (``parallel.halo``: the span buffer of
+        # its block, the exchange, the bands kept; backward, rebuilt and sent back), a
+        # cost of the block's bytes with its messages' bytes beside; a second, its messages.
+        block = hown * wown * c * self.n * self.isz
+        for i, (nbytes, axis) in enumerate(phases):
+            for phase, op in (("fwd", "halo_forward"), ("bwd", "halo_backward")):
+                if phase == "fwd" or leaf.needs_dx:
+                    leaf.messages.append((phase, op, block, axis, nbytes) if i == 0 else
+                                         (phase, "sendrecv", nbytes, axis, None))
         leaf.workspace = max(leaf.workspace, (hown + rh) * (wown + rw) * c * self.n)
         return ho, wo
 

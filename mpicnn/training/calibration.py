@@ -7,7 +7,8 @@ job shares them: forward and backward of the real layer objects (``plan.measure`
 every layer of the given models as the layouts of 1 and N ranks cut it, over a grid of
 sizes; an Adam step over small and large parameters; the trainer's batch read; message
 costs (``parallel.link_timing``: Allreduce, Allgatherv, Reduce_scatter, neighbour
-Isend/Irecv, and the channel layers' collectives as they issue them) fitted to
+Isend/Irecv, and the channel layers' collectives and the spatial layers' halos as they
+issue them) fitted to
 alpha + beta * bytes; the resident memory of a rank before any array. The numbers of rank 0 go to every rank, so all plan alike.
 """
 import os
@@ -19,7 +20,7 @@ import numpy as np
 from .. import nn
 from ..nn.optim import OPTIMIZERS
 from ..parallel.collectives import gather_objects, node_local
-from ..parallel.link_timing import OPS, fit_alpha_beta, time_channel_ops, time_links
+from ..parallel.link_timing import OPS, fit_alpha_beta, time_channel_ops, time_halo, time_links
 from ..plan import measure
 from ..plan.machine import FORMAT, Machine
 from ..plan.problem import build, dataset_info
@@ -110,6 +111,11 @@ def measure_machine(comm, models=MODELS, dtypes=("float32",), quick=False):
                                 for width, points in by_width.items()] for op, by_width in channel.items()}
         spec["channel_measured"] = {op: {str(w): rows for w, rows in by_width.items()}
                                     for op, by_width in channel.items()}
+        # What a spatially split window layer pays per call for its halo, copies included.
+        halo = time_halo(comm, sizes=(1 << 14, 1 << 18, 1 << 21) if quick else (1 << 14, 1 << 18, 1 << 21, 1 << 23),
+                         repeats=2 if quick else 5)
+        spec["halo"] = {phase: dict(zip(("alpha", "beta"), fit_alpha_beta(rows))) for phase, rows in halo.items()}
+        spec["halo_measured"] = halo
     else:  # one rank: FACTS.md's figures for MPICH on one node, said so in the file
         spec["intra"] = {"alpha": 3e-6, "beta": 3.3e-10}
         spec["links_measured"] = "not measured (one rank); defaults"
