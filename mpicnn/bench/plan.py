@@ -5,7 +5,7 @@ Runs the validation matrix (``CASES``: convnet at 64^2 and 256^2, lenet5 and res
 with 1 and 4 micro-batches, at two batch sizes where affordable) through the trainer
 under ``mpiexec`` with one BLAS thread per rank, and prints per case the predicted and
 measured step time (the slowest rank's CPU seconds per step, and the wall clock's median
-step beside it: ``measure``) and memory per rank (peak resident set of the training loop, before
+step beside it: ``measure``; the faster of two passes over the matrix) and memory per rank (peak resident set of the training loop, before
 the final evaluation, against the prediction for the training steps with the data cache
 pages the run touched), then
 the error summary: median and worst step-time error, median memory error, and for each
@@ -42,6 +42,7 @@ CASES = [
                                          ("pipeline=2", 4, "auto")]),
 ]
 PICK_TOLERANCE = 0.10
+PASSES = 2
 
 
 def cases(only=None):
@@ -138,12 +139,24 @@ def machine_for(args):
 def main(args, json_path):
     machine, path = machine_for(args)
     env = mpi_env()
+    matrix = cases(args.cases)
+    # PASSES passes over the whole matrix, each case's fastest figures kept: noise only
+    # adds time, and another user's burst of work rarely hits a case in both passes.
+    measured, loads = {}, []
+    for n in range(PASSES):
+        for case in matrix:
+            figures = measure(case, env)
+            old = measured.get(case[0], figures)
+            measured[case[0]] = tuple(min(a, b) for a, b in zip(old[:3], figures[:3])) + (max(old[3], figures[3]),)
+            print(f"pass {n + 1}/{PASSES} {case[0]}: {1e3 * figures[0]:.1f} ms of CPU per step, wall median "
+                  f"{1e3 * figures[1]:.1f} ms, {figures[3] / 2 ** 20:.0f} MiB", flush=True)
+        loads.append(os.getloadavg())
     rows = []
-    for case in cases(args.cases):
+    for case in matrix:
         label, model, dataset, batch, steps, ranks, parallel, m, split = case
         problem = Problem(model, dataset, batch)
         p = predict(problem, Layout(parse_parallel(parallel, ranks), m, split), machine)
-        measured_step, median_step, mean_step, measured_memory = measure(case, env)
+        measured_step, median_step, mean_step, measured_memory = measured[label]
         # The trainer's peak_rss_mb is taken before the final evaluation, and the data
         # cache's pages exist only for the samples a rank read: compare like with like.
         predicted_memory = p.training_memory_after(steps, problem.num_train)
@@ -163,5 +176,6 @@ def main(args, json_path):
     table("the pick among the measured 2-rank layouts", picks)
     print("\n" + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()))
     write_json(json_path, {"plan": rows, "picks": picks, "summary": summary, "machine": path,
-                           "load_average": load, "command": " ".join(sys.argv)})
+                           "load_average": load, "load_average_after_each_pass": loads,
+                           "command": " ".join(sys.argv)})
     return 0
