@@ -85,11 +85,12 @@ def measure_machine(comm, models=MODELS, dtypes=("float32",), quick=False):
             compute[dtype] = measure.calibrate_compute(configs, np.dtype(dtype), sides=(8, 32, 96), budget=0.01,
                                                        deadline=time.perf_counter() + 3.0)
         else:
-            # Busy machines stretch every point: past about a second per config (at
-            # least 35 s), each series stops at two sizes.
+            # Busy machines stretch every point: past two seconds per config (at least
+            # 35 s), each series stops at two sizes (small ones, whose fixed costs then
+            # scale up with the size: too dear for large layers, so leave them room).
             compute[dtype] = measure.calibrate_compute(configs, np.dtype(dtype),
                                                        deadline=time.perf_counter()
-                                                       + max(35.0, len(configs)) / len(dtypes))
+                                                       + max(35.0, 2.0 * len(configs)) / len(dtypes))
     spec = {"format": FORMAT, "host": platform.node(), "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "backend": "numpy", "threads_per_rank": 1, "ranks": comm.Get_size(), "nodes": 1,
             "ranks_per_node": max(sizes), "memory_per_rank": _memory_per_rank(max(sizes)),
