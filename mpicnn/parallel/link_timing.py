@@ -99,8 +99,9 @@ def time_channel_ops(comm, widths=(6, 16, 64), sizes=(1 << 12, 1 << 16, 1 << 20,
                      "block": lambda: _block(whole, -1, lo, hi)}
             for op, call in calls.items():
                 times = []
-                # Small calls take microseconds, and one preemption is milliseconds: more of them.
-                for i in range(repeats * (4 if nbytes <= 1 << 16 else 1) + 1):
+                # Small calls take microseconds, and one preemption is milliseconds: more of them
+                # (and twice the runs of the large ones, which a loaded machine rarely leaves alone).
+                for i in range(repeats * (4 if nbytes <= 1 << 16 else 2) + 1):
                     comm.Barrier()
                     t0 = time.perf_counter()
                     call()
