@@ -17,6 +17,7 @@ from ..ops.conv import conv_paths
 from ..parallel.blocks import block_range
 from ..parallel.channel_plan import plan_model
 from ..parallel.halo_geometry import axis_plan
+from .layouts import enumerate_layouts
 from .measure import kind_of, work_of
 
 SAVES_INPUT = (nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.LeakyReLU)  # keep x for backward
@@ -274,7 +275,6 @@ def layout_configs(model, sample_shape, ranks, itemsize=4):
     ``ranks`` ranks gives its busiest rank (a channel split's shards, a pool's local
     channels): what a calibration times so that the planner reads each layer it plans
     from its own measured series. Pipelines and parameter servers keep whole layers."""
-    from .layouts import enumerate_layouts
     seen = []
     for spec, _, split in enumerate_layouts(ranks, pipeline=False, ps=False):
         try:
