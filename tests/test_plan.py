@@ -294,3 +294,30 @@ def test_spatial_layers_cost_what_the_machine_measured_for_their_halo_calls():
     messages = sum(Machine(ROOFLINE).message(m[4]) for m in calls)  # what the plain machine counts instead
     assert measured.comm_seconds == pytest.approx(plain.comm_seconds - messages + expected)
     assert measured.bytes_per_step == plain.bytes_per_step
+
+
+def test_bench_plan_reads_a_runs_median_step_from_its_records():
+    """Records of every step hold the images/s of the timed steps so far; the steps'
+    own times come back from their differences (the summary record is left out)."""
+    from mpicnn.bench.plan import step_seconds
+    from mpicnn.training.figures import warmup_steps
+    batch, steps, times = 32, 12, [0.5, 0.01, 0.02, 0.03, 0.02, 0.9, 0.02]
+    warmup = warmup_steps(0, steps)
+    records, elapsed = [], 0.0
+    for k, t in enumerate(times):
+        elapsed += t
+        done = warmup + k + 1
+        records.append({"step": done, "lr": 1e-3, "images_per_sec": (done - warmup) * batch / elapsed})
+    records.append({"step": records[-1]["step"], "final": True, "images_per_sec": records[-1]["images_per_sec"]})
+    assert step_seconds(records, batch, steps) == pytest.approx(0.02)
+
+
+def test_the_trainer_reports_cpu_seconds_per_step():
+    """What bench plan checks the planner against: the process's CPU time per timed
+    step, positive and no more than its wall time on every core allows (a total over
+    the steps would be 8 times that)."""
+    result = train.run(["--model", "lenet5", "--batch-size", "32", "--steps", "8", "--no-progress",
+                        "--eval-every", str(10 ** 9), "--eval-batch-size", "8"], MPI.COMM_SELF)
+    cpu = result.summary["cpu_seconds_per_step"]
+    wall = 32 / result.summary["images_per_sec"]
+    assert 0 < cpu <= 1.2 * wall * (os.cpu_count() or 1), (cpu, wall)
