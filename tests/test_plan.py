@@ -198,3 +198,126 @@ def test_sync_bn_adds_reductions_over_the_data_ranks():
     synced = predict(Problem("convnet", "shapes:32", 16, sync_bn=True), layout, machine)
     assert synced.comm_seconds > plain.comm_seconds
     assert synced.bytes_per_step > plain.bytes_per_step
+
+
+def test_calibration_times_the_layers_as_the_layouts_cut_them():
+    """A channel split's shards and a pool's local channels are configs of their own:
+    the calibration times them rather than scaling a neighbour's time by its work."""
+    from mpicnn.plan.walk import layout_configs
+    problem = Problem("lenet5", "mnist5k", 8)
+    whole = layout_configs(problem.model, problem.sample_shape, 1)
+    two = layout_configs(problem.model, problem.sample_shape, 2)
+    assert ("conv", {"cin": 1, "cout": 6, "k": [5, 5], "s": [1, 1], "p": [2, 2]}) in whole
+    assert ("conv", {"cin": 3, "cout": 16, "k": [5, 5], "s": [1, 1], "p": [0, 0]}) not in whole
+    assert ("conv", {"cin": 3, "cout": 16, "k": [5, 5], "s": [1, 1], "p": [0, 0]}) in two  # channel-split input
+    pools = sorted(c["c"] for k, c in two if k == "maxpool2d")
+    assert pools == [3, 6, 16]  # after the first conv's 6 channels, its split block of 3, the second's 16
+
+
+def test_channel_layers_cost_what_the_machine_measured_for_their_calls():
+    """With a measured ``channel`` table, a channel layout's communication is the table's
+    (stretched by compute_scale, as the layers are), including the block copies a layer
+    makes of a whole input or output gradient; without one, the link costs."""
+    problem = Problem("lenet5", "mnist5k", 64)
+    layout = Layout(parse_parallel("channel=2", 2), 1, "filter")
+    plain = predict(problem, layout, Machine(ROOFLINE))
+    table = {op: [{"channels": 4, "alpha": 1e-3, "beta": 0.0}, {"channels": 64, "alpha": 1e-4, "beta": 0.0}]
+             for op in ("allgather", "reduce_scatter", "allreduce", "block")}
+    measured = predict(problem, layout, Machine({**ROOFLINE, "channel": table}))
+    stretched = predict(problem, layout, Machine({**ROOFLINE, "channel": table, "compute_scale": 2.0}))
+    from mpicnn.plan.walk import walk
+    leaves = walk(problem.model, layout.spec, "filter", problem.sample_shape, 64, 4)
+    calls = [m for leaf in leaves for m in leaf.messages if m[3] == "channel"]
+    assert any(m[1] == "block" for m in calls)  # the filter conv's block of the whole output gradient
+    machine = Machine({**ROOFLINE, "channel": table})
+    expected = sum(machine.channel_op(m[1], m[2], 2, m[4]) for m in calls)
+    small = Machine(ROOFLINE).collective("allreduce", 64, 2)  # the step's figures
+    assert measured.comm_seconds == pytest.approx(expected + small)
+    assert stretched.comm_seconds == pytest.approx(2 * expected + small)
+    assert measured.comm_seconds > plain.comm_seconds  # ~0.1-1 ms a call against the links' microseconds
+    # Narrow arrays cost more per call than wide ones (log-linear between the counts).
+    assert machine.channel_op("allgather", 0, 2, 4) > machine.channel_op("allgather", 0, 2, 16) > 1e-4
+
+
+def test_resident_memory_counts_allocator_slack_and_the_cache_pages_read():
+    problem = Problem("convnet", "shapes:64", 16)
+    layout = Layout(parse_parallel("data=2", 2))
+    tight = predict(problem, layout, Machine(ROOFLINE))
+    slack = predict(problem, layout, Machine({**ROOFLINE, "allocator_slack": 1.5}))
+    acts = tight.memory_parts["training_activations"]
+    assert slack.training_memory_bytes - tight.training_memory_bytes == pytest.approx(0.5 * acts)
+    assert slack.array_bytes == tight.array_bytes  # arrays are arrays; the slack is the heap's
+    # The cache holds the pages of the samples this rank read: none before a step, all
+    # once an epoch's share went by, and pages of small samples fill faster than samples.
+    n = problem.num_train
+    cache = tight.memory_parts["train_cache"]
+    assert tight.samples_per_step == 8  # its half of the batch
+    start = tight.training_memory_after(0, n)
+    assert tight.training_memory_after(10 ** 6, n) - start == pytest.approx(cache)
+    quarter = n // 4 // tight.samples_per_step
+    share = quarter * tight.samples_per_step / n
+    assert tight.training_memory_after(quarter, n) - start == pytest.approx(cache * share, rel=1e-6)  # 12 KiB samples
+    lenet = predict(Problem("lenet5", "mnist5k", 16), Layout(parse_parallel(None, 1)), Machine(ROOFLINE))
+    small = lenet.training_memory_after(25, 4000) - lenet.training_memory_after(0, 4000)
+    assert small > 1.5 * lenet.memory_parts["train_cache"] * 0.1  # 10% of 784-byte samples touch ~40% of pages
+
+
+def test_calibration_recovers_baseline_and_slack_from_two_runs():
+    """``bench calibrate``'s memory fit: runs whose peaks are baseline + arrays + (slack-1)
+    x activations give back that baseline and slack."""
+    from mpicnn.bench.calibrate import FIT_BATCHES, FIT_STEPS, trainer_fit
+    from mpicnn.parallel.spec import ParallelSpec
+    runs = []
+    for batch in FIT_BATCHES:
+        p = predict(Problem("lenet5", "mnist5k", batch, eval_batch_size=8), Layout(ParallelSpec()),
+                    Machine({**ROOFLINE, "baseline_bytes": 0.0}))
+        peak = 9.5e7 + p.training_memory_after(FIT_STEPS, 4000) + 0.4 * p.memory_parts["training_activations"]
+        runs.append((batch, 0.01 * batch, peak))
+    scale, seconds, baseline, slack = trainer_fit(ROOFLINE, runs, "float32")
+    assert baseline == pytest.approx(9.5e7, rel=1e-6) and slack == pytest.approx(1.4, rel=1e-6)
+
+
+def test_spatial_layers_cost_what_the_machine_measured_for_their_halo_calls():
+    """With a measured ``halo`` fit, a window layer's first split axis costs the fit of its
+    block (stretched by compute_scale), forward and, where it computes its input gradient,
+    backward; its messages still count as traffic, unchanged."""
+    problem = Problem("convnet", "shapes:32", 8)
+    layout = Layout(parse_parallel("spatial=2x1", 2))
+    halo = {"forward": {"alpha": 1e-4, "beta": 1e-9}, "backward": {"alpha": 2e-4, "beta": 2e-9}}
+    plain = predict(problem, layout, Machine(ROOFLINE))
+    measured = predict(problem, layout, Machine({**ROOFLINE, "halo": halo, "compute_scale": 1.5}))
+    from mpicnn.plan.walk import walk
+    leaves = walk(problem.model, layout.spec, "auto", problem.sample_shape, 8, 4)
+    calls = [m for leaf in leaves for m in leaf.messages if m[1].startswith("halo_")]
+    assert len(calls) == 2 * 7 - 1  # 7 convolutions, the first without an input gradient
+    expected = sum(1.5 * (halo[m[1][5:]]["alpha"] + halo[m[1][5:]]["beta"] * m[2]) for m in calls)
+    messages = sum(Machine(ROOFLINE).message(m[4]) for m in calls)  # what the plain machine counts instead
+    assert measured.comm_seconds == pytest.approx(plain.comm_seconds - messages + expected)
+    assert measured.bytes_per_step == plain.bytes_per_step
+
+
+def test_bench_plan_reads_a_runs_median_step_from_its_records():
+    """Records of every step hold the images/s of the timed steps so far; the steps'
+    own times come back from their differences (the summary record is left out)."""
+    from mpicnn.bench.plan import step_seconds
+    from mpicnn.training.figures import warmup_steps
+    batch, steps, times = 32, 12, [0.5, 0.01, 0.02, 0.03, 0.02, 0.9, 0.02]
+    warmup = warmup_steps(0, steps)
+    records, elapsed = [], 0.0
+    for k, t in enumerate(times):
+        elapsed += t
+        done = warmup + k + 1
+        records.append({"step": done, "lr": 1e-3, "images_per_sec": (done - warmup) * batch / elapsed})
+    records.append({"step": records[-1]["step"], "final": True, "images_per_sec": records[-1]["images_per_sec"]})
+    assert step_seconds(records, batch, steps) == pytest.approx(0.02)
+
+
+def test_the_trainer_reports_cpu_seconds_per_step():
+    """What bench plan checks the planner against: the process's CPU time per timed
+    step, positive and no more than its wall time on every core allows (a total over
+    the steps would be 8 times that)."""
+    result = train.run(["--model", "lenet5", "--batch-size", "32", "--steps", "8", "--no-progress",
+                        "--eval-every", str(10 ** 9), "--eval-batch-size", "8"], MPI.COMM_SELF)
+    cpu = result.summary["cpu_seconds_per_step"]
+    wall = 32 / result.summary["images_per_sec"]
+    assert 0 < cpu <= 1.2 * wall * (os.cpu_count() or 1), (cpu, wall)

@@ -76,3 +76,37 @@ def test_every_layout_listed_for_two_ranks_runs():
                               "--channel-split", layout.channel_split], comm)
         return 0.0
     assert agreed_max(on_ranks(2, run)) == 0.0
+
+
+@mpi
+def test_channel_calls_are_timed_as_the_layers_issue_them():
+    """``link_timing.time_channel_ops`` times the channel layers' own calls: every op, at
+    every width and size, the same figures on every rank, and an allgather (fresh
+    buffers, blocks laid out and back) dearer than the block copy alone."""
+    from mpi4py import MPI
+    from mpicnn.parallel.link_timing import CHANNEL_OPS, time_channel_ops
+    comm = MPI.COMM_WORLD
+    rows = time_channel_ops(comm, widths=(6, 32), sizes=(1 << 12, 1 << 18), repeats=2)
+    assert set(rows) == set(CHANNEL_OPS)
+    for op in CHANNEL_OPS:
+        assert sorted(rows[op]) == [6, 32]
+        for width, points in rows[op].items():
+            assert [n for n, _ in points] == [(1 << 12) // 4 // width * width * 4, (1 << 18) // 4 // width * width * 4]
+            assert all(t > 0 for _, t in points)
+    assert comm.allgather(rows) == [rows] * comm.Get_size()
+    assert rows["allgather"][6][1][1] > rows["block"][6][1][1]
+
+
+@mpi
+def test_halo_calls_are_timed_as_the_layers_issue_them():
+    """``link_timing.time_halo``: forward and backward of a row split's halo call at every
+    size, the block's bytes, the same figures on every rank."""
+    from mpi4py import MPI
+    from mpicnn.parallel.link_timing import time_halo
+    comm = MPI.COMM_WORLD
+    rows = time_halo(comm, sizes=(1 << 14, 1 << 17), repeats=1)
+    assert sorted(rows) == ["backward", "forward"]
+    for points in rows.values():
+        assert [n for n, _ in points] == [1 << 14, 1 << 17]  # 4 samples x 2 and 16 rows x 32 x 16
+        assert all(t > 0 for _, t in points)
+    assert comm.allgather(rows) == [rows] * comm.Get_size()

@@ -5,7 +5,7 @@ for the planner (``mpicnn.plan``; README, "Which layout should I run?").
 and resnet8 (or ``--models``), the optimizer, the batch read and the messages on the
 ranks it is launched with; this adds how a real trainer step compares with the table and
 what memory a trainer process holds besides its arrays (two short real 1-rank runs on
-every rank at once: a scale, a per-step cost and the baseline) and
+every rank at once: a scale, a per-step cost, the baseline and the allocator's slack) and
 writes the file (``trainer_fit``). ``--quick`` times fewer sizes (a few seconds).
 """
 import io
@@ -21,55 +21,68 @@ from ..plan.machine import Machine
 from ..training.calibration import MODELS, measure_machine
 
 
-FIT_BATCHES, FIT_STEPS = (16, 128), 16
+FIT_BATCHES, FIT_STEPS = (16, 512), 16
 
 
 def trainer_runs(comm_self, dtype):
     """Two short real 1-rank runs of lenet5 (batch FIT_BATCHES), the first thing this
-    process does (so its peak resident memory is theirs): [(batch, seconds per step)] and
-    the peak resident bytes. Evaluation is kept small: the peak is the training steps'."""
+    process does: [(batch, seconds per step, peak resident bytes after it)].
+    Evaluation is kept small: each peak is its training steps'."""
+    from ..backend import gpu_count
     from ..train import run
-    steps = []
+    # As a default trainer run is (--backend auto, which imports CuPy to look for a GPU:
+    # ~20 MiB of the baseline), while that resolves to the NumPy backend the table times.
+    backend = "auto" if gpu_count() == 0 else "numpy"
+    runs = []
     for batch in FIT_BATCHES:
         with tempfile.TemporaryDirectory() as tmp, redirect_stdout(io.StringIO()):  # its log lines are not ours
             result = run(["--model", "lenet5", "--dataset", "mnist5k", "--batch-size", str(batch), "--steps",
                           str(FIT_STEPS), "--dtype", dtype, "--no-progress", "--eval-every", str(10 ** 9),
                           "--eval-batch-size", "8", "--metrics", os.path.join(tmp, "m.jsonl"),
-                          "--backend", "numpy"], comm_self)
-        steps.append((batch, batch / result.summary["images_per_sec"]))
-    return steps, result.summary["peak_rss_mb"] * 2 ** 20
+                          "--backend", backend], comm_self)
+        # CPU seconds per step, as bench plan measures the runs it checks the planner
+        # against: the step without other processes' turns on a shared machine's cores.
+        runs.append((batch, result.summary["cpu_seconds_per_step"], result.summary["peak_rss_mb"] * 2 ** 20))
+    return runs
 
 
-def trainer_fit(spec, runs, rss, dtype):
-    """(scale, seconds, baseline bytes) from ``trainer_runs``: a trainer step against the
-    table's prediction, fitted as ``measured = seconds + scale * predicted``. ``scale``
-    holds what isolated layer timings miss (caches the other layers of a step evicted, a
-    shared machine's waits); ``seconds`` the loop, loss, clocks and zeroing. The baseline:
-    the runs' peak resident memory less the arrays predicted for the larger run (with the
-    data cache pages it touched)."""
+def trainer_fit(spec, runs, dtype):
+    """(scale, seconds, baseline bytes, allocator slack) from ``trainer_runs``.
+
+    Time: a trainer step against the table's prediction, fitted as ``measured = seconds
+    + scale * predicted``. ``scale`` holds what isolated layer timings miss (caches the
+    other layers of a step evicted, a shared machine's waits); ``seconds`` the loop,
+    loss, clocks and zeroing.
+
+    Memory: each run's peak resident bytes against its predicted arrays (with the data
+    cache pages it touched), fitted as ``peak = baseline + arrays + (slack - 1) *
+    activations``: the larger batch differs from the smaller by its activations, which
+    give the slope; what is left at no activations is the process's own memory."""
     from ..parallel.spec import ParallelSpec
     from ..plan import Layout, Problem, predict
     points = []
-    for batch, measured in runs:
+    for batch, measured, rss in runs:
         problem = Problem("lenet5", "mnist5k", batch, dtype, eval_batch_size=8)
-        p = predict(problem, Layout(ParallelSpec()), Machine({**spec, "baseline_bytes": 0.0}))
-        points.append((p.compute_seconds + p.other_seconds, measured))
-    (p1, m1), (p2, m2) = points
+        p = predict(problem, Layout(ParallelSpec()), Machine({**spec, "baseline_bytes": 0.0, "allocator_slack": 1.0}))
+        arrays = p.training_memory_after(FIT_STEPS, problem.num_train)
+        points.append((p.compute_seconds + p.other_seconds, measured, rss, arrays,
+                       p.memory_parts["training_activations"]))
+    (p1, m1, r1, a1, act1), (p2, m2, r2, a2, act2) = points
     scale = min(max((m2 - m1) / (p2 - p1), 0.8), 3.0) if p2 > p1 else 1.0
-    cache = p.memory_parts["data_cache"] * problem.num_train / (problem.num_train + problem.num_test)
-    touched = min(1.0, FIT_STEPS * batch / problem.num_train)
-    arrays = p.training_memory_bytes - p.memory_parts["data_cache"] + cache * touched
-    return scale, max(m1 - scale * p1, 0.0), max(rss - arrays, 0.0)
+    # The heap cannot hold less than what was allocated: slack >= 1.
+    slack = max(1.0 + ((r2 - a2) - (r1 - a1)) / (act2 - act1), 1.0) if act2 > act1 else 1.0
+    baseline = max(r1 - a1 - (slack - 1.0) * act1, 0.0)
+    return scale, max(m1 - scale * p1, 0.0), baseline, slack
 
 
 def calibrate(comm, comm_self, models=MODELS, dtypes=("float32",), quick=False):
     """The machine description (a dict, see ``plan.machine``), the same on every rank."""
     from ..parallel.collectives import gather_objects
     t0 = time.perf_counter()
-    runs, rss = trainer_runs(comm_self, dtypes[0])
+    runs = trainer_runs(comm_self, dtypes[0])
     spec = measure_machine(comm, models, dtypes, quick)
-    fits = gather_objects(comm, trainer_fit(spec, runs, rss, dtypes[0]))
-    for i, key in enumerate(("compute_scale", "step_overhead", "baseline_bytes")):
+    fits = gather_objects(comm, trainer_fit(spec, runs, dtypes[0]))
+    for i, key in enumerate(("compute_scale", "step_overhead", "baseline_bytes", "allocator_slack")):
         spec[key] = float(np.median([f[i] for f in fits]))
     spec["calibration_seconds"] = time.perf_counter() - t0
     return spec
@@ -88,5 +101,7 @@ def main(args):
             json.dump(spec, f, indent=1)
         print(f"mpicnn: calibrated {comm.Get_size()} rank(s) in {spec['calibration_seconds']:.1f} s; "
               f"allreduce alpha {spec['intra'].get('allreduce', spec['intra']).get('alpha', 0) * 1e6:.1f} us, "
-              f"trainer = {spec['step_overhead'] * 1e3:.2f} ms + {spec['compute_scale']:.2f} x layers; wrote {args.output}")
+              f"trainer = {spec['step_overhead'] * 1e3:.2f} ms + {spec['compute_scale']:.2f} x layers, "
+              f"{spec['baseline_bytes'] / 2 ** 20:.0f} MiB + {spec['allocator_slack']:.2f} x activations; "
+              f"wrote {args.output}")
     return 0

@@ -6,14 +6,31 @@ hand for a machine one is not on (``docs/machines/cluster-64x4.json``). Keys:
 - ``nodes``, ``ranks_per_node``: the job shape the numbers describe; ranks are placed on
   nodes in order (rank r on node r // ranks_per_node), as ``mpiexec`` does by default.
 - ``memory_per_rank``: bytes a rank may use (``--memory-per-rank`` overrides it).
-- ``baseline_bytes``: resident memory of a trainer rank before any array (interpreter,
-  NumPy, mpi4py, h5py).
+- ``baseline_bytes``: resident memory of a trainer rank besides its arrays (interpreter,
+  NumPy, mpi4py, h5py, BLAS and native libraries), and ``allocator_slack``: resident
+  bytes per byte of activations (the heap keeps and fragments what layers free each
+  step; 1 when unknown). Both fitted by calibration to two real trainer runs' peak
+  resident memory against their predicted arrays.
 - ``intra`` / ``inter``: message costs inside a node / between nodes. Either per
   operation, ``{"allreduce": {"alpha": s, "beta": s_per_byte}, "allgather": ...,
   "reduce_scatter": ..., "sendrecv": ...}``, or one ``{"alpha": s, "beta": s_per_byte}``
   for all. A collective over P ranks of n bytes (the whole vector) costs
   ``(P-1)*alpha + 2*(P-1)/P*n*beta`` (ring; on P = 2 simply alpha + n*beta, which is how
   calibration fits them); a halo or pipeline message ``alpha + n*beta``.
+- ``channel``: what a channel-split layer pays per call on one node, measured by
+  calibration through the layers' own ``ChannelComm`` (wrapper, fresh buffers, the copies
+  that lay channel blocks out for MPI and back): ``{op: [{"channels": c, "alpha": s,
+  "beta": s_per_byte}, ...]}`` for ``allgather``, ``reduce_scatter``, ``allreduce`` and
+  ``block`` (a layer's local copy of its channels), ``beta`` per byte of the whole
+  array, by the array's channel count (narrow blocks copy slower per byte). Measured on
+  the calibration's ranks; other counts scale as the ring formula. Without it (or
+  across nodes) the channel collectives cost what ``intra``/``inter`` say.
+- ``halo``: what a window layer split over the rows (or columns) of two ranks of one
+  node pays per call for its halo (``parallel.halo``: the span buffer filled, the rows
+  exchanged, the bands kept; backward: the buffer rebuilt, the halo gradients sent back
+  and added): ``{"forward": {"alpha", "beta"}, "backward": {...}}``, ``beta`` per byte
+  of the rank's block, measured by calibration; a second split axis adds its
+  messages. Without it (or across nodes) a halo costs its messages alone.
 - ``overlap_gradients``: whether gradient buckets travel while backward computes (true
   across nodes; on one node MPI moves data only inside the rank's own calls, FACTS.md).
 - ``compute``: either a measured table ``{dtype: {kind: [{"config", "points": [[size,
@@ -22,7 +39,8 @@ hand for a machine one is not on (``docs/machines/cluster-64x4.json``). Keys:
   second, "layer_overhead": s}`` for hardware one cannot time.
 - ``step_overhead``: seconds per step outside the layers (loop, loss, clocks), and
   ``compute_scale``: a real step's compute over the sum of isolated layer timings (both
-  fitted by calibration to two real trainer runs);
+  fitted by calibration to two real trainer runs; it stretches the ``channel`` calls,
+  which run inside the layers, too);
   ``optimizer``: ``{"per_tensor": s, "per_byte": s}`` of an Adam step (SGD: half);
   ``data_per_byte``: seconds to read and convert one byte of input batch.
 """
@@ -43,6 +61,7 @@ class Machine:
         self.ranks_per_node = int(spec.get("ranks_per_node", 1 << 30))
         self.memory_per_rank = spec.get("memory_per_rank")
         self.baseline = float(spec.get("baseline_bytes", 120e6))
+        self.allocator_slack = float(spec.get("allocator_slack", 1.0))
         self.overlap = bool(spec.get("overlap_gradients", False))
         self.step_overhead = float(spec.get("step_overhead", 0.0))
         self.compute_scale = float(spec.get("compute_scale", 1.0))
@@ -50,6 +69,8 @@ class Machine:
         self.data_per_byte = float(spec.get("data_per_byte", 1e-10))
         self.links = {"intra": self._link(spec.get("intra"), "intra")}
         self.links["inter"] = self._link(spec.get("inter"), "inter")
+        self.channel = spec.get("channel") or {}
+        self.halo = spec.get("halo") or {}
         self.compute = spec.get("compute")
         if not isinstance(self.compute, dict):
             raise UserError(f"{where}: 'compute' must be a table or a roofline (flops, bandwidth, "
@@ -101,6 +122,31 @@ class Machine:
     def message(self, nbytes, inter=False):
         alpha, beta = self.links["inter" if inter else "intra"]["sendrecv"]
         return alpha + nbytes * beta
+
+    def channel_op(self, op, nbytes, ranks, channels):
+        """Seconds of a channel layer's ``op`` on an array of ``nbytes`` (whole) and
+        ``channels`` channels over ``ranks`` ranks of one node, from the measured
+        ``channel`` table (log-linear between the measured channel counts); None when the
+        table lacks it."""
+        series = self.channel.get(op)
+        if not series or ranks <= 1:
+            return None if not series else 0.0
+        pts = sorted((float(p["channels"]), float(p["alpha"]), float(p["beta"])) for p in series)
+        c = min(max(float(channels or pts[-1][0]), pts[0][0]), pts[-1][0])
+        lo = max(i for i, p in enumerate(pts) if p[0] <= c)
+        hi = min(lo + 1, len(pts) - 1)
+        f = 0.0 if hi == lo else math.log(c / pts[lo][0]) / math.log(pts[hi][0] / pts[lo][0])
+        alpha, beta = (pts[lo][k] + f * (pts[hi][k] - pts[lo][k]) for k in (1, 2))
+        if op == "block":  # a local copy: one rank's share of the array, whatever the count
+            return alpha + nbytes * beta * 2.0 / ranks
+        return (ranks - 1) * alpha + 2.0 * (ranks - 1) / ranks * nbytes * beta
+
+    def halo_call(self, phase, block_bytes):
+        """Seconds of a split window layer's halo handling in ``phase`` (forward or
+        backward) for a block of ``block_bytes``, from the measured ``halo`` fit; None
+        without one."""
+        fit = self.halo.get(phase)
+        return None if fit is None else float(fit["alpha"]) + block_bytes * float(fit["beta"])
 
     # ---- compute ----------------------------------------------------------------------
     def layer_seconds(self, kind, config, size, work, flops, nbytes, dtype):

@@ -186,14 +186,3 @@ def calibrate_compute(configs, dtype, sides=(4, 8, 16, 32, 64, 128), batch=8, bu
         table[kind] = [{"config": {}, "points": points}]
     return table
 
-
-def model_configs(model):
-    """The distinct (kind, config) of ``model``'s leaf layers, in order of appearance."""
-    seen = []
-    for m in model.modules():
-        if m.children():
-            continue
-        kc = kind_of(m)
-        if kc is not None and kc not in seen:
-            seen.append(kc)
-    return seen

@@ -24,6 +24,11 @@ from .walk import walk
 
 OPTIMIZER_STATE = {"adam": 2, "adamw": 2, "sgd": 1}  # state arrays per parameter (SGD: momentum)
 RING_BYTES = {"allreduce": 2.0, "allgather": 1.0, "reduce_scatter": 1.0}  # x (P-1)/P x n per rank
+# memory parts that are not arrays of their own (a label, views of the training step, a
+# share of another part)
+NOT_SUMMED = ("activations_phase", "training_activations", "train_cache", "allocator_slack",
+              "training_allocator_slack", "baseline")
+PAGE = 4096
 
 
 @dataclass
@@ -81,12 +86,30 @@ class Prediction:
     memory_parts: dict = field(default_factory=dict)
     stages: list = field(default_factory=list)
 
+    samples_per_step: int = 0  # samples this rank reads per step (its pieces of every micro-batch)
+    sample_bytes: int = 0  # stored bytes of one sample's block on this rank
+
     @property
     def training_memory_bytes(self):
         """Memory per rank of the training steps alone (what the trainer's summary reports
         as peak_rss_mb: it is taken before the final evaluation)."""
         parts = self.memory_parts
-        return self.memory_bytes - parts["activations"] + parts["training_activations"]
+        return (self.memory_bytes - parts["activations"] - parts["allocator_slack"]
+                + parts["training_activations"] + parts["training_allocator_slack"])
+
+    def training_memory_after(self, steps, num_train):
+        """Resident memory per rank after ``steps`` training steps, as ``peak_rss_mb``
+        measures it: the data cache maps its pages lazily (``np.empty``), so it holds
+        only the pages of the samples this rank read (a page of small samples is touched
+        when any of them is), and the test split's none before the final evaluation."""
+        parts = self.memory_parts
+        cache = parts["train_cache"]
+        if not cache:
+            return self.training_memory_bytes - parts["data_cache"]
+        read = min(1.0, steps * self.samples_per_step / num_train)  # each epoch is a permutation
+        per_page = max(PAGE / max(self.sample_bytes, 1), 1.0)
+        touched = 1.0 - (1.0 - read) ** per_page
+        return self.training_memory_bytes - parts["data_cache"] + cache * touched
 
     def images_per_sec(self, batch):
         return batch / self.step_seconds if self.step_seconds else 0.0
@@ -117,16 +140,38 @@ class Comms:
                      "spatial": (P * Q, S * C), "replicas": (spec.data * P * Q, S * C),
                      "world": (spec.size, 1)}
 
-    def seconds(self, op, nbytes, axis):
+    def seconds(self, op, nbytes, axis, extra=None):
+        """Seconds of ``op`` on ``axis`` (``walk.Leaf.messages`` say what ``nbytes`` and
+        ``extra`` are)."""
         size, stride = self.axes[axis]
         inter = size > 1 and stride * size > self.m.ranks_per_node
+        if op.startswith("halo_"):
+            # The layer's halo call, copies included: CPU work inside the layer, like
+            # the channel calls below; without a measured fit, its messages alone.
+            measured = None if inter or size <= 1 else self.m.halo_call(op[5:], nbytes)
+            if measured is not None:
+                return measured * self.m.compute_scale
+            op, nbytes = "sendrecv", extra
+        channels = extra
+        if axis == "channel" and not inter:
+            # The channel layers' calls, wrapper and copies included: CPU work inside the
+            # layers, timed as the layer table is, so a step stretches them as it does the
+            # layers (compute_scale).
+            measured = self.m.channel_op(op, nbytes, size, channels)
+            if measured is not None:
+                return measured * self.m.compute_scale
+        if op == "block":  # a local copy (read and write) of this rank's share, at a roofline's bandwidth
+            bandwidth = self.m.compute.get("bandwidth")
+            return 2.0 * nbytes / size / float(bandwidth) if bandwidth and size > 1 else 0.0
         if op == "sendrecv":
             return self.m.message(nbytes, inter) if size > 1 and nbytes else 0.0
         return self.m.collective(op, nbytes, size, inter)
 
-    def traffic(self, op, nbytes, axis):
+    def traffic(self, op, nbytes, axis, extra=None):
         size = self.axes[axis][0]
-        if size <= 1:
+        if op.startswith("halo_"):
+            op, nbytes = "sendrecv", extra  # the halo call's messages
+        if size <= 1 or op == "block":
             return 0.0
         return nbytes if op == "sendrecv" else RING_BYTES[op] * (size - 1) / size * nbytes
 
@@ -180,14 +225,18 @@ def _memory(problem, machine, leaves, in_flight, n_input, params, n, data_ranks)
     parts["activations"] = max(train, evaluation)
     parts["activations_phase"] = "training" if train >= evaluation else "evaluation"
     parts["training_activations"] = train
-    cache = 0
-    for count in (problem.num_train, problem.num_test):
-        block = count * n_input * problem.stored_itemsize
-        cache += block if block <= 512 * 2 ** 20 else 0  # the data cache's default bound (data/hdf5.py)
-    parts["data_cache"] = cache
-    arrays = sum(v for k, v in parts.items() if k not in ("activations_phase", "training_activations"))
+    blocks = [count * n_input * problem.stored_itemsize for count in (problem.num_train, problem.num_test)]
+    blocks = [b if b <= 512 * 2 ** 20 else 0 for b in blocks]  # the data cache's default bound (data/hdf5.py)
+    parts["data_cache"] = sum(blocks)
+    parts["train_cache"] = blocks[0]
+    arrays = sum(v for k, v in parts.items() if k not in NOT_SUMMED)
+    # Activations are allocated and freed every layer of every step; the heap keeps what
+    # they free and fragments, so resident memory grows by a measured factor of them
+    # (``allocator_slack``). Parameters, optimizer state and the cache are allocated once.
+    parts["allocator_slack"] = (machine.allocator_slack - 1.0) * parts["activations"]
+    parts["training_allocator_slack"] = (machine.allocator_slack - 1.0) * train
     parts["baseline"] = machine.baseline
-    return arrays + machine.baseline, arrays, parts
+    return arrays + parts["allocator_slack"] + machine.baseline, arrays, parts
 
 
 def predict(problem, layout, machine):
@@ -211,9 +260,9 @@ def predict(problem, layout, machine):
         fwd, bwd = _leaf_seconds(machine, leaf, dtype, isz)
         compute += fwd + bwd
         backward += bwd
-        for phase, op, nbytes, axis in leaf.messages:
-            comm += comms.seconds(op, nbytes, axis)
-            traffic += comms.traffic(op, nbytes, axis)
+        for phase, op, nbytes, axis, extra in leaf.messages:
+            comm += comms.seconds(op, nbytes, axis, extra)
+            traffic += comms.traffic(op, nbytes, axis, extra)
     compute, comm, traffic = M * compute * machine.compute_scale, M * comm, M * traffic
     params = sum(l.params for l in leaves)
     tensors = sum(l.tensors for l in leaves)
@@ -229,6 +278,7 @@ def predict(problem, layout, machine):
     p.bytes_per_step = traffic + grad_traffic
     p.memory_bytes, p.array_bytes, p.memory_parts = _memory(problem, machine, leaves, 1, n_input, params, n,
                                                             spec.data)
+    p.samples_per_step, p.sample_bytes = M * n, n_input * problem.stored_itemsize
     return p
 
 
@@ -292,6 +342,7 @@ def _predict_pipeline(problem, layout, machine, leaves, n):
     p.step_seconds = makespan + p.comm_seconds + p.other_seconds
     p.bytes_per_step = traffic + grad_traffic
     p.memory_bytes, p.array_bytes, p.memory_parts = memory
+    p.samples_per_step, p.sample_bytes = M * n, n_input * problem.stored_itemsize
     p.stages = [[lo, hi] for lo, hi in bounds]
     return p
 

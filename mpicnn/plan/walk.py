@@ -17,6 +17,7 @@ from ..ops.conv import conv_paths
 from ..parallel.blocks import block_range
 from ..parallel.channel_plan import plan_model
 from ..parallel.halo_geometry import axis_plan
+from .layouts import enumerate_layouts
 from .measure import kind_of, work_of
 
 SAVES_INPUT = (nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.LeakyReLU)  # keep x for backward
@@ -41,7 +42,10 @@ class Leaf:
     copies: int = 0  # of those, a new array only training keeps (BatchNorm's xhat, Dropout's mask)
     keeps_output: bool = False  # its output is kept for its own backward (ReLU, max pool)
     workspace: int = 0  # transient elements while it runs (im2col of one 8-sample chunk, halo buffer)
-    messages: list = field(default_factory=list)  # (phase, op, bytes, axis): phase fwd/bwd, axis of the comm
+    # (phase, op, bytes, axis, extra): phase fwd/bwd, the axis of the comm; extra: for the
+    # channel layers' calls the array's channel count (their copies' cost depends on it),
+    # for a halo call (bytes: the block) the bytes of its messages
+    messages: list = field(default_factory=list)
 
 
 class State:
@@ -95,10 +99,15 @@ class Walker:
             phases.append((rh * wown * c * self.n * self.isz, "rows"))
         if self.Q > 1:
             phases.append((rw * (hown + rh) * c * self.n * self.isz, "columns"))
-        for nbytes, axis in phases:
-            leaf.messages.append(("fwd", "sendrecv", nbytes, axis))
-            if leaf.needs_dx:
-                leaf.messages.append(("bwd", "sendrecv", nbytes, axis))
+        # The first phase is the layer's halo call (``parallel.halo``: the span buffer of
+        # its block, the exchange, the bands kept; backward, rebuilt and sent back), a
+        # cost of the block's bytes with its messages' bytes beside; a second, its messages.
+        block = hown * wown * c * self.n * self.isz
+        for i, (nbytes, axis) in enumerate(phases):
+            for phase, op in (("fwd", "halo_forward"), ("bwd", "halo_backward")):
+                if phase == "fwd" or leaf.needs_dx:
+                    leaf.messages.append((phase, op, block, axis, nbytes) if i == 0 else
+                                         (phase, "sendrecv", nbytes, axis, None))
         leaf.workspace = max(leaf.workspace, (hown + rh) * (wown + rw) * c * self.n)
         return ho, wo
 
@@ -166,20 +175,23 @@ class Walker:
             leaf.out_elems = self.elems(out)
             whole_out = leaf.out_elems if not out_split else self.elems(State(out.c, out.h, out.w, False))
             whole_in = self.elems(State(state.c, state.h, state.w, False))
-            if plan is not None:
-                b = self.isz
+            if plan is not None:  # what parallel.channel's split layers call, in order
+                outs = (whole_out * self.isz, "channel", cout)
+                ins = (whole_in * self.isz, "channel", cin)
                 if plan.layout in ("filter", "neuron"):
                     if not out_split:
-                        leaf.messages.append(("fwd", "allgather", whole_out * b, "channel"))
+                        leaf.messages.append(("fwd", "allgather") + outs)
+                        leaf.messages.append(("bwd", "block") + outs)  # its block of the whole output gradient
                     if needs_dx:
-                        leaf.messages.append(("bwd", "allreduce", whole_in * b, "channel"))
+                        leaf.messages.append(("bwd", "allreduce") + ins)
                 else:
-                    leaf.messages.append(("fwd", "reduce_scatter" if out_split else "allreduce",
-                                          whole_out * b, "channel"))
+                    if not plan.split_in:
+                        leaf.messages.append(("fwd", "block") + ins)  # its block of the whole input
+                    leaf.messages.append(("fwd", "reduce_scatter" if out_split else "allreduce") + outs)
                     if out_split:
-                        leaf.messages.append(("bwd", "allgather", whole_out * b, "channel"))
+                        leaf.messages.append(("bwd", "allgather") + outs)
                     if needs_dx and not plan.split_in:
-                        leaf.messages.append(("bwd", "allgather", whole_in * b, "channel"))
+                        leaf.messages.append(("bwd", "allgather") + ins)
             for p in m.parameters():
                 leaf.params += self._local_param(p, plan)
                 leaf.tensors += 1
@@ -190,6 +202,11 @@ class Walker:
         state = State(state.c, state.h, state.w, split)
         in_e = self.elems(state)
         leaf = Leaf(name, top, kind, dict(config), in_e, needs_dx, in_e, in_e, in_e)
+        if kind in ("maxpool2d", "avgpool2d") or kind.startswith("global"):
+            # NHWC pools run per pixel over a channel vector: the time per element
+            # depends on how many channels there are (3 of 6 after a channel split
+            # costs several times 16's per element), so the table keys them by it.
+            leaf.config["c"] = self.local_c(state.c, split)
         if kind in ("maxpool2d", "avgpool2d"):
             ho, wo = self.window(leaf, state, m.kernel_size, m.stride, m.padding, (1, 1))
             out = State(state.c, (state.h + 2 * m.padding[0] - m.kernel_size[0]) // m.stride[0] + 1,
@@ -198,7 +215,7 @@ class Walker:
             out = State(state.c, split=split)
             if self.P * self.Q > 1:
                 leaf.messages.append(("fwd", "allreduce", self.n * self.local_c(state.c, split) * self.isz,
-                                      "spatial"))
+                                      "spatial", None))
         elif kind == "flatten":
             out = State(state.c * (state.h or 1) * (state.w or 1), split=split and state.h is None)
         else:
@@ -212,7 +229,7 @@ class Walker:
             axis = "replicas" if self.sync_bn and self.spec.data > 1 else "spatial"
             if self.P * self.Q > 1 or axis == "replicas":
                 for phase in ("fwd", "bwd"):
-                    leaf.messages.append((phase, "allreduce", 2 * c * 8, axis))
+                    leaf.messages.append((phase, "allreduce", 2 * c * 8, axis, None))
             leaf.params, leaf.tensors = 2 * c, 2
         leaf.out_elems = self.elems(out)
         leaf.copies = in_e if isinstance(m, SAVES_COPY) else 0
@@ -251,6 +268,24 @@ def _halo(size, k, s, p, d, parts):
     rows = max(axis_plan(size, k, s, p, d, parts, i).halo_rows for i in sorted({0, parts // 2, parts - 1}))
     lo, hi = block_range(out, parts, 0)
     return rows, hi - lo
+
+
+def layout_configs(model, sample_shape, ranks, itemsize=4):
+    """The distinct (kind, config) of the leaves every data/spatial/channel layout of
+    ``ranks`` ranks gives its busiest rank (a channel split's shards, a pool's local
+    channels): what a calibration times so that the planner reads each layer it plans
+    from its own measured series. Pipelines and parameter servers keep whole layers."""
+    seen = []
+    for spec, _, split in enumerate_layouts(ranks, pipeline=False, ps=False):
+        try:
+            leaves = walk(model, spec, split, sample_shape, 1, itemsize)
+        except ValueError:
+            continue  # this layout cannot split this model
+        for leaf in leaves:
+            kc = (leaf.kind, leaf.config)
+            if leaf.kind not in ("add", "convert") and kc not in seen:
+                seen.append(kc)
+    return seen
 
 
 def walk(model, spec, channel_split, sample_shape, n, itemsize, sync_bn=False):

@@ -4,11 +4,12 @@ machine file.
 
 Every rank measures at once, so compute figures are those of cores shared as a real
 job shares them: forward and backward of the real layer objects (``plan.measure``) for
-every layer config of the given models over a grid of sizes; an Adam step over small
-and large parameters; the trainer's batch read; message costs
-(``parallel.link_timing``: Allreduce, Allgatherv, Reduce_scatter, neighbour
-Isend/Irecv) fitted to alpha + beta * bytes; the resident memory of a rank before any
-array. The numbers of rank 0 go to every rank, so all plan alike.
+every layer of the given models as the layouts of 1 and N ranks cut it, over a grid of
+sizes; an Adam step over small and large parameters; the trainer's batch read; message
+costs (``parallel.link_timing``: Allreduce, Allgatherv, Reduce_scatter, neighbour
+Isend/Irecv, and the channel layers' collectives and the spatial layers' halos as they
+issue them) fitted to
+alpha + beta * bytes; the resident memory of a rank before any array. The numbers of rank 0 go to every rank, so all plan alike.
 """
 import os
 import platform
@@ -19,22 +20,30 @@ import numpy as np
 from .. import nn
 from ..nn.optim import OPTIMIZERS
 from ..parallel.collectives import gather_objects, node_local
-from ..parallel.link_timing import OPS, fit_alpha_beta, time_links
+from ..parallel.link_timing import OPS, fit_alpha_beta, time_channel_ops, time_halo, time_links
 from ..plan import measure
 from ..plan.machine import FORMAT, Machine
 from ..plan.problem import build, dataset_info
+from ..plan.walk import layout_configs
 from .figures import peak_rss_kb
 
 MODELS = (("lenet5", "mnist5k"), ("convnet", "shapes:64"), ("resnet8", "shapes:32"))
 
 
-def model_configs(models):
+def model_configs(models, ranks):
+    """The layer configs to time: every leaf of ``models`` as the layouts of 1 and
+    ``ranks`` ranks cut it (``plan.walk.layout_configs``: channel shards, pools' local
+    channels), so the planner reads the layers it plans for these ranks from their own
+    series instead of scaling a neighbour's by its multiply-adds (a conv of 3 input
+    channels does not take half the time of one of 6)."""
     configs = []
     for name, dataset in models:
         shape, classes, *_ = dataset_info(dataset)
-        for kc in measure.model_configs(build(name, shape, classes, "float32")):
-            if kc not in configs:
-                configs.append(kc)
+        model = build(name, shape, classes, "float32")
+        for r in sorted({1, ranks}):
+            for kc in layout_configs(model, shape, r):
+                if kc not in configs:
+                    configs.append(kc)
     return configs
 
 
@@ -69,16 +78,19 @@ def measure_machine(comm, models=MODELS, dtypes=("float32",), quick=False):
     baseline = peak_rss_kb() * 1024  # before this calibration allocates
     local_rank, ranks_on_node = node_local(comm)
     sizes = gather_objects(comm, ranks_on_node)
-    configs = model_configs(models)
+    configs = model_configs(models, comm.Get_size())
     compute = {}
     for dtype in dtypes:
         if quick:
             compute[dtype] = measure.calibrate_compute(configs, np.dtype(dtype), sides=(8, 32, 96), budget=0.01,
                                                        deadline=time.perf_counter() + 3.0)
         else:
-            # Busy machines stretch every point: past 35 s, each series stops at two sizes.
+            # Busy machines stretch every point: past two seconds per config (at least
+            # 35 s), each series stops at two sizes (small ones, whose fixed costs then
+            # scale up with the size: too dear for large layers, so leave them room).
             compute[dtype] = measure.calibrate_compute(configs, np.dtype(dtype),
-                                                       deadline=time.perf_counter() + 35.0 / len(dtypes))
+                                                       deadline=time.perf_counter()
+                                                       + max(35.0, 2.0 * len(configs)) / len(dtypes))
     spec = {"format": FORMAT, "host": platform.node(), "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "backend": "numpy", "threads_per_rank": 1, "ranks": comm.Get_size(), "nodes": 1,
             "ranks_per_node": max(sizes), "memory_per_rank": _memory_per_rank(max(sizes)),
@@ -92,6 +104,19 @@ def measure_machine(comm, models=MODELS, dtypes=("float32",), quick=False):
                           repeats=3 if quick else 7)
         spec["intra"] = {op: dict(zip(("alpha", "beta"), fit_alpha_beta(rows[op]))) for op in OPS}
         spec["links_measured"] = rows
+        # What a channel-split layer pays per collective, wrapper and copies included.
+        channel = time_channel_ops(comm, sizes=(1 << 12, 1 << 16, 1 << 20) if quick else (1 << 12, 1 << 16, 1 << 20,
+                                                                                       1 << 23),
+                                   repeats=3 if quick else 7)
+        spec["channel"] = {op: [{"channels": width, **dict(zip(("alpha", "beta"), fit_alpha_beta(points)))}
+                                for width, points in by_width.items()] for op, by_width in channel.items()}
+        spec["channel_measured"] = {op: {str(w): rows for w, rows in by_width.items()}
+                                    for op, by_width in channel.items()}
+        # What a spatially split window layer pays per call for its halo, copies included.
+        halo = time_halo(comm, sizes=(1 << 14, 1 << 18, 1 << 21) if quick else (1 << 14, 1 << 18, 1 << 21, 1 << 23),
+                         repeats=2 if quick else 5)
+        spec["halo"] = {phase: dict(zip(("alpha", "beta"), fit_alpha_beta(rows))) for phase, rows in halo.items()}
+        spec["halo_measured"] = halo
     else:  # one rank: FACTS.md's figures for MPICH on one node, said so in the file
         spec["intra"] = {"alpha": 3e-6, "beta": 3.3e-10}
         spec["links_measured"] = "not measured (one rank); defaults"

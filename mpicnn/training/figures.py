@@ -48,7 +48,7 @@ class RunFigures:
         self.progress = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
                              disable=not bar, file=sys.stderr, mininterval=0.5)
         self.started = time.perf_counter()
-        self.timed = {"images": 0, "seconds": 0.0, "data": 0.0, "comm": 0.0}
+        self.timed = {"images": 0, "steps": 0, "seconds": 0.0, "cpu": 0.0, "data": 0.0, "comm": 0.0}
         self.rate = None  # images/s of the last step, until timed steps exist
         self.skipped = 0
         self.test_accuracy = self.test_loss = self.evaluated_at = None
@@ -84,16 +84,23 @@ class RunFigures:
         self.say(f"step {done:>{width}}/{self.total_steps}  epoch {epoch}  loss {loss:.4f}  {acc}"
                  f"{ips or 0:.0f} images/s  elapsed {_clock(elapsed)}  eta {_clock(left)}")
 
-    def timed_step(self, step, seconds, data_seconds, comm_seconds):
-        """Count a finished step of ``seconds`` wall time in the figures, past the warm-up."""
+    def timed_step(self, step, seconds, data_seconds, comm_seconds, cpu_seconds=0.0):
+        """Count a finished step of ``seconds`` wall time (``cpu_seconds`` of this
+        process's CPU time) in the figures, past the warm-up."""
         B = self.args.batch_size
         self.rate = B / seconds if seconds else None
         if step - self.start_step >= self.warmup:
             t = self.timed
             t["images"] += B
+            t["steps"] += 1
             t["seconds"] += seconds
+            t["cpu"] += cpu_seconds
             t["data"] += data_seconds
             t["comm"] += comm_seconds
+
+    def cpu_per_step(self):
+        """CPU seconds of this process per timed step (0 before any)."""
+        return self.timed["cpu"] / self.timed["steps"] if self.timed["steps"] else 0.0
 
     def images_per_sec(self):
         t = self.timed

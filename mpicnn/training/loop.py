@@ -31,7 +31,7 @@ def fit(layout):
     gc.collect()
     gc.freeze()
     for step in range(layout.start_step, layout.total_steps):
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         clock.start_step(step)
         outcome = layout.step(step)
         if outcome is None:
@@ -44,7 +44,8 @@ def fit(layout):
             with clock.phase("optimizer"):
                 layout.update(lr)
         layout.end_step(step, outcome, lr)
-        figures.timed_step(step, time.perf_counter() - t0, outcome.data_seconds, outcome.comm_seconds)
+        figures.timed_step(step, time.perf_counter() - t0, outcome.data_seconds, outcome.comm_seconds,
+                           time.process_time() - cpu0)
         step += 1
         if outcome.reported:  # else the layout reports the step when its figures arrive
             figures.step_done(step, epoch, outcome.loss_sum, outcome.correct, lr, logged=not outcome.nonfinite)
@@ -87,5 +88,8 @@ def _end(layout, step, stopped):
     layout.data_figures(summary)
     # Peak resident memory of the training loop, the largest over the job's ranks (MiB).
     summary["peak_rss_mb"] = max_value(layout.world, peak_kb) / 1024
+    # CPU seconds of a timed step, the slowest rank's: on a shared machine, the step
+    # without the other processes' turns on the cores (bench plan checks the planner on it).
+    summary["cpu_seconds_per_step"] = max_value(layout.world, figures.cpu_per_step())
     figures.finished(step, summary)
     return summary
