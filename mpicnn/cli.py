@@ -13,16 +13,16 @@ from .errors import UserError
 
 
 def run_command(run, argv=None):
-    """The exit status of a one-process command ``run(argv)``: 0, or 2 after one line
-    ``mpicnn: error: ...`` on stderr for a UserError or OSError, or 130 on Ctrl-C."""
+    """The exit status of a one-process command ``run(argv)``: what it returns (None:
+    0), or 2 after one line ``mpicnn: error: ...`` on stderr for a UserError or OSError,
+    or 130 on Ctrl-C."""
     try:
-        run(argv)
+        return run(argv) or 0
     except (UserError, OSError) as e:
         print(f"mpicnn: error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:
         return 130
-    return 0
 
 
 class Parser(argparse.ArgumentParser):

@@ -321,3 +321,15 @@ def test_the_trainer_reports_cpu_seconds_per_step():
     cpu = result.summary["cpu_seconds_per_step"]
     wall = 32 / result.summary["images_per_sec"]
     assert 0 < cpu <= 1.2 * wall * (os.cpu_count() or 1), (cpu, wall)
+
+
+@pytest.mark.parametrize("content", [None, "{not json"])
+def test_bench_plan_with_a_bad_machine_file_says_so_in_one_line(tmp_path, content):
+    path = tmp_path / "machine.json"
+    if content is not None:
+        path.write_text(content)
+    proc = subprocess.run([sys.executable, "-m", "mpicnn.bench", "plan", "--machine", str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("mpicnn: error: machine file ") and proc.stderr.count("\n") == 1
+    assert str(path) in proc.stderr and "Traceback" not in proc.stderr

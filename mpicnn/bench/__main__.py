@@ -30,6 +30,7 @@ import argparse
 import os
 import sys
 
+from ..cli import run_command
 from .report import table, write_json
 
 
@@ -175,4 +176,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))  # a bad machine file: one line, not a traceback
