@@ -24,11 +24,26 @@ static inline ALWAYS_INLINE V F(load)(const T *p) { V v; __builtin_memcpy(&v, p,
 static inline ALWAYS_INLINE V F(splat)(T x) { return x - (V){}; }
 static inline ALWAYS_INLINE void F(store)(T *p, V v) { __builtin_memcpy(p, &v, sizeof v); }
 
-/* Copy sample x (H, W, C) into the interior of xpad (Hp, Wp, C), whose borders are zero. */
-static void F(pad_sample)(const T *x, T *xpad, int H, int W, int C, int ph, int pw, int Wp)
+/* Sample n of x (N, H, W, C) as the kernels read it: in place without padding, else
+ * copied into the interior of xpad (H + 2ph, W + 2pw, C), whose borders the caller
+ * zeroed once per call. */
+static const T *F(sample)(const T *x, int n, T *xpad, int H, int W, int C, int ph, int pw)
+{
+    const T *xs = x + (long)n * H * W * C;
+    if (!ph && !pw)
+        return xs;
+    for (int h = 0; h < H; h++)
+        __builtin_memcpy(xpad + ((long)(h + ph) * (W + 2 * pw) + pw) * C, xs + (long)h * W * C, sizeof(T) * W * C);
+    return xpad;
+}
+
+/* Sample xs (H, W, C) into the planar xq (C, xplane) with rows of Wx, at (ph, pw). */
+static void F(planar_sample)(const T *xs, T *xq, int H, int W, int C, int ph, int pw, int Wx, long xplane)
 {
     for (int h = 0; h < H; h++)
-        __builtin_memcpy(xpad + ((long)(h + ph) * Wp + pw) * C, x + (long)h * W * C, sizeof(T) * W * C);
+        for (int w = 0; w < W; w++)
+            for (int c = 0; c < C; c++)
+                xq[c * xplane + (long)(h + ph) * Wx + w + pw] = xs[((long)h * W + w) * C + c];
 }
 
 /* JB output pixels x NV vectors of outputs: acc = (first ? bias : out) + the sum over
@@ -146,11 +161,7 @@ void F(conv_fwd)(const T *x, const T *wp, const T *bp, T *y, T *xpad,
     if (ph || pw)
         __builtin_memset(xpad, 0, sizeof(T) * Hp * Wp * C);
     for (int n = 0; n < N; n++) {
-        const T *xs = x + (long)n * H * W * C;
-        if (ph || pw) {
-            F(pad_sample)(xs, xpad, H, W, C, ph, pw, Wp);
-            xs = xpad;
-        }
+        const T *xs = F(sample)(x, n, xpad, H, W, C, ph, pw);
         F(fwd_sample)(xs, sh * xrs, pixs, tapcol, taprow, wp, bp, y + (long)n * Ho * Wo * O, (long)Wo * O, O,
                       C, KH, KW, Ho, Wo, O, NV);
     }
@@ -253,11 +264,7 @@ void F(conv_fwd_reduce)(const T *x, const T *wr, const T *bias, T *y, T *xpad,
     if (ph || pw)
         __builtin_memset(xpad, 0, sizeof(T) * Hp * Wp * C);
     for (int n = 0; n < N; n++) {
-        const T *xs = x + (long)n * H * W * C;
-        if (ph || pw) {
-            F(pad_sample)(xs, xpad, H, W, C, ph, pw, Wp);
-            xs = xpad;
-        }
+        const T *xs = F(sample)(x, n, xpad, H, W, C, ph, pw);
         T *ys = y + (long)n * Ho * Wo * O;
         for (int i = 0; i < Ho; i++) {
             const T *xr = xs + (long)i * sh * xrs;
@@ -412,11 +419,7 @@ void F(conv_dw)(const T *x, const T *dy, T *dwp, T *xpad,
     if (ph || pw)
         __builtin_memset(xpad, 0, sizeof(T) * Hp * Wp * C);
     for (int n = 0; n < N; n++) {
-        const T *xs = x + (long)n * H * W * C;
-        if (ph || pw) {
-            F(pad_sample)(xs, xpad, H, W, C, ph, pw, Wp);
-            xs = xpad;
-        }
+        const T *xs = F(sample)(x, n, xpad, H, W, C, ph, pw);
         const T *dys = dy + (long)n * Ho * Wo * Ostride;
         for (int ob = 0; ob < nob; ob++) {
             for (int ki = 0; ki < KH; ki++) {
@@ -491,10 +494,7 @@ void F(conv_fwd_rows)(const T *x, const T *w, const T *bias, T *y, T *xq,
     __builtin_memset(xq, 0, sizeof(T) * C * xplane);
     for (int n = 0; n < N; n++) {
         const T *xs = x + (long)n * H * W * C;
-        for (int h = 0; h < H; h++)
-            for (int ww = 0; ww < W; ww++)
-                for (int c = 0; c < C; c++)
-                    xq[c * xplane + (long)(h + ph) * Wx + ww + pw] = xs[((long)h * W + ww) * C + c];
+        F(planar_sample)(xs, xq, H, W, C, ph, pw, Wx, xplane);
         T *ys = y + (long)n * Ho * Wo * O;
         for (int i = 0; i < Ho; i++)
             for (int j0 = 0; j0 < Wo; j0 += 2 * VL)
@@ -586,10 +586,7 @@ void F(conv_dw_rows)(const T *x, const T *dy, T *dw, T *xq, T *dyq,
     __builtin_memset(dyq, 0, sizeof(T) * O * gplane);
     for (int n = 0; n < N; n++) {
         const T *xs = x + (long)n * H * W * C, *dys = dy + (long)n * Ho * Wo * O;
-        for (int h = 0; h < H; h++)
-            for (int w = 0; w < W; w++)
-                for (int c = 0; c < C; c++)
-                    xq[c * xplane + (long)(h + ph) * Wx + w + pw] = xs[((long)h * W + w) * C + c];
+        F(planar_sample)(xs, xq, H, W, C, ph, pw, Wx, xplane);
         for (int i = 0; i < Ho; i++)
             for (int j = 0; j < Wo; j++)
                 for (int o = 0; o < O; o++)
@@ -678,11 +675,7 @@ void F(conv_dw_taps)(const T *x, const T *dy, T *dwp, T *xpad,
     if (ph || pw)
         __builtin_memset(xpad, 0, sizeof(T) * Hp * Wp * C);
     for (int n = 0; n < N; n++) {
-        const T *xs = x + (long)n * H * W * C;
-        if (ph || pw) {
-            F(pad_sample)(xs, xpad, H, W, C, ph, pw, Wp);
-            xs = xpad;
-        }
+        const T *xs = F(sample)(x, n, xpad, H, W, C, ph, pw);
         const T *dys = dy + (long)n * Ho * Wo * Ostride;
         for (int ob = 0; ob < nob; ob++)
             for (int v0 = 0; v0 < NV; v0 += 2) {  /* two vectors of outputs at a time */
