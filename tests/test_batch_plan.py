@@ -52,6 +52,29 @@ def test_slow_rank_switch(capsys):
             parse_slow_rank(bad)
     assert Straggler(0, 2, text="1:3").factor == 1.0
     assert Straggler(1, 2, text="1:3").factor == 3.0
-    assert Straggler(1, 2, text="1:3").after(0.01) == pytest.approx(0.02)
+    assert Straggler(0, 2, text="1:3").after(0.01) == 0.0
     assert Straggler(0, 2, text="5:2").factor == 1.0
     assert "names rank 5, but the job has 2 rank(s): no rank is slowed" in capsys.readouterr().err
+
+
+class _LateClock:
+    """A clock whose sleeps wake ``late`` seconds after they were asked to."""
+
+    def __init__(self, late):
+        self.now, self.late = 0.0, late
+
+    def perf_counter(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds + self.late
+
+
+def test_a_straggler_takes_what_it_overslept_off_its_next_sleep(monkeypatch):
+    clock = _LateClock(late=0.004)
+    monkeypatch.setattr("mpicnn.straggler.time", clock)
+    s = Straggler(1, 2, text="1:3")
+    slept = [s.after(0.01) for _ in range(20)]
+    assert slept[0] == pytest.approx(0.024)  # asked 0.02, woke 4 ms late
+    assert slept[1] == pytest.approx(0.020)  # asked 0.016: back on the factor
+    assert sum(slept) == pytest.approx(20 * 0.02 + 0.004)  # only the last sleep's lateness stays

@@ -163,6 +163,11 @@ class GridRank(Layout):
 
     read_ahead_from = None  # the step whose compute has yet to start the next step's read
 
+    def update(self, lr):
+        t0 = time.perf_counter()
+        super().update(lr)
+        self.straggler.after(time.perf_counter() - t0)  # a slow rank is slow at its update too
+
     def start_read_ahead(self):
         """Start reading the next step's batch in the background (with --prefetch), once a
         step. Layouts call it as the step's first backward begins: the reader then runs
