@@ -268,13 +268,29 @@ def test_calibration_recovers_baseline_and_slack_from_two_runs():
     from mpicnn.bench.calibrate import FIT_BATCHES, FIT_STEPS, trainer_fit
     from mpicnn.parallel.spec import ParallelSpec
     runs = []
-    for batch in FIT_BATCHES:
+    for batch in FIT_BATCHES["lenet5"]:
         p = predict(Problem("lenet5", "mnist5k", batch, eval_batch_size=8), Layout(ParallelSpec()),
                     Machine({**ROOFLINE, "baseline_bytes": 0.0}))
         peak = 9.5e7 + p.training_memory_after(FIT_STEPS, 4000) + 0.4 * p.memory_parts["training_activations"]
-        runs.append((batch, 0.01 * batch, peak))
-    scale, seconds, baseline, slack = trainer_fit(ROOFLINE, runs, "float32")
+        runs.append((batch, 2e-3 + 1.3 * (p.compute_seconds + p.other_seconds), peak))
+    scale, seconds, baseline, slack = trainer_fit(ROOFLINE, "lenet5", "mnist5k", runs, "float32")
     assert baseline == pytest.approx(9.5e7, rel=1e-6) and slack == pytest.approx(1.4, rel=1e-6)
+    assert scale == pytest.approx(1.3, rel=1e-6) and seconds == pytest.approx(2e-3, rel=1e-6)
+
+
+def test_a_model_calibration_ran_is_planned_with_its_own_step_fit():
+    """``trainer_fits`` apply to their model only; other models get the file's
+    ``compute_scale`` and ``step_overhead``."""
+    layout = Layout(parse_parallel("data=2", 2))
+    fits = {"lenet5": {"compute_scale": 2.0, "step_overhead": 3e-3}}
+    machine = Machine({**ROOFLINE, "trainer_fits": fits, "compute_scale": 1.25})
+    for model, dataset, scale, overhead in (("lenet5", "mnist5k", 2.0, 3e-3), ("convnet", "shapes:64", 1.25, 1e-3)):
+        problem = Problem(model, dataset, 32)
+        fitted = predict(problem, layout, machine)
+        same = predict(problem, layout, Machine({**ROOFLINE, "compute_scale": scale, "step_overhead": overhead}))
+        unscaled = predict(problem, layout, Machine(ROOFLINE))
+        assert fitted.step_seconds == pytest.approx(same.step_seconds, rel=1e-12)
+        assert fitted.compute_seconds == pytest.approx(scale * unscaled.compute_seconds, rel=1e-12)
 
 
 def test_spatial_layers_cost_what_the_machine_measured_for_their_halo_calls():

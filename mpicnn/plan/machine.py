@@ -40,10 +40,14 @@ hand for a machine one is not on (``docs/machines/cluster-64x4.json``). Keys:
 - ``step_overhead``: seconds per step outside the layers (loop, loss, clocks), and
   ``compute_scale``: a real step's compute over the sum of isolated layer timings (both
   fitted by calibration to two real trainer runs; it stretches the ``channel`` calls,
-  which run inside the layers, too);
+  which run inside the layers, too); ``trainer_fits``: ``{model: {"compute_scale",
+  "step_overhead"}}``, the fit of each model calibration ran (small layers lose more
+  to a real step's caches than large ones: LeNet-5's scale is not a convnet's), used
+  for that model; the two keys above (their medians) for any other;
   ``optimizer``: ``{"per_tensor": s, "per_byte": s}`` of an Adam step (SGD: half);
   ``data_per_byte``: seconds to read and convert one byte of input batch.
 """
+import copy
 import json
 import math
 
@@ -65,6 +69,7 @@ class Machine:
         self.overlap = bool(spec.get("overlap_gradients", False))
         self.step_overhead = float(spec.get("step_overhead", 0.0))
         self.compute_scale = float(spec.get("compute_scale", 1.0))
+        self.trainer_fits = spec.get("trainer_fits") or {}
         self.optimizer = spec.get("optimizer", {"per_tensor": 5e-6, "per_byte": 1e-10})
         self.data_per_byte = float(spec.get("data_per_byte", 1e-10))
         self.links = {"intra": self._link(spec.get("intra"), "intra")}
@@ -111,6 +116,17 @@ class Machine:
             merged = cls.load(os.path.join(os.path.dirname(os.path.abspath(path)), base)).spec
             spec = {**merged, **spec}
         return cls(spec, f"machine file {path!r}")
+
+    def for_model(self, name):
+        """This machine with the step fit calibration measured for model ``name``, if any."""
+        fit = self.trainer_fits.get(name)
+        if not fit:
+            return self
+        machine = copy.copy(self)  # shares the interpolation cache: it holds unscaled seconds
+        machine.compute_scale = float(fit["compute_scale"])
+        machine.step_overhead = float(fit["step_overhead"])
+        machine.trainer_fits = {}
+        return machine
 
     # ---- messages -------------------------------------------------------------------
     def collective(self, op, nbytes, ranks, inter=False):

@@ -242,6 +242,7 @@ def _memory(problem, machine, leaves, in_flight, n_input, params, n, data_ranks)
 def predict(problem, layout, machine):
     """The Prediction of ``layout`` for ``problem`` on ``machine``; raises ValueError when
     the layout cannot run this problem (the reason in the message)."""
+    machine = machine.for_model(problem.model_name)
     spec, M = layout.spec, layout.micro_batches
     if spec.ps:
         return _predict_ps(problem, layout, machine)
