@@ -38,8 +38,13 @@ def hta_events(trace):
     streams = {name: BLOCKING_STREAM + 1 + i for i, name in enumerate(tracks)}
     streams["compute"] = BLOCKING_STREAM
     out, correlation = [], 0
+    optimizer_end = float("-inf")  # the straggler's sleep after an update lies inside its phase's kernel
     for e in trace.spans:
         cat = e.get("cat")
+        if cat == "straggler" and e["ts"] < optimizer_end:
+            continue
+        if cat == "phase" and e["name"] == "optimizer":
+            optimizer_end = e["ts"] + e["dur"]
         if cat == "step":
             out.append({"ph": "X", "cat": "user_annotation", "name": e["name"], "pid": 1, "tid": 1,
                         "ts": e["ts"], "dur": e["dur"], "args": {}})
