@@ -1,7 +1,10 @@
 """``MPICNN_SLOW_RANK=R:F``: make rank R a straggler, for tests and demonstrations.
 
-Rank R sleeps ``(F - 1)`` times the length of each compute phase (forward and
-backward; the optimizer's update) right after it, so its compute takes F times as long while its core is free for the others (on a shared
+Rank R sleeps after each compute phase (forward and backward; the optimizer's update)
+so that its compute takes F times as long as the other ranks' would for its samples
+(their seconds per sample in the step before, where the layout shares them: a node's
+cores differ in speed by 10-20% from one run to the next, so F times its own would not
+be F times theirs), or else F times as long as its own while its core is free for the others (on a shared
 node, repeating the work would slow every rank). The rank announces itself on start.
 """
 import os
@@ -36,19 +39,24 @@ class Straggler:
             print(f"mpicnn: {ENV}={parsed[0]}:{parsed[1]:g} names rank {parsed[0]}, but the job has {size} "
                   f"rank(s): no rank is slowed", file=sys.stderr, flush=True)
         self.factor = parsed[1] if parsed and parsed[0] == rank else 1.0
+        self.active = parsed is not None  # on every rank: the ranks then share their compute times
         self.overslept = 0.0
         if self.factor > 1.0:
             print(f"mpicnn: rank {rank} is a straggler: its compute takes {self.factor:g}x as long "
                   f"({ENV})", file=sys.stderr, flush=True)
 
-    def after(self, seconds):
+    def after(self, seconds, others=None):
         """Called after ``seconds`` of compute: sleep the extra time; returns the time slept.
+        ``others``: what the other ranks would take for the same work, if known (the
+        target is then F times that).
 
         A sleep wakes late (timer slack, and on a busy node the core is taken), by a
         large fraction of a millisecond-long step; what was overslept is taken off the
         next sleep, so the slowdown stays at the factor asked for.
         """
-        extra = (self.factor - 1.0) * seconds
+        if self.factor <= 1.0:
+            return 0.0
+        extra = self.factor * (others or seconds) - seconds
         if extra <= 0:
             return 0.0
         ask = max(extra - self.overslept, 0.0)

@@ -78,3 +78,14 @@ def test_a_straggler_takes_what_it_overslept_off_its_next_sleep(monkeypatch):
     assert slept[0] == pytest.approx(0.024)  # asked 0.02, woke 4 ms late
     assert slept[1] == pytest.approx(0.020)  # asked 0.016: back on the factor
     assert sum(slept) == pytest.approx(20 * 0.02 + 0.004)  # only the last sleep's lateness stays
+
+
+def test_a_straggler_is_slowed_against_the_other_ranks_when_it_knows_their_time(monkeypatch):
+    """With the others' time for the same work the target is F times theirs, not F times
+    its own: a rank on a slower core is not slowed twice."""
+    monkeypatch.setattr("mpicnn.straggler.time", _LateClock(late=0.0))
+    s = Straggler(1, 2, text="1:2")
+    assert s.active and Straggler(0, 2, text="1:2").active and not Straggler(0, 2, text="").active
+    assert s.after(0.012, others=0.010) == pytest.approx(0.008)  # 2 x 10 ms in all
+    assert s.after(0.025, others=0.010) == 0.0  # already slower than 2x theirs
+    assert s.after(0.010) == pytest.approx(0.010)  # not known: twice its own

@@ -97,9 +97,9 @@ class Tracer:
         if straggler is not None and straggler.factor > 1.0:
             after = straggler.after
 
-            def traced_after(seconds):
+            def traced_after(seconds, others=None):
                 t0 = time.perf_counter()
-                extra = after(seconds)
+                extra = after(seconds, others)
                 if self.active:
                     self.span("compute", "straggler sleep", t0, time.perf_counter(), "straggler",
                               factor=straggler.factor)

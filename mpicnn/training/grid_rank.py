@@ -162,6 +162,11 @@ class GridRank(Layout):
         return outcome
 
     read_ahead_from = None  # the step whose compute has yet to start the next step's read
+    # This rank's (compute seconds before a straggler's sleep, samples) in the step, and
+    # the other ranks' seconds per sample in the step before: what the straggler switch
+    # slows a rank against (per sample, so that --balance dynamic can still move samples
+    # off it).
+    own_compute, others_per_sample = (0.0, 0), None
 
     def update(self, lr):
         t0 = time.perf_counter()
@@ -180,16 +185,22 @@ class GridRank(Layout):
 
     def exchange(self, loss_sum, correct):
         """ONE allreduce over all ranks of the step's figures: loss sum, correct,
-        non-finite flags, and a count per stop signal. Every rank acts on the same reduced
-        figures, so stops and skips happen at the same step everywhere."""
+        non-finite flags, and a count per stop signal (and under the straggler switch,
+        the ranks' compute seconds). Every rank acts on the same reduced figures, so stops
+        and skips happen at the same step everywhere."""
         finite = np.isfinite(loss_sum) and self.buckets.all_finite()
         figures = np.array([loss_sum, correct, not finite]
-                           + [self.stop.signal == sig for sig in STOP_SIGNALS], dtype=np.float64)
+                           + [self.stop.signal == sig for sig in STOP_SIGNALS]
+                           + (list(self.own_compute) if self.straggler.active else []), dtype=np.float64)
         sum_in_place(self.grid.world, figures)
         # Ranks that split one sample's maps (spatial or channel blocks) all hold its loss:
         # count it once.
         figures[:2] /= self.loss_copies
-        signum = next((sig for sig, n in zip(STOP_SIGNALS, figures[3:]) if n), 0)
+        signals = figures[3:3 + len(STOP_SIGNALS)]
+        signum = next((sig for sig, n in zip(STOP_SIGNALS, signals) if n), 0)
+        if self.straggler.active:
+            seconds, samples = figures[-2:] - self.own_compute
+            self.others_per_sample = seconds / samples if samples else None
         return Outcome(loss_sum=figures[0], correct=figures[1], nonfinite=bool(figures[2]), signum=int(signum))
 
     def compute(self, x, y, pieces):

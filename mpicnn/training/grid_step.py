@@ -52,7 +52,10 @@ class GridLayout(GridRank):
             elif self.task == "classification":
                 correct += self.criterion.correct  # counted on the device by the loss
         seconds = time.perf_counter() - t0 - (self.buckets.comm_seconds - comm0)
-        seconds += self.straggler.after(seconds)
+        samples = sum(hi - lo for lo, hi in pieces)
+        self.own_compute = (seconds, samples)
+        others = self.others_per_sample * samples if self.others_per_sample else None
+        seconds += self.straggler.after(seconds, others)
         return loss_sum, correct, seconds
 
     def finish(self, step, stopped):
