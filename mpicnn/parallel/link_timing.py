@@ -28,6 +28,21 @@ def _once(comm, op, buf, out):
         MPI.Request.Waitall(reqs)
 
 
+def _fastest(comm, call, runs):
+    """The fastest of ``runs`` timed calls of ``call`` (after one warm-up), each after a
+    barrier, as the slowest rank saw it: the same number on every rank."""
+    times = []
+    for i in range(runs + 1):
+        comm.Barrier()
+        t0 = time.perf_counter()
+        call()
+        if i:
+            times.append(time.perf_counter() - t0)
+    t = np.array([min(times)])
+    comm.Allreduce(MPI.IN_PLACE, t, op=MPI.MAX)
+    return float(t[0])
+
+
 def time_links(comm, sizes=(8, 1 << 12, 1 << 16, 1 << 20, 1 << 23), repeats=7, ops=OPS):
     """{op: [[bytes, seconds], ...]}: the fastest of ``repeats`` runs (after a warm-up)
     of each op on float32 vectors of ``sizes`` bytes (the whole vector, as a collective's
@@ -41,16 +56,7 @@ def time_links(comm, sizes=(8, 1 << 12, 1 << 16, 1 << 20, 1 << 23), repeats=7, o
             n = max(comm.Get_size(), nbytes // 4)
             buf = np.ones(n, np.float32)
             recv = np.empty(n, np.float32)
-            times = []
-            for i in range(repeats + 1):
-                comm.Barrier()
-                t0 = time.perf_counter()
-                _once(comm, op, buf, recv)
-                if i:
-                    times.append(time.perf_counter() - t0)
-            t = np.array([min(times)])
-            comm.Allreduce(MPI.IN_PLACE, t, op=MPI.MAX)
-            rows.append([int(n * 4), float(t[0])])
+            rows.append([int(n * 4), _fastest(comm, lambda: _once(comm, op, buf, recv), repeats)])
         out[op] = rows
     return out
 
@@ -97,19 +103,11 @@ def time_channel_ops(comm, widths=(6, 16, 64), sizes=(1 << 12, 1 << 16, 1 << 20,
                      "reduce_scatter": lambda: cc.reduce_scatter(whole, sizes_c),
                      "allreduce": lambda: cc.allreduce(whole),
                      "block": lambda: _block(whole, -1, lo, hi)}
+            # Small calls take microseconds, and one preemption is milliseconds: more of them
+            # (and twice the runs of the large ones, which a loaded machine rarely leaves alone).
+            runs = repeats * (4 if nbytes <= 1 << 16 else 2)
             for op, call in calls.items():
-                times = []
-                # Small calls take microseconds, and one preemption is milliseconds: more of them
-                # (and twice the runs of the large ones, which a loaded machine rarely leaves alone).
-                for i in range(repeats * (4 if nbytes <= 1 << 16 else 2) + 1):
-                    comm.Barrier()
-                    t0 = time.perf_counter()
-                    call()
-                    if i:
-                        times.append(time.perf_counter() - t0)
-                t = np.array([min(times)])
-                comm.Allreduce(MPI.IN_PLACE, t, op=MPI.MAX)
-                out[op].setdefault(width, []).append([int(whole.nbytes), float(t[0])])
+                out[op].setdefault(width, []).append([int(whole.nbytes), _fastest(comm, call, runs)])
     return out
 
 
@@ -142,15 +140,7 @@ def time_halo(comm, sizes=(1 << 14, 1 << 18, 1 << 21, 1 << 23), repeats=5):
         def backward():
             need_view(halo, rebuild(halo, x, bands))
             scatter_halo_grad(halo, dxin, comm, alone)
+        runs = repeats * (4 if nbytes <= 1 << 18 else 1)  # short calls: more runs
         for name, call in (("forward", forward), ("backward", backward)):
-            times = []
-            for i in range(repeats * (4 if nbytes <= 1 << 18 else 1) + 1):  # short calls: more runs
-                comm.Barrier()
-                t0 = time.perf_counter()
-                call()
-                if i:
-                    times.append(time.perf_counter() - t0)
-            t = np.array([min(times)])
-            comm.Allreduce(MPI.IN_PLACE, t, op=MPI.MAX)
-            out[name].append([int(x.nbytes), float(t[0])])
+            out[name].append([int(x.nbytes), _fastest(comm, call, runs)])
     return out
