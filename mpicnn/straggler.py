@@ -4,8 +4,9 @@ Rank R sleeps after each compute phase (forward and backward; the optimizer's up
 so that its compute takes F times as long as the other ranks' would for its samples
 (their seconds per sample in the step before, where the layout shares them: a node's
 cores differ in speed by 10-20% from one run to the next, so F times its own would not
-be F times theirs), or else F times as long as its own while its core is free for the others (on a shared
-node, repeating the work would slow every rank). The rank announces itself on start.
+be F times theirs), or else F times as long as its own. It sleeps, so its core is free
+for the others (on a shared node, repeating the work would slow every rank). The rank
+announces itself on start.
 """
 import os
 import sys
