@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mpicnn import data, train
-from mpicnn.data import Dataset, augment, order, write_dataset
+from mpicnn.data import Dataset, augment, hdf5, order, write_dataset
 from mpicnn.data.stage import StagedSplit, stage
 from mpicnn.errors import UserError
 from mpicnn.training.prefetch import Prefetch
@@ -145,6 +145,38 @@ def test_rot90_that_does_not_fit_the_data_is_refused(files, kind, spec, problem)
         augment.parse(spec).check(ds.shape)
 
 
+def test_a_miss_fills_its_run_of_allowed_samples(files, monkeypatch):
+    """After fill_in_runs a missing sample brings the uncached ``allowed`` samples of its
+    aligned run with it, in one read; the rest of the run stays unread."""
+    path, stored = files["img"]
+    monkeypatch.setattr(hdf5, "FILL_RUN_SAMPLES", 8)
+    one = stored[0].nbytes
+    allowed = [s for s in range(20) if s != 13]
+    with Dataset(path) as ds, Dataset(path) as plain:
+        ds.fill_in_runs(allowed)
+        x, _ = ds.read([10])
+        assert ds.bytes_read == 7 * one  # samples 8..15 but 13
+        before = ds.bytes_read
+        y, _ = ds.read([15, 8, 12, 9])
+        assert ds.bytes_read == before  # from the cache
+        ds.read([13])
+        assert ds.bytes_read == before + one  # not allowed: read alone
+        ds.read([19, 3])
+        assert ds.bytes_read == before + one + 4 * one + 8 * one  # runs 16..19 and 0..7
+        np.testing.assert_array_equal(x, plain.read([10])[0])
+        np.testing.assert_array_equal(y, plain.read([15, 8, 12, 9])[0])
+
+
+def test_large_samples_are_filled_alone(files, monkeypatch):
+    """A run is at most FILL_RUN_BYTES of the cached block: one sample when it is larger."""
+    path, stored = files["img"]
+    monkeypatch.setattr(hdf5, "FILL_RUN_BYTES", stored[0].nbytes)
+    with Dataset(path) as ds:
+        ds.fill_in_runs(range(20))
+        ds.read([5])
+        assert ds.bytes_read == stored[0].nbytes
+
+
 def test_window_reads_stay_inside_the_window(files):
     """A block's reads (cache off) never exceed the block: the offset moves the hyperslab."""
     path, stored = files["img"]
@@ -248,6 +280,20 @@ def test_staged_copy_holds_only_the_asked_samples_and_is_reused(files, tmp_path)
         np.testing.assert_array_equal(x, xd)
         np.testing.assert_array_equal(y, yd)
         assert source.bytes_read == before == 0  # read from the copy
+        split.local.close()
+
+
+def test_a_staged_copy_fills_runs_of_the_allowed_samples_it_holds(files, tmp_path, monkeypatch):
+    """fill_in_runs on a staged split takes the global indices of the samples it may read."""
+    path, stored = files["img"]
+    monkeypatch.setattr(hdf5, "FILL_RUN_SAMPLES", 4)
+    with Dataset(path) as source:
+        staged, _ = stage(source, np.arange(5, 15), str(tmp_path / "st"))
+        split, staging = StagedSplit(source, staged), source.bytes_read
+        split.fill_in_runs([3, 5, 6, 8, 9, 10])  # 3 is not in the copy; copy positions 0, 1, 3, 4, 5
+        x, _ = split.read([9])  # position 4: its run is positions 4..7, of which 4 and 5 allowed
+        assert split.local.bytes_read == 2 * stored[0].nbytes and source.bytes_read == staging
+        np.testing.assert_array_equal(x[0], stored[9] / np.float32(255))
         split.local.close()
 
 

@@ -9,7 +9,7 @@ import pytest
 from mpi4py import MPI
 
 from contract import BASE, agreed_max, max_rel_diff, on_ranks, serial_params
-from mpicnn import train
+from mpicnn import data, train
 
 pytestmark = pytest.mark.mpi(min_size=2)
 
@@ -83,6 +83,21 @@ def test_staged_ranks_read_nothing_from_the_shared_file(shared_dir):
         plain = train.run(SHARDED + ["--parallel", "data=2"], comm).params
         return max(float(np.max(np.abs(result.params[n] - p))) for n, p in plain.items())
     assert agreed_max(on_ranks(2, staged)) == 0.0
+
+
+def test_data_ranks_cache_the_whole_set_in_their_first_epoch():
+    """Each epoch hands a data rank other samples; a run long enough to come back for all
+    of them reads them in runs, so later epochs read nothing from the file. A run too
+    short for that reads only the samples it is handed."""
+    def reads(comm):
+        long = train.run(SMALL + ["--parallel", "data=2", "--steps", "24"], comm).summary["data_reads"]
+        short = train.run(SMALL + ["--parallel", "data=2", "--steps", "8"], comm).summary["data_reads"]
+        with data.open_dataset("shapes:16:64") as ds:
+            whole = ds.num_samples * int(np.prod(ds.shape)) * ds.dtype.itemsize
+        assert long["shared_bytes_per_rank_epoch"] == [[whole, 0, 0]] * 2, long
+        assert short["shared_bytes_per_rank_epoch"] == [[whole // 2]] * 2, short
+        return 0.0
+    assert agreed_max(on_ranks(2, reads)) == 0.0
 
 
 def test_prefetch_under_dynamic_balance_equals_one_rank():

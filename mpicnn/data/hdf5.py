@@ -24,8 +24,10 @@ samples asked for (one hyperslab per run of consecutive indices, only the reques
 depths, rows and columns, of the images and of the masks) and keeps each sample it has read in memory, so later epochs gather from
 memory (tens of microseconds) instead of paying HDF5's ~10 us per scattered sample.
 The cache is kept when the selected block of the whole split fits in ``cache_mb`` MiB
-(default 512, env ``MPICNN_DATA_CACHE_MB``; 0 disables); it never holds a sample this
-rank did not read. ``Dataset.read_shifted`` reads each sample's own window, which
+(default 512, env ``MPICNN_DATA_CACHE_MB``; 0 disables); it holds only samples this
+rank read, or, after ``fill_in_runs(allowed)``, the run of neighbouring ``allowed``
+samples around each one it read (for a reader that will come back for all of them:
+one hyperslab instead of one read per sample). ``Dataset.read_shifted`` reads each sample's own window, which
 may reach past the image (zeros there): an augmented crop (``augment.py``).
 ``Dataset.bytes_read`` counts the image and mask bytes read from the file.
 
@@ -46,6 +48,8 @@ IMAGE_DTYPES = (np.dtype(np.uint8), np.dtype(np.float32), np.dtype(np.float64))
 CHUNK_BYTES = 1 << 20          # samples larger than this are chunked in tiles
 SCAN_BYTES = 64 << 20          # block size of the non-finite scan and of bulk copies
 DEFAULT_CACHE_MB = 512
+FILL_RUN_SAMPLES = 64          # fill_in_runs: at most this many samples per run ...
+FILL_RUN_BYTES = 256 << 10     # ... and about this many bytes of the cached block
 HOW_TO_CREATE = ("create one with 'python -m mpicnn.data convert INPUT -o FILE.h5' "
                  "(from image folders, CIFAR .bin files, .npy/.npz/.h5 arrays or .csv) or use a built-in dataset "
                  "(mnist5k, shapes:SIZE, cosmo:SIZE, blobs:SIZE)")
@@ -345,6 +349,7 @@ class Dataset:
         self.split = split
         self._cache_budget = _cache_budget(cache_mb)
         self._cache_key, self._cache = None, None
+        self._fill = None  # fill_in_runs: which samples a run may read (bool (N,))
         self.bytes_read = 0  # image (and mask) bytes read from the file so far
         self._file = open_h5(self.path)
         try:
@@ -497,6 +502,25 @@ class Dataset:
         self.bytes_read += array.nbytes
         return array
 
+    def fill_in_runs(self, allowed):
+        """From now on a sample missing from the cache is read with its aligned run of
+        neighbours (``FILL_RUN_SAMPLES``, fewer for large samples), those of them in
+        ``allowed`` (indices) that are not cached yet. For a reader that will read every
+        ``allowed`` sample again and again: a data rank of D otherwise still misses a
+        (1 - 1/D)^k part of its samples in epoch k + 1, one scattered read each, as every
+        epoch hands it others."""
+        self._fill = np.zeros(self.num_samples, bool)
+        self._fill[np.asarray(allowed, np.int64)] = True
+
+    def _with_runs(self, missing, have, sample_bytes):
+        """``missing`` (sorted) and the uncached ``fill_in_runs`` samples of their runs."""
+        run = min(FILL_RUN_SAMPLES, FILL_RUN_BYTES // max(sample_bytes, 1))
+        if self._fill is None or run < 2:
+            return missing
+        near = (np.unique(missing // run)[:, None] * run + np.arange(run)).ravel()
+        near = near[near < self.num_samples]
+        return np.union1d(missing, near[self._fill[near] & ~have[near]])
+
     def _cache_fits(self, box):
         block_shape = (self.num_samples, self.shape[0]) + tuple(b - a for a, b in box)
         return int(np.prod(block_shape)) * self.dtype.itemsize <= self._cache_budget
@@ -513,6 +537,7 @@ class Dataset:
         block, have = self._cache
         missing = np.unique(idx[~have[idx]])
         if missing.size:
+            missing = self._with_runs(missing, have, block[0].nbytes)
             block[missing] = self._read_direct(missing, box)
             have[missing] = True
         return np.take(block, idx, axis=0)

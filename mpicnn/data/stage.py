@@ -106,6 +106,12 @@ class StagedSplit:
         pos = self._local(indices)  # samples outside the copy (a layout's setup) come from the source
         return self.source.read(indices, **kw) if pos is None else self.local.read(pos, **kw)
 
+    def fill_in_runs(self, allowed):
+        """``Dataset.fill_in_runs`` on the copy, for the ``allowed`` samples it holds."""
+        allowed = np.asarray(allowed, np.int64)
+        pos = np.minimum(np.searchsorted(self.index, allowed), len(self.index) - 1)
+        self.local.fill_in_runs(pos[self.index[pos] == allowed])
+
     def read_shifted(self, indices, starts, size, **kw):
         pos = self._local(indices)
         if pos is None:

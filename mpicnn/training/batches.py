@@ -45,6 +45,7 @@ class Batches:
         self.balancer = None  # set by a layout that re-cuts batches by measured speed
         self._order, self._order_epoch = None, None  # the sample order of the current epoch
         self.staging = self._stage(comm) if args.stage_dir else None
+        self._fill_cache_in_runs()
         self.shared_bytes = {}  # epoch -> training bytes this rank read from the shared file
         self._even_pieces = None  # pieces() without a balancer, once computed
         self.prefetch = Prefetch(enabled=args.prefetch)
@@ -150,6 +151,15 @@ class Batches:
         bounds = order.shard_bounds(self.train_set.num_samples, K)
         mine = bounds[data_rank * K // D:(data_rank + 1) * K // D]
         return np.concatenate([np.arange(lo, hi) for lo, hi in mine])
+
+    def _fill_cache_in_runs(self):
+        """A rank whose run reads at least as many samples as it may ever be handed will
+        come back for all of them: let the dataset cache fetch each missing sample's run
+        of neighbours among those (``Dataset.fill_in_runs``), so that it is whole after a
+        few steps, not after many epochs of scattered reads."""
+        mine = self._reads(self.grid.data_rank)
+        if self.total_steps * (self.args.batch_size // self.spec.data) >= len(mine):
+            self.train_set.fill_in_runs(mine)
 
     def _stage(self, comm):
         """Copy the samples this node's ranks read to --stage-dir (node-local rank 0 copies,
