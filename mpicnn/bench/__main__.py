@@ -20,6 +20,8 @@ ps         parameter server ps=1 with 2 workers: images/s and accuracy for stale
 balance    data parallelism with a straggler (MPICNN_SLOW_RANK=1:F): static vs dynamic balance
 augment    test accuracy of lenet5 and convnet on mnist5k without and with --augment crop:2, seeds
            0, 1, 2, fixed epochs (60, 20), the default job on 2 ranks (minutes: not part of "all")
+prefetch   the default job on 1 and 2 ranks without and with --prefetch, pairs in alternating
+           order: images/s, the pairs' ratio, data time and time waited for data (minutes)
 trace      the default job with every step traced (--trace) against untraced: images/s, trace MB
 calibrate  measure this machine for the planner (run under mpiexec -n 2): writes -o machine.json
 plan       the planner's validation matrix: predicted vs measured step time and memory of 1 rank,
@@ -39,7 +41,7 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", nargs="?", default="all", choices=["all", "conv", "cnn", "zoo", "scaling", "allreduce", "spatial",
                                                             "channel", "pipeline", "ps",
-                                                            "balance", "augment", "trace", "calibrate", "plan"])
+                                                            "balance", "augment", "prefetch", "trace", "calibrate", "plan"])
     p.add_argument("--compare", choices=["torch"], help="also time PyTorch's CPU build (if installed)")
     p.add_argument("--ranks", default="1,2", help="rank counts for the scaling bench (default 1,2)")
     p.add_argument("--steps", type=int, default=60, help="training steps per scaling run")
@@ -171,6 +173,11 @@ def main(argv=None):
         results["augment"], results["augment_summary"] = bench_augment(models)
         table("test accuracy on mnist5k without and with --augment crop:2 (final epoch, 2 ranks)", results["augment"])
         table("per model: means over the seeds; wins/ties/losses of the augmented run", results["augment_summary"])
+    if args.what == "prefetch":
+        from .prefetch import bench_prefetch
+        results["prefetch"] = bench_prefetch(repeats=args.scaling_repeats)
+        table("the default job (lenet5 on mnist5k, global batch 64, 30 epochs) without and with --prefetch, "
+              "one BLAS thread per rank (medians; pair_ratio: with over without, per pair)", results["prefetch"])
     write_json(json_path, results)
     return 0
 

@@ -487,8 +487,7 @@ class Dataset:
     def _finish(self, raw, masks, idx, dt):
         """Float images (uint8 scaled to [0, 1]) and the targets of ``idx``."""
         if self.dtype == np.uint8:
-            images = raw.astype(dt)
-            images /= dt.type(255)
+            images = np.divide(raw, dt.type(255), dtype=dt)  # one pass: converted, then divided
         else:
             images = raw.astype(dt, copy=False)
         if masks is not None:
@@ -535,6 +534,8 @@ class Dataset:
             block = np.empty(block_shape, self.dtype)
             self._cache_key, self._cache = key, (block, np.zeros(self.num_samples, bool))
         block, have = self._cache
+        if have[idx].all():  # every epoch after the first: one gather
+            return np.take(block, idx, axis=0)
         missing = np.unique(idx[~have[idx]])
         if missing.size:
             missing = self._with_runs(missing, have, block[0].nbytes)
