@@ -32,6 +32,36 @@ def test_user_model_by_name():
         models.get("no_such_package.mod:build", 3, 4)
 
 
+def test_a_model_that_flattens_its_input_first_trains_like_torch():
+    """The first layer with parameters computes no input gradient only when it is the
+    very first layer: behind a Flatten it must hand one on (the trainer set it off and
+    Flatten's backward failed on None). Checked against the same MLP in PyTorch."""
+    torch = pytest.importorskip("torch")
+    argv = BASE[:1] + ["user_models.small:linear_only"] + BASE[2:] + ["--optimizer", "sgd", "--lr", "0.1",
+                                                                   "--momentum", "0", "--schedule", "constant"]
+    result = train.run(argv, None)
+    with data.open_dataset("shapes:16:64") as ds:
+        c, classes, n = ds.shape[0], ds.num_classes, ds.num_samples
+        model = models.get("user_models.small:linear_only", c, classes, dtype=np.float64, image_size=(16, 16))
+        assert nn.skip_input_gradient(model) is None  # its first layer is the Flatten
+        nn.init.manual_seed(5)
+        model = models.get("user_models.small:linear_only", c, classes, dtype=np.float64, image_size=(16, 16))
+        ref = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(c * 256, 16), torch.nn.ReLU(),
+                                  torch.nn.Linear(16, classes)).double()
+        with torch.no_grad():
+            for (_, p), t in zip(model.named_parameters(), ref.parameters()):
+                t.copy_(torch.from_numpy(p.data))
+        opt = torch.optim.SGD(ref.parameters(), lr=0.1)
+        order = data.epoch_order(n, 5, 0)
+        for step in range(3):
+            x, y = ds.read(data.batch_indices(order, step, 8), dtype=np.float64)
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(ref(torch.from_numpy(x)), torch.from_numpy(y)).backward()
+            opt.step()
+    for (name, p), t in zip(result.params.items(), ref.parameters()):
+        np.testing.assert_allclose(p, t.detach().numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
+
+
 def test_option_a_model_does_not_take_is_one_clean_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mpicnn.train", "--model", "lenet5", "--width", "32",
                            "--steps", "1", "--no-progress"], capture_output=True, text=True, timeout=300)

@@ -20,7 +20,7 @@ from .. import models
 from ..blas import blas_threads
 from ..nn import (BatchNorm2d, Conv2d, CrossEntropyLoss, Flatten, GlobalAvgPool2d, Linear,
                   MaxPool2d, ReLU, Residual, Sequential)
-from ..nn import init
+from ..nn import init, skip_input_gradient
 from ..nn.optim import Adam
 
 __all__ = ["ZOO", "bench_zoo", "step_gflop", "PEAK_GFLOPS"]
@@ -48,8 +48,7 @@ def build(name, options, seed=0):
     init.manual_seed(seed)
     c, h, w = _input_shape(name)
     model = models.get(name, c, 10, dtype=np.float32, image_size=(h, w), **options)
-    first = next(m for m in model.modules() if m.parameters() and not m.children())
-    first.needs_input_grad = False
+    skip_input_gradient(model)
     return model
 
 

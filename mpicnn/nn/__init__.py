@@ -2,7 +2,7 @@
 from . import init, optim, schedule
 from .activation import LeakyReLU, ReLU
 from .concat import ConcatSkip
-from .container import Residual, Sequential
+from .container import Residual, Sequential, skip_input_gradient
 from .conv import Conv2d
 from .conv3d import Conv3d
 from .dropout import Dropout
@@ -24,4 +24,5 @@ __all__ = [
     "BatchNorm2d", "Dropout", "Flatten", "CrossEntropyLoss",
     "Conv3d", "MaxPool3d", "AvgPool3d", "GlobalAvgPool3d", "GlobalMaxPool3d", "GlobalRMSPool3d",
     "BatchNorm3d", "Upsample", "ConcatSkip", "MSELoss", "init", "optim", "schedule", "swap_relu_maxpool",
+    "skip_input_gradient",
 ]

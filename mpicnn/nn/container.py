@@ -67,3 +67,18 @@ class Residual(Module):
             return dx + dy
         ds = shortcut._backward(convert(dy, self.layout, shortcut.layout))
         return dx + convert(ds, shortcut.layout, self.layout)
+
+
+def skip_input_gradient(model):
+    """Let the layer the images enter first skip its input gradient (nobody uses the
+    gradient of the images): the first layer of the model's (nested) Sequentials, if it
+    has ``needs_input_grad``. Only that layer: one behind a layer without parameters
+    (Flatten, a pool) or inside a Residual must hand its input gradient on. Returns the
+    layer, or None."""
+    layer = model
+    while isinstance(layer, Sequential) and layer.children():
+        layer = layer.children()[0]
+    if not hasattr(layer, "needs_input_grad"):
+        return None
+    layer.needs_input_grad = False
+    return layer

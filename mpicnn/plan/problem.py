@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import models
 from ..errors import UserError
-from ..nn import init
+from ..nn import init, skip_input_gradient
 
 
 @dataclass
@@ -49,9 +49,7 @@ def build(name, sample_shape, num_classes, dtype, width=None):
                                image_size=sample_shape[1:], **options)
     except (ValueError, TypeError) as e:
         raise UserError(f"--model {name}: {e}")
-    first = next(m for m in model.modules() if m.parameters() and not m.children())
-    if hasattr(first, "needs_input_grad"):
-        first.needs_input_grad = False
+    skip_input_gradient(model)
     return model
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from .. import backend, models
 from ..errors import UserError
 from ..io.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
-from ..nn import init
+from ..nn import init, skip_input_gradient
 from ..nn.optim import OPTIMIZERS
 from ..parallel.channel import ChannelComm, gather_full, local_block, shard_model
 from ..parallel.channel_plan import plan_model
@@ -30,9 +30,7 @@ def build_model(args, comm, image_shape, num_classes, dtype, deferred=False):
                                    image_size=image_shape[1:], **options)
         except (ValueError, TypeError) as e:
             raise UserError(f"--model {args.model}: {e}")
-    first = next(m for m in model.modules() if m.parameters() and not m.children())
-    if hasattr(first, "needs_input_grad"):
-        first.needs_input_grad = False
+    skip_input_gradient(model)
     return model
 
 

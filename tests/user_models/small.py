@@ -13,6 +13,13 @@ def build(in_channels=3, num_classes=10, dtype=np.float32, image_size=None, widt
         nn.MaxPool2d(2), nn.GlobalAvgPool2d(), nn.Linear(2 * width, num_classes, dtype=dtype))
 
 
+def linear_only(in_channels=3, num_classes=10, dtype=np.float32, image_size=None):
+    """No convolution: flattened pixels into two linear layers."""
+    features = in_channels * int(np.prod(image_size))
+    return nn.Sequential(nn.Flatten(), nn.Linear(features, 16, dtype=dtype), nn.ReLU(),
+                         nn.Linear(16, num_classes, dtype=dtype))
+
+
 def not_a_model(in_channels=3, num_classes=10, dtype=np.float32, image_size=None):
     return [nn.ReLU()]
 
