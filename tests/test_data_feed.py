@@ -4,6 +4,7 @@ The layouts' equality with the 1-rank run is in test_data_feed_mpi.py."""
 import os
 import subprocess
 import sys
+import traceback
 
 import numpy as np
 import pytest
@@ -167,6 +168,24 @@ def test_a_miss_fills_its_run_of_allowed_samples(files, monkeypatch):
         np.testing.assert_array_equal(y, plain.read([15, 8, 12, 9])[0])
 
 
+@pytest.mark.parametrize("kind", ["img", "vol"])
+def test_cached_reads_equal_reads_from_the_file(files, kind, monkeypatch):
+    """A batch the cache holds whole is gathered natively (or by NumPy): the same bits as
+    the first read, from the file, in both float types."""
+    path, stored = files[kind]
+    idx = [3, 0, 7, 3, 5]
+    for native in ("1", "0"):
+        monkeypatch.setenv("MPICNN_NATIVE", native)
+        for dtype in (np.float32, np.float64):
+            with Dataset(path) as ds:
+                first, labels = ds.read(idx, dtype=dtype)
+                again, labels_again = ds.read(idx, dtype=dtype)
+                assert ds.bytes_read == 4 * stored[0].nbytes  # the second read came from memory
+            np.testing.assert_array_equal(again.view(np.uint8), first.view(np.uint8))
+            np.testing.assert_array_equal(labels_again, labels)
+            assert again.dtype == dtype
+
+
 def test_large_samples_are_filled_alone(files, monkeypatch):
     """A run is at most FILL_RUN_BYTES of the cached block: one sample when it is larger."""
     path, stored = files["img"]
@@ -319,6 +338,29 @@ def test_prefetch_equals_no_prefetch_bit_for_bit():
     for name, p in b.params.items():
         np.testing.assert_array_equal(a.params[name], p)
     assert a.summary["test_loss"] == b.summary["test_loss"]
+
+
+def test_prefetch_starts_the_read_as_backward_reaches_the_last_conv(monkeypatch):
+    """The reader's own Python holds the GIL: it starts where the step needs it least,
+    inside the last convolution's backward (native kernels), once a step; a model
+    without a convolution starts it as backward begins."""
+    from mpicnn.training.batches import Batches
+    from mpicnn.training.grid_step import GridLayout
+    starts = []
+    read_ahead = Batches.read_ahead
+
+    def spy(self, step, read=None):
+        starts.append((step, [f.name for f in traceback.extract_stack()]))
+        return read_ahead(self, step, read)
+    monkeypatch.setattr(Batches, "read_ahead", spy)
+    train.run(SMALL + ["--steps", "4", "--prefetch"], None)
+    assert [step for step, _ in starts] == [0, 1, 2, 3]
+    assert all("read_ahead_then_backward" in stack for _, stack in starts)
+    starts.clear()
+    train.run(SMALL[:1] + ["user_models.small:linear_only"] + SMALL[2:] + ["--steps", "2", "--prefetch"], None)
+    assert [step for step, _ in starts] == [0, 1]
+    assert all("read_ahead_then_backward" not in stack and GridLayout.compute.__name__ in stack
+               for _, stack in starts)
 
 
 def test_prefetch_keeps_fault_and_stop_behaviour(tmp_path):

@@ -276,3 +276,27 @@ def test_max_pool_dispatch(monkeypatch):
     y = ops.max_pool2d_forward(x, 3, 2, 1)  # overlapping, padded windows
     ops.max_pool2d_backward(np.ones_like(y), x, y, 3, 2, 1)
     assert calls == []
+
+
+@pytest.mark.parametrize("source", [np.uint8, np.float32, np.float64])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_native_gather_matches_numpy_bit_for_bit(source, dtype):
+    """The dataset cache's gather: take, astype and (uint8) divide by 255, in one pass."""
+    shape = (40, 3, 5, 7)
+    if source is np.uint8:
+        block = rng.integers(0, 256, shape).astype(np.uint8)
+    else:
+        block = (rng.standard_normal(shape) * 1e3).astype(source)
+    idx = rng.integers(0, 40, 57)  # repeats, any order
+    got = native.gather(block, idx, dtype)
+    want = np.take(block, idx, axis=0).astype(dtype)
+    if source is np.uint8:
+        want /= np.dtype(dtype).type(255)
+    assert got.dtype == dtype and got.shape == (57, 3, 5, 7)
+    np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+
+
+def test_native_gather_declines_what_it_cannot_read():
+    block = np.zeros((4, 3), np.int16)
+    assert native.gather(block, [0], np.float32) is None
+    assert native.gather(np.zeros((4, 6), np.float32)[:, ::2], [0], np.float32) is None  # not contiguous

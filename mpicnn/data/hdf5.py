@@ -42,6 +42,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..io.atomic import atomic_path
+from ..ops import native
 
 SPLITS = ("train", "test")
 IMAGE_DTYPES = (np.dtype(np.uint8), np.dtype(np.float32), np.dtype(np.float64))
@@ -421,6 +422,10 @@ class Dataset:
         box = (_check_range(rows, spatial[-2], "rows"), _check_range(cols, spatial[-1], "cols"))
         if len(spatial) == 3:
             box = (_check_range(depths, spatial[0], "depths"),) + box
+        if self._masks is None:
+            images = self._cached(idx, box, dt)
+            if images is not None:
+                return images, self._targets(idx, dt)
         masks = self._read_direct(idx, box, self._masks, channels=False) if self._masks is not None else None
         return self._finish(self._gather(idx, box), masks, idx, dt)
 
@@ -492,9 +497,19 @@ class Dataset:
             images = raw.astype(dt, copy=False)
         if masks is not None:
             return images, masks.astype(np.int64)
-        if self.task == "regression":
-            return images, self._labels[idx].astype(dt)
-        return images, self._labels[idx]
+        return images, self._targets(idx, dt)
+
+    def _targets(self, idx, dt):
+        return self._labels[idx].astype(dt) if self.task == "regression" else self._labels[idx]
+
+    def _cached(self, idx, box, dt):
+        """Float images of ``idx`` if every one is in the cache of ``box``: gathered and
+        converted in one native pass that leaves the GIL to the step (a prefetch thread's
+        read), else None."""
+        if self._cache_key != box:
+            return None
+        block, have = self._cache
+        return native.gather(block, idx, dt) if have[idx].all() else None
 
     def _count(self, array):
         """``array`` just read from the file, counted in ``bytes_read``."""
@@ -534,8 +549,6 @@ class Dataset:
             block = np.empty(block_shape, self.dtype)
             self._cache_key, self._cache = key, (block, np.zeros(self.num_samples, bool))
         block, have = self._cache
-        if have[idx].all():  # every epoch after the first: one gather
-            return np.take(block, idx, axis=0)
         missing = np.unique(idx[~have[idx]])
         if missing.size:
             missing = self._with_runs(missing, have, block[0].nbytes)

@@ -1,4 +1,5 @@
-"""The native CPU kernels (``ops/native/native.c``): convolution and batch norm passes.
+"""The native CPU kernels (``ops/native/native.c``): convolution, batch norm and pooling
+passes, and the gather of cached dataset samples.
 
 ``pip install`` compiles ``conv.c`` into ``mpicnn/ops/_native_*.so`` (setup.py, optional
 extensions: without a C compiler the install still succeeds), on x86-64 once per
@@ -11,8 +12,8 @@ micro-architecture level. This module loads the best copy the CPU runs with ctyp
 
 the passes of batch normalisation over channels-last (M, C) arrays that ops/norm.py
 uses (``bn_sums``, ``bn_center``, ``bn_scale``, ``bn_grad_sums``, ``bn_grad_input``),
-and max pooling over tiled windows for ops/pool.py (``max_pool_forward``,
-``max_pool_backward``).
+max pooling over tiled windows for ops/pool.py (``max_pool_forward``,
+``max_pool_backward``), and ``gather`` for the dataset cache (data/hdf5.py).
 
 ``available()`` says whether they can run; ``MPICNN_NATIVE=0`` turns them off (the
 NumPy code runs instead; tests compare the two). Weights are repacked here into the
@@ -25,13 +26,14 @@ import os
 import numpy as np
 
 __all__ = ["available", "forward", "input_grad", "weight_grad", "runs_along_rows", "taps_weight_grad", "bn_sums", "bn_center", "bn_scale",
-           "bn_grad_sums", "bn_grad_input", "pools", "max_pool_forward", "max_pool_backward", "library_path",
+           "bn_grad_sums", "bn_grad_input", "pools", "max_pool_forward", "max_pool_backward", "gather", "library_path",
            "ABI_VERSION"]
 
-ABI_VERSION = 8
+ABI_VERSION = 9
 VECTOR_BYTES = 64  # the kernels' vector width (V in conv_impl.h)
 ROWS_MAX_CHANNELS = 3  # at most this many inputs, fewer outputs than lanes: conv_*_rows
 _SUFFIX = {np.dtype(np.float32): "_f32", np.dtype(np.float64): "_f64"}
+_GATHER_SOURCES = {np.dtype(np.uint8): "u8", np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 _lib = None
 _why = None
 _path = None
@@ -97,6 +99,10 @@ def _load():
         fn = getattr(lib, "pool_max_bwd" + sfx)
         fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] + [ctypes.c_int] * 4
         fn.restype = None
+        for source in _GATHER_SOURCES.values():
+            fn = getattr(lib, f"gather_{source}{sfx}")
+            fn.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_long] * 2
+            fn.restype = None
     _lib = lib
     return lib
 
@@ -392,3 +398,19 @@ def max_pool_backward(dy, x, y, k):
     dx = np.empty(x.shape, x.dtype)
     _fn("pool_max_bwd", x.dtype)(_p(dy), _p(x), _p(y), _p(dx), N * Ho, k[0], Wo, k[1], C)
     return dx
+
+
+def gather(block, idx, dtype):
+    """``block[idx]`` (rows of a C-contiguous (N, ...) array of uint8, float32 or float64)
+    as float ``dtype``, uint8 divided by 255: NumPy's ``take``, ``astype`` and divide in
+    one pass, bit for bit, with the GIL released (ctypes); None when the library cannot
+    (then the caller runs NumPy). ``idx`` must be in range (the caller checked)."""
+    dtype = np.dtype(dtype)
+    if block.dtype not in _GATHER_SOURCES or dtype not in _SUFFIX or not block.flags.c_contiguous \
+            or not available():
+        return None
+    idx = np.ascontiguousarray(idx, dtype=np.int64)
+    out = np.empty((len(idx),) + block.shape[1:], dtype)
+    row = int(np.prod(block.shape[1:], dtype=np.int64))
+    _fn(f"gather_{_GATHER_SOURCES[block.dtype]}", dtype)(_p(block), _p(idx), _p(out), len(idx), row)
+    return out

@@ -43,7 +43,8 @@ class GridLayout(GridRank):
                 else:
                     loss = self.criterion(out, ys)
                     weight = n / B / seam
-            self.start_read_ahead()  # the next batch is read during backward
+            if self.read_ahead_layer is None:
+                self.start_read_ahead()  # the next batch is read during backward
             with clock.phase("backward"):
                 self.model.backward(self.criterion.backward() * self.dtype.type(weight))
             loss_sum += loss * n

@@ -1,7 +1,8 @@
 /* mpicnn's native CPU kernels, for float32 and float64, called through ctypes
  * (mpicnn/ops/native.py): direct NHWC convolution (forward, input gradient, weight
- * gradient; conv_impl.h), the passes of batch normalisation (norm_impl.h) and max
- * pooling over tiled windows (pool_impl.h).
+ * gradient; conv_impl.h), the passes of batch normalisation (norm_impl.h), max
+ * pooling over tiled windows (pool_impl.h), and the gather of cached dataset samples into
+ * a float batch (below).
  *
  * Built at install time as an optional extension (setup.py): when it is missing the
  * NumPy code of ops/conv.py runs instead, with the same results. No Python API is used;
@@ -33,7 +34,7 @@
 #endif
 
 /* The ABI version native.py checks: bump it when a signature changes. */
-int mpicnn_native_version(void) { return 8; }
+int mpicnn_native_version(void) { return 9; }
 
 /* 1 when this CPU runs the instructions this copy was compiled for (MPICNN_NATIVE_LEVEL,
  * an x86-64 micro-architecture level; unset: the compiler's default, always runnable). */
@@ -74,3 +75,29 @@ typedef long long v8l __attribute__((vector_size(64)));
 #include "conv_impl.h"
 #include "norm_impl.h"
 #include "pool_impl.h"
+
+/* out[i, :] = src[idx[i], :] converted to the float type, divided by 255 for uint8
+ * images, for i < n rows of `row` elements: NumPy's take, astype and divide in one pass,
+ * with the same bits (one IEEE conversion and one division per element; this file is
+ * never built with -ffast-math). ctypes calls it without the GIL, so a prefetch thread
+ * gathers while the step's Python runs. */
+#define GATHER(NAME, S, D, CONVERT)                                                      \
+    void NAME(const S *src, const long long *idx, D *out, long n, long row)              \
+    {                                                                                    \
+        for (long i = 0; i < n; i++) {                                                   \
+            const S *s = src + (size_t)idx[i] * (size_t)row;                             \
+            D *o = out + (size_t)i * (size_t)row;                                        \
+            for (long j = 0; j < row; j++)                                               \
+                o[j] = CONVERT(s[j]);                                                    \
+        }                                                                                \
+    }
+#define BYTE_F32(x) ((float)(x) / 255.0f)
+#define BYTE_F64(x) ((double)(x) / 255.0)
+#define AS_F32(x) ((float)(x))
+#define AS_F64(x) ((double)(x))
+GATHER(gather_u8_f32, unsigned char, float, BYTE_F32)
+GATHER(gather_u8_f64, unsigned char, double, BYTE_F64)
+GATHER(gather_f32_f32, float, float, AS_F32)
+GATHER(gather_f32_f64, float, double, AS_F64)
+GATHER(gather_f64_f32, double, float, AS_F32)
+GATHER(gather_f64_f64, double, double, AS_F64)
