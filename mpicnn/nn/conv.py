@@ -45,6 +45,29 @@ def init_convolution(layer, in_channels, out_channels, kernel_size, stride, padd
         layer.bias = None
 
 
+def accumulate_grads(layer, dw, db):
+    """Add a convolution's weight and bias gradients (None: not computed) to its
+    parameters' (accumulated over micro-batches; gradient buckets send them as they are)."""
+    if dw is not None:
+        layer.weight.grad += dw
+    if db is not None:
+        layer.bias.grad += db
+
+
+def convolution_repr(layer):
+    """PyTorch's repr arguments of a 2-D or 3-D convolution: non-default ones only."""
+    s = f"{layer.in_channels}, {layer.out_channels}, kernel_size={layer.kernel_size}, stride={layer.stride}"
+    if any(layer.padding):
+        s += f", padding={layer.padding}"
+    if any(d != 1 for d in layer.dilation):
+        s += f", dilation={layer.dilation}"
+    if layer.groups != 1:
+        s += f", groups={layer.groups}"
+    if layer.bias is None:
+        s += ", bias=False"
+    return s
+
+
 class Conv2d(Module):
     """``Conv2d(in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
     groups=1, bias=True, dtype=np.float32, rng=None)`` as ``torch.nn.Conv2d``.
@@ -108,22 +131,9 @@ class Conv2d(Module):
             x, self.weight.data, dy, **self._geometry(),
             need_dx=self.needs_input_grad, need_dw=self.weight.requires_grad,
             need_db=bias is not None and bias.requires_grad)
-        if dw is not None:
-            self.weight.grad += dw
-        if db is not None:
-            bias.grad += db
+        accumulate_grads(self, dw, db)
         if dx is not None and self._halo is not None:
             dx = self.context.window_input_grad(self._halo, dx)
         return dx
 
-    def extra_repr(self):
-        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        if self.padding != (0, 0):
-            s += f", padding={self.padding}"
-        if self.dilation != (1, 1):
-            s += f", dilation={self.dilation}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self.bias is None:
-            s += ", bias=False"
-        return s
+    extra_repr = convolution_repr

@@ -3,7 +3,7 @@ import numpy as np
 
 from ..backend import is_array
 from ..ops.conv3d import conv3d_backward, conv3d_forward, conv3d_output_shape, triple
-from .conv import init_convolution
+from .conv import accumulate_grads, convolution_repr, init_convolution
 from .module import Module
 
 __all__ = ["Conv3d"]
@@ -63,22 +63,9 @@ class Conv3d(Module):
         dx, dw, db = conv3d_backward(
             self._x, self.weight.data, dy, **self._geometry(), need_dx=self.needs_input_grad,
             need_dw=self.weight.requires_grad, need_db=bias is not None and bias.requires_grad)
-        if dw is not None:
-            self.weight.grad += dw
-        if db is not None:
-            bias.grad += db
+        accumulate_grads(self, dw, db)
         if dx is not None and self._halo is not None:
             dx = self.context.volume_input_grad(self._halo, dx)
         return dx
 
-    def extra_repr(self):
-        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        if self.padding != (0, 0, 0):
-            s += f", padding={self.padding}"
-        if self.dilation != (1, 1, 1):
-            s += f", dilation={self.dilation}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self.bias is None:
-            s += ", bias=False"
-        return s
+    extra_repr = convolution_repr
