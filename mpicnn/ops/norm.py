@@ -98,19 +98,9 @@ def batch_norm_train_forward(x, weight, bias, eps=1e-5, allreduce=None):
         return _native_train_forward(x, weight, bias, eps, allreduce)
     xr, k, C = _rows(x, "batch_norm")
     dt = x.dtype
-    stats = np.empty(C + 1, np.float64)
-    stats[0] = x.size // C
-    stats[1:] = _channel_sums(xr, k, C)
-    allreduce(stats)
-    count = stats[0]
-    if count < 1:
-        raise ValueError(f"batch_norm in training mode needs at least one value per channel, got count {count!r}")
-    mean = stats[1:] / count
+    mean, count = _mean(x.size // C, _channel_sums(xr, k, C), allreduce)
     xhat = np.subtract(xr, _tiled(mean, k, dt))  # centred input, scaled to xhat below
-    sq = _channel_sums(xhat, k, C, xhat)
-    allreduce(sq)
-    var = sq / count
-    invstd = 1.0 / np.sqrt(var + eps)
+    var, invstd = _variance(_channel_sums(xhat, k, C, xhat), count, eps, allreduce)
     xhat *= _tiled(invstd, k, dt)
     y = _affine(xhat, weight, bias, k, np.empty_like(xhat))
     cache = (xhat.reshape(x.shape), invstd, count, weight, True)
@@ -128,6 +118,25 @@ def batch_norm_eval_forward(x, weight, bias, mean, var, eps=1e-5):
     return y.reshape(x.shape), (xhat.reshape(x.shape), invstd, None, weight, False)
 
 
+def _mean(count, sums, allreduce):
+    """(mean, count) per channel over the ranks: this rank's ``count`` and float64 ``sums``
+    reduced in one call."""
+    stats = np.empty(len(sums) + 1, np.float64)
+    stats[0], stats[1:] = count, sums
+    allreduce(stats)
+    if stats[0] < 1:
+        raise ValueError(f"batch_norm in training mode needs at least one value per channel, got count {stats[0]!r}")
+    return stats[1:] / stats[0], stats[0]
+
+
+def _variance(squares, count, eps, allreduce):
+    """(biased variance, 1/sqrt(variance + eps)) from this rank's sums of squared
+    deviations (reduced in place)."""
+    allreduce(squares)
+    var = squares / count
+    return var, 1.0 / np.sqrt(var + eps)
+
+
 def _native(x):
     return isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64) and x.ndim >= 2 \
         and native.available()
@@ -137,18 +146,9 @@ def _native_train_forward(x, weight, bias, eps, allreduce):
     """batch_norm_train_forward's formulas, each pass in C over the (M, C) rows."""
     C = x.shape[-1]
     xr = np.ascontiguousarray(x).reshape(-1, C)
-    stats = np.empty(C + 1, np.float64)
-    stats[0] = xr.shape[0]
-    stats[1:] = native.bn_sums(xr)
-    allreduce(stats)
-    count = stats[0]
-    if count < 1:
-        raise ValueError(f"batch_norm in training mode needs at least one value per channel, got count {count!r}")
-    mean = stats[1:] / count
+    mean, count = _mean(xr.shape[0], native.bn_sums(xr), allreduce)
     xhat, sq = native.bn_center(xr, mean)
-    allreduce(sq)
-    var = sq / count
-    invstd = 1.0 / np.sqrt(var + eps)
+    var, invstd = _variance(sq, count, eps, allreduce)
     y = native.bn_scale(xhat, invstd, weight, bias)
     return y.reshape(x.shape), (xhat.reshape(x.shape), invstd, count, weight, True), mean, var, count
 
@@ -172,13 +172,13 @@ def batch_norm_backward(dy, cache, allreduce=None):
     if dy.shape != xhat.shape:
         raise ValueError(f"batch_norm backward: dy shape {dy.shape!r} differs from x shape {xhat.shape!r}")
     dt = dy.dtype
+    g = invstd if weight is None else invstd * weight
     if training and _native(dy) and dy.dtype == xhat.dtype:
         C = dy.shape[-1]
         dyr, xh = np.ascontiguousarray(dy).reshape(-1, C), xhat.reshape(-1, C)
         sums = native.bn_grad_sums(dyr, xh)
         dw_local, db_local = sums[C:].astype(dt), sums[:C].astype(dt)
         allreduce(sums)
-        g = invstd if weight is None else invstd * weight
         dx = native.bn_grad_input(dyr, xh, sums[C:] / count, sums[:C] / count, g)
         return dx.reshape(dy.shape), dw_local, db_local
     dyr, k, C = _rows(dy, "batch_norm backward")
@@ -187,7 +187,6 @@ def batch_norm_backward(dy, cache, allreduce=None):
     sums[:C] = _channel_sums(dyr, k, C)
     sums[C:] = _channel_sums(dyr, k, C, xh)
     dw_local, db_local = sums[C:].astype(dt), sums[:C].astype(dt)
-    g = invstd if weight is None else invstd * weight
     if training:
         allreduce(sums)
         db, dw = sums[:C], sums[C:]
