@@ -1,10 +1,11 @@
 """The native CPU kernels (``ops/native/native.c``): convolution, batch norm and pooling
 passes, and the gather of cached dataset samples.
 
-``pip install`` compiles ``conv.c`` into ``mpicnn/ops/_native_*.so`` (setup.py, optional
-extensions: without a C compiler the install still succeeds), on x86-64 once per
-micro-architecture level. This module loads the best copy the CPU runs with ctypes and offers three functions on NHWC arrays with ops/conv.py's semantics
-(groups 1, float32 or float64):
+``pip install`` compiles ``native/native.c`` into ``mpicnn/ops/_native_*.so`` (setup.py,
+optional extensions: without a C compiler the install still succeeds), on x86-64 once
+per micro-architecture level. This module loads the best copy the CPU runs with ctypes
+(which releases the GIL during each call) and offers three functions on NHWC arrays
+with ops/conv.py's semantics (groups 1, float32 or float64):
 
     forward(x, w, b, stride, padding, dilation, Ho, Wo)        -> y  (N, Ho, Wo, O)
     input_grad(dy, w, xshape, stride, padding, dilation)       -> dx (N, H, W, C)
