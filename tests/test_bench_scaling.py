@@ -15,3 +15,16 @@ def test_scaling_rows_carry_the_ceiling():
     assert two["of_ceiling"] == pytest.approx(two["images_per_sec"] / two["ceiling_images_per_sec"])
     assert two["ceiling_speedup"] == pytest.approx(two["ceiling_images_per_sec"] / one["images_per_sec"])
     assert len(two["ceiling_runs"]) == 1 and len(two["all_runs"]) == 1
+
+
+def test_interleaved_rounds_alternate_their_order():
+    """Every other round runs the variants in reverse, so no variant always goes first."""
+    from mpicnn.bench.scaling import interleaved
+    order = []
+
+    def launch(v):
+        order.append(v)
+        return {"images_per_sec": {"a": 1.0, "b": 2.0, "c": 3.0}[v] * len(order)}
+    runs = interleaved(("a", "b", "c"), 3, launch)
+    assert order == ["a", "b", "c", "c", "b", "a", "a", "b", "c"]
+    assert runs["a"][1] == [1, 6, 7] and runs["c"][0]["images_per_sec"] == 12.0  # round order; the median run

@@ -45,12 +45,15 @@ def run_ceiling(n, args, batch_size, env):
 
 
 def interleaved(variants, repeats, launch):
-    """Run ``launch(variant)`` ``repeats`` times per variant, interleaved (a, b, a, b, ...)
-    so machine noise hits every variant alike. Returns variant -> (the median run's final
-    record, by images/s, with its other figures; every run's images/s)."""
+    """Run ``launch(variant)`` ``repeats`` times per variant, interleaved so machine noise
+    hits every variant alike, in reversed order every other round (a, b, b, a, a, b, ...:
+    on the shared machine the first run of a round was often the faster). Returns variant
+    -> (the median run's final record, by images/s, with its other figures; every run's
+    images/s, in round order)."""
+    variants = list(variants)
     runs = {v: [] for v in variants}
-    for _ in range(repeats):
-        for v in variants:
+    for i in range(repeats):
+        for v in (variants if i % 2 == 0 else variants[::-1]):
             runs[v].append(launch(v))
     out = {}
     for v, records in runs.items():

@@ -192,12 +192,9 @@ class GridRank(Layout):
 
     def start_read_ahead(self):
         """Start reading the next step's batch in the background (with --prefetch), once a
-        step, where the step's Python wants the GIL least: as backward reaches the last
-        convolution (``_read_ahead_at_last_conv``), or as backward begins. The reader's
-        own Python (sample order, indices, checks) holds the GIL; started before forward,
-        whose kernels are short, it slowed the step more than the read it hid, and
-        started as backward begins (LeNet-5's small linear layers first) it still cost
-        the default job 5% on one rank."""
+        step, where the step's Python wants the GIL least (the reader's own Python holds
+        it): as backward reaches the last convolution (``_read_ahead_at_last_conv``), or
+        as backward begins in a model without one."""
         if self.read_ahead_from is not None:
             self.batches.read_ahead(self.read_ahead_from, self.read_batch)
             self.read_ahead_from = None
