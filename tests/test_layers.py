@@ -503,3 +503,41 @@ def test_bench_functions_run():
     rows = cnn.bench_conv_layers(shapes=[("tiny", 2, 3, 8, 4, 3, 1, 1)], repeats=1)
     assert rows[0]["name"] == "tiny" and rows[0]["fwd_gflops"] > 0 and rows[0]["dx_gflops"] > 0
     assert cnn.gemm_gflops(n=64, repeats=1) > 0
+
+
+def test_wrapped_passes_run_around_one_instance_and_come_off_in_reverse():
+    """Module.wrap_pass: what the trainer hooks layers with (gradient buckets, read-ahead,
+    trace spans). It wraps the pass containers call on that instance only, and removing
+    the wrappers in reverse order gives back the class's methods."""
+    init.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 2, 3))
+    first, last = model[0], model[2]
+    x = rng.standard_normal((2, 1, 6, 6)).astype(np.float32)
+    y_plain = model.forward(x)
+    dx_plain = model.backward(np.ones_like(y_plain))
+    seen = []
+
+    def note(tag):
+        def around(inner, value):
+            seen.append(("in", tag))
+            out = inner(value)
+            seen.append(("out", tag))
+            return out
+        return around
+
+    handles = [first.wrap_pass("forward", note("f1")), first.wrap_pass("forward", note("f2")),
+               last.wrap_pass("backward", note("b"))]
+    model.zero_grad()
+    y = model.forward(x)
+    dx = model.backward(np.ones_like(y))
+    np.testing.assert_array_equal(y, y_plain)
+    np.testing.assert_array_equal(dx, dx_plain)
+    # the later wrapper runs outside the earlier one; only the wrapped instances record
+    assert seen == [("in", "f2"), ("in", "f1"), ("out", "f1"), ("out", "f2"), ("in", "b"), ("out", "b")]
+    assert "_forward" not in vars(nn.Conv2d(1, 2, 3))
+    for handle in reversed(handles):
+        handle.remove()
+    assert "_forward" not in vars(first) and "_backward" not in vars(last)
+    seen.clear()
+    model.backward(np.ones_like(model.forward(x)))
+    assert seen == []

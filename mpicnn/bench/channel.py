@@ -29,14 +29,12 @@ def _count_activations(make_layout, total):
         trainer = make_layout(args, comm, stop)
         for layer in trainer.model.modules():  # sharded already: these objects stay
             if not layer.children():
-                forward = layer._forward
-
-                def counted(x, layer=layer, forward=forward):
+                def counted(forward, x, layer=layer):
                     y = forward(x)
                     if layer.training:
                         total[0] += y.nbytes
                     return y
-                layer._forward = counted  # this instance only; containers call _forward
+                layer.wrap_pass("forward", counted)
         return trainer
     return make
 

@@ -2,7 +2,7 @@
 
 ``Tracer.attach(layout)`` hooks the run without touching the loop: the layout's
 ``PhaseClock`` (each phase's span, and step starts through ``start_step``), the leaf
-layers' ``_forward``/``_backward`` (per-layer spans, wrapped only while the window is
+layers' passes (per-layer spans, ``Module.wrap_pass`` only while the window is
 open, so other steps pay nothing), the straggler switch's sleep, and
 ``mpicnn.parallel.events`` (communication: buckets, halos, channel collectives,
 pipeline messages, parameter-server pushes and pulls).
@@ -65,7 +65,7 @@ class Tracer:
         self.layer = None  # running leaf layer (for events' call sites)
         self.layout = None
         self.active = self.written = False
-        self._wrapped = []  # (module, attribute, the instance value before, or None)
+        self._wrapped = []  # PassWrap handles of the per-layer spans, in wrapping order
 
     # ---- attaching ---------------------------------------------------------------------
     def attach(self, layout):
@@ -126,16 +126,14 @@ class Tracer:
         self.active = True
         events.recorder = self
         for name, layer in leaf_layers(self.layout.model):
-            for attr, kind in (("_forward", "forward"), ("_backward", "backward")):
-                before = vars(layer).get(attr)
-                setattr(layer, attr, self._traced(layer, name, getattr(layer, attr), kind))
-                self._wrapped.append((layer, attr, before))
+            for kind in ("forward", "backward"):
+                self._wrapped.append(layer.wrap_pass(kind, self._traced(layer, name, kind)))
 
-    def _traced(self, layer, name, inner, kind):
+    def _traced(self, layer, name, kind):
         label, typename = f"{kind} {name}", type(layer).__name__
         clock, events, now = self.layout.clock, self.events, time.perf_counter
 
-        def traced(x):
+        def traced(inner, x):
             outer = self.layer
             self.layer = name
             t0 = now()
@@ -149,11 +147,8 @@ class Tracer:
         return traced
 
     def _unwrap(self):
-        for layer, attr, before in reversed(self._wrapped):
-            if before is None:
-                delattr(layer, attr)
-            else:
-                setattr(layer, attr, before)
+        for wrap in reversed(self._wrapped):
+            wrap.remove()
         self._wrapped.clear()
 
     # ---- recording ---------------------------------------------------------------------

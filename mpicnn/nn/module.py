@@ -20,6 +20,10 @@ pixel reads a window of input pixels: the layer reads its input through
 ``self.window_input`` and returns its gradient through ``self.window_input_grad``, which
 add the padding and, under spatial splits, the neighbours' halo). Undeclared layers of
 one's own are refused under spatial and channel splits.
+
+The trainer hooks into a layer's passes with ``Module.wrap_pass`` (gradient buckets
+launch as a layer's backward ends, the read-ahead starts at one, traces time each one):
+a wrapper on that instance only, which a handle takes off again.
 """
 import numpy as np
 
@@ -143,6 +147,19 @@ def _rows_read(size, kernel, stride, padding, dilation):
     return (out - 1) * stride + (kernel - 1) * dilation + 1
 
 
+class PassWrap:
+    """What ``Module.wrap_pass`` returns: ``remove()`` puts the pass back as it was."""
+
+    def __init__(self, layer, attr, before):
+        self.layer, self.attr, self.before = layer, attr, before
+
+    def remove(self):
+        if self.before is None:
+            vars(self.layer).pop(self.attr, None)  # the class's method shows through again
+        else:
+            setattr(self.layer, self.attr, self.before)
+
+
 class Module:
     layout = "NCHW"
     touches = None  # for a user's own layer: one of TOUCHES or a Window (see the module docstring)
@@ -170,6 +187,20 @@ class Module:
 
     def _backward(self, dy):
         return self.backward(dy)
+
+    def wrap_pass(self, kind, around):
+        """Run this layer's ``kind`` pass ("forward" or "backward") as ``around(inner, x)``
+        from now on, where ``inner`` is the pass as it was: on this instance only (an
+        instance attribute over the method that containers call), so other layers of the
+        class are untouched. Returns a ``PassWrap``; remove wrappers in the reverse order of
+        wrapping."""
+        attr = {"forward": "_forward", "backward": "_backward"}[kind]
+        inner, before = getattr(self, attr), vars(self).get(attr)
+
+        def wrapped(x):
+            return around(inner, x)
+        setattr(self, attr, wrapped)
+        return PassWrap(self, attr, before)
 
     # Reductions over the whole map, for layers of one's own (touches = "spatial-reduction").
     def spatial_sum(self, x):

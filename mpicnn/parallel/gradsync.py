@@ -89,14 +89,12 @@ class GradientBuckets:
         return sum(b.flat.nbytes for b in self.buckets)
 
     def _hook(self, module):
-        inner = module._backward
-
-        def backward_then_reduce(dy):
+        def backward_then_reduce(inner, dy):
             dx = inner(dy)
             self._done(module)
             return dx
 
-        module._backward = backward_then_reduce  # instance attribute shadows the method
+        module.wrap_pass("backward", backward_then_reduce)
 
     def all_finite(self):
         """True when no summed gradient is NaN or Inf (the same answer on every rank)."""

@@ -181,14 +181,12 @@ class GridRank(Layout):
         convs = [m for m in self.model.modules() if isinstance(m, (Conv2d, Conv3d))]
         if not convs:
             return None
-        layer, inner = convs[-1], convs[-1]._backward
-
-        def read_ahead_then_backward(dy):
+        def read_ahead_then_backward(inner, dy):
             self.start_read_ahead()
             return inner(dy)
 
-        layer._backward = read_ahead_then_backward  # instance attribute shadows the method
-        return layer
+        convs[-1].wrap_pass("backward", read_ahead_then_backward)
+        return convs[-1]
 
     def start_read_ahead(self):
         """Start reading the next step's batch in the background (with --prefetch), once a
