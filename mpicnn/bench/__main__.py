@@ -6,7 +6,8 @@ cnn        fwd+bwd step time of the benchmark CNN (``--compare torch``: PyTorch 
 zoo        training step (forward, loss, backward, Adam) of every zoo model, batch 64, one thread:
            ms, GFLOP/s and fraction of the core's peak (``--compare torch``: PyTorch interleaved)
 scaling    data-parallel images/s for 1 -> N ranks (the real trainer under mpiexec);
-           ``--compare torch``: PyTorch DDP (gloo) on the same ranks, model and global batch
+           ``--compare torch``: PyTorch DDP (gloo) on the same ranks, model and global batch, and
+           each side's fraction of its own ceiling
 allreduce  bucketed gradient allreduce against one plain Allreduce of the same bytes
 spatial    spatial-parallel convnet on 256^2 and 512^2 images (--volumes: cosmoflow on cosmo:SIZE
            volumes, grids PxQxR) against 1 rank: speedup, peak
@@ -128,7 +129,8 @@ def main(argv=None):
                 ddp_ranks = tuple(r for r in ranks if r > 1) or ranks
                 results["scaling_vs_ddp"] = bench_vs_ddp(ddp_ranks, steps=args.steps, repeats=args.scaling_repeats)
                 table("default job (lenet5, mnist5k, global batch 64, Adam) vs PyTorch DDP (gloo), one thread per "
-                      "process, medians; ratio above 1: mpicnn faster", results["scaling_vs_ddp"])
+                      "process, medians; ratio above 1: mpicnn faster; *_of_ceiling: images/s over that "
+                      "side's own ceiling (N independent 1-process runs at 1/N of the batch at once)", results["scaling_vs_ddp"])
     if args.what in ("all", "allreduce"):
         results["allreduce"] = bench_allreduce_under_mpi(2)
         table("gradient allreduce on 2 ranks: bucketed vs plain Allreduce", results["allreduce"])

@@ -2,7 +2,9 @@
 
 ``python -m mpicnn.bench.ddp --rank R --world W --init-file PATH ...`` is one process of
 the job; ``run_ddp`` starts W of them on this machine (rendezvous through a file, no
-network beyond the loopback that gloo itself opens) and returns rank 0's figures.
+network beyond the loopback that gloo itself opens) and returns rank 0's figures;
+``run_ddp_ceiling`` runs W 1-process jobs at 1/W of the batch at once (PyTorch's
+ceiling, as ``bench scaling`` measures mpicnn's).
 
 The job mirrors ``python -m mpicnn.train`` with the same arguments: the same model (our
 zoo model mirrored to torch.nn by ``zoo._torch_mirror``), the same data (the dataset
@@ -66,24 +68,47 @@ def _worker(args):
     dist.destroy_process_group()
 
 
+def _start(world, init, model, dataset, batch_size, steps, lr, seed):
+    """Start the ``world`` processes of one DDP job rendezvousing through the file ``init``."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return [subprocess.Popen([sys.executable, "-m", "mpicnn.bench.ddp", "--rank", str(r), "--world", str(world),
+                              "--init-file", init, "--model", model, "--dataset", dataset, "--batch-size",
+                              str(batch_size), "--steps", str(steps), "--lr", str(lr), "--seed", str(seed)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            for r in range(world)]
+
+
+def _finish(procs):
+    """Wait for ``procs``; each one's last stdout line (rank 0's figures), or raise with the
+    first failure's stderr."""
+    outs = [p.communicate() for p in procs]
+    failed = [(r, err) for r, (p, (_, err)) in enumerate(zip(procs, outs)) if p.returncode]
+    if failed:
+        raise RuntimeError(f"PyTorch DDP process {failed[0][0]} failed:\n{failed[0][1][-3000:]}")
+    return [out.strip().splitlines()[-1] if out.strip() else "" for out, _ in outs]
+
+
 def run_ddp(world, model="lenet5", dataset="mnist5k", batch_size=64, steps=60, lr=3e-3, seed=0):
     """Start the DDP job on ``world`` processes; returns rank 0's figures (a dict)."""
     from .. import data
     data.prepare(dataset)  # build a built-in's cache once, before the processes race for it
     with tempfile.TemporaryDirectory() as tmp:
-        init = os.path.join(tmp, "rendezvous")
-        env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        procs = [subprocess.Popen([sys.executable, "-m", "mpicnn.bench.ddp", "--rank", str(r),
-                                   "--world", str(world), "--init-file", init, "--model", model,
-                                   "--dataset", dataset, "--batch-size", str(batch_size),
-                                   "--steps", str(steps), "--lr", str(lr), "--seed", str(seed)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-                 for r in range(world)]
-        outs = [p.communicate() for p in procs]
-    failed = [(r, err) for r, (p, (_, err)) in enumerate(zip(procs, outs)) if p.returncode]
-    if failed:
-        raise RuntimeError(f"PyTorch DDP rank {failed[0][0]} failed:\n{failed[0][1][-3000:]}")
-    return json.loads(outs[0][0].strip().splitlines()[-1])
+        lines = _finish(_start(world, os.path.join(tmp, "rendezvous"), model, dataset, batch_size, steps, lr, seed))
+    return json.loads(lines[0])
+
+
+def run_ddp_ceiling(n, model="lenet5", dataset="mnist5k", batch_size=64, steps=60, lr=3e-3, seed=0):
+    """PyTorch's ceiling for n processes, as ``scaling.run_ceiling`` measures mpicnn's: n
+    independent 1-process jobs at batch_size/n, started together (a group of one: its
+    allreduce moves nothing); their summed images/s (and the torch version)."""
+    from .. import data
+    data.prepare(dataset)
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = [p for i in range(n)
+                 for p in _start(1, os.path.join(tmp, f"rendezvous{i}"), model, dataset, batch_size // n, steps,
+                                 lr, seed)]
+        records = [json.loads(line) for line in _finish(procs)]
+    return {"images_per_sec": sum(r["images_per_sec"] for r in records), "torch_version": records[0]["torch_version"]}
 
 
 def main(argv=None):

@@ -97,28 +97,38 @@ def bench_scaling(ranks=(1, 2), model="lenet5", dataset="mnist5k", batch_size=12
 def bench_vs_ddp(ranks=(2,), model="lenet5", dataset="mnist5k", batch_size=64, steps=60, repeats=3):
     """The default job (lenet5 on mnist5k, global batch 64, Adam) on n ranks of mpicnn's
     trainer against PyTorch DDP (gloo) on n processes (``bench.ddp``), one thread per
-    process, runs interleaved. One row per n: both images/s (medians) and their ratio
-    (above 1: mpicnn is faster)."""
-    from .ddp import run_ddp
-    args = ["--model", model, "--dataset", dataset, "--batch-size", str(batch_size), "--steps", str(steps),
-            "--eval-every", str(10 ** 9)]
+    process, and each one's ceiling (n independent 1-process runs at 1/n of the batch at
+    once), all interleaved. One row per n: images/s (medians), their ratio (above 1:
+    mpicnn is faster), and each side's fraction of its own ceiling (how much of what n
+    processes of it get from this machine its communication and synchrony keep)."""
+    from .ddp import run_ddp, run_ddp_ceiling
+    common = ["--model", model, "--dataset", dataset, "--steps", str(steps), "--eval-every", str(10 ** 9)]
+    args = common + ["--batch-size", str(batch_size)]
     env = mpi_env()
 
     def launch(variant):
-        side, n = variant
+        side, kind, n = variant
         if side == "mpicnn":
-            return run_trainer(n, args, env)
-        return run_ddp(n, model, dataset, batch_size, steps)
+            return run_trainer(n, args, env) if kind == "job" else run_ceiling(n, common, batch_size, env)
+        run = run_ddp if kind == "job" else run_ddp_ceiling
+        return run(n, model, dataset, batch_size, steps)
 
-    variants = [(side, n) for n in ranks for side in ("mpicnn", "torch")]
+    variants = [(side, kind, n) for n in ranks for side in ("mpicnn", "torch") for kind in ("job", "ceiling")]
     runs = interleaved(variants, repeats, launch)
     rows = []
     for n in ranks:
-        (ours, ours_all), (theirs, theirs_all) = runs["mpicnn", n], runs["torch", n]
+        (ours, ours_all), (theirs, theirs_all) = runs["mpicnn", "job", n], runs["torch", "job", n]
+        (ours_top, ours_top_all) = runs["mpicnn", "ceiling", n]
+        (theirs_top, theirs_top_all) = runs["torch", "ceiling", n]
         rows.append({"ranks": n, "global_batch": batch_size, "mpicnn_images_per_sec": ours["images_per_sec"],
                      "ddp_images_per_sec": theirs["images_per_sec"],
                      "ratio": ours["images_per_sec"] / theirs["images_per_sec"],
-                     "torch_version": theirs["torch_version"], "mpicnn_runs": ours_all, "ddp_runs": theirs_all})
+                     "mpicnn_of_ceiling": ours["images_per_sec"] / ours_top["images_per_sec"],
+                     "ddp_of_ceiling": theirs["images_per_sec"] / theirs_top["images_per_sec"],
+                     "mpicnn_ceiling_images_per_sec": ours_top["images_per_sec"],
+                     "ddp_ceiling_images_per_sec": theirs_top["images_per_sec"],
+                     "torch_version": theirs["torch_version"], "mpicnn_runs": ours_all, "ddp_runs": theirs_all,
+                     "mpicnn_ceiling_runs": ours_top_all, "ddp_ceiling_runs": theirs_top_all})
     return rows
 
 
