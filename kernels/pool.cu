@@ -40,6 +40,22 @@ __device__ __forceinline__ bool is_nan(T v) { return v != v; }
 template <typename T>
 __device__ __forceinline__ bool is_neg_inf(T v) { return v < T(0) && v * T(0.5) == v; }
 
+// (n, i, j, c) of the flat index e of a row-major (N, A, B, C) array
+struct At4 {
+    long long n, i, j, c;
+};
+__device__ __forceinline__ At4 unravel4(long long e, long long A, long long B, long long C)
+{
+    At4 at;
+    at.c = e % C;
+    e /= C;
+    at.j = e % B;
+    e /= B;
+    at.i = e % A;
+    at.n = e / A;
+    return at;
+}
+
 // Window rows holding padded row hp: i in [lo, hi], visited hi -> lo so that the
 // window offset ki = hp - i*s ascends (the reference's order).
 __device__ __forceinline__ void window_range(long long hp, long long K, long long s,
@@ -60,11 +76,8 @@ __global__ void max_pool_forward(const T* __restrict__ x, T* __restrict__ y,
     const long long total = N * Ho * Wo * C;
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
          e += (long long)gridDim.x * blockDim.x) {
-        long long c = e % C;
-        long long t = e / C;
-        long long j = t % Wo;
-        t /= Wo;
-        long long i = t % Ho, n = t / Ho;
+        const At4 at = unravel4(e, Ho, Wo, C);
+        const long long n = at.n, i = at.i, j = at.j, c = at.c;
         bool found = false;
         T best = T(0);
         for (long long ki = 0; ki < KH; ++ki) {
@@ -94,11 +107,8 @@ __global__ void max_pool_backward(const T* __restrict__ dy, const T* __restrict_
     const long long total = N * H * W * C;
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
          e += (long long)gridDim.x * blockDim.x) {
-        long long c = e % C;
-        long long t = e / C;
-        long long w = t % W;
-        t /= W;
-        long long h = t % H, n = t / H;
+        const At4 at = unravel4(e, H, W, C);
+        const long long n = at.n, h = at.i, w = at.j, c = at.c;
         const T xv = x[e];
         long long ilo, ihi, jlo, jhi;
         window_range(h + ph, KH, sh, Ho, &ilo, &ihi);
@@ -141,11 +151,8 @@ __global__ void avg_pool_forward(const T* __restrict__ x, T* __restrict__ y,
     const long long total = N * Ho * Wo * C;
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
          e += (long long)gridDim.x * blockDim.x) {
-        long long c = e % C;
-        long long t = e / C;
-        long long j = t % Wo;
-        t /= Wo;
-        long long i = t % Ho, n = t / Ho;
+        const At4 at = unravel4(e, Ho, Wo, C);
+        const long long n = at.n, i = at.i, j = at.j, c = at.c;
         T acc = T(0);
         for (long long ki = 0; ki < KH; ++ki) {
             long long h = i * sh - ph + ki;
@@ -170,11 +177,8 @@ __global__ void avg_pool_backward(const T* __restrict__ dy, T* __restrict__ dx,
     const long long total = N * H * W * C;
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
          e += (long long)gridDim.x * blockDim.x) {
-        long long c = e % C;
-        long long t = e / C;
-        long long w = t % W;
-        t /= W;
-        long long h = t % H, n = t / H;
+        const At4 at = unravel4(e, H, W, C);
+        const long long n = at.n, h = at.i, w = at.j, c = at.c;
         long long ilo, ihi, jlo, jhi;
         window_range(h + ph, KH, sh, Ho, &ilo, &ihi);
         window_range(w + pw, KW, sw, Wo, &jlo, &jhi);

@@ -29,6 +29,57 @@ __device__ __forceinline__ double negative_infinity(double)
     return __longlong_as_double((long long)0xfff0000000000000ULL);
 }
 
+// (nc, i, j, k) of the flat index e of a row-major (NC, A, B, C) array
+struct At4 {
+    long long nc, i, j, k;
+};
+__device__ __forceinline__ At4 unravel4(long long e, long long A, long long B, long long C)
+{
+    At4 at;
+    at.k = e % C;
+    e /= C;
+    at.j = e % B;
+    e /= B;
+    at.i = e % A;
+    at.nc = e / A;
+    return at;
+}
+
+// The gradient of input element (d, h, w) of volume nc: the sum over the windows holding
+// it, in (a, p, q) order, of dy[o] times scale, or for max pooling (MAX) of dy[o] where
+// index[o] is the element's offset in its window.
+template <typename T, bool MAX>
+__device__ __forceinline__ T pool3d_gather(const T* __restrict__ dy, const long long* __restrict__ index,
+                                          T scale, At4 at, long long KD, long long KH, long long KW,
+                                          long long sd, long long sh, long long sw,
+                                          long long pd, long long ph, long long pw,
+                                          long long Do, long long Ho, long long Wo)
+{
+    const long long base = at.nc * Do * Ho * Wo;
+    T acc = T(0);
+    for (long long a = 0; a < KD; ++a) {
+        const long long td = at.i + pd - a;
+        if (td < 0) break;
+        if (td % sd || td / sd >= Do) continue;
+        for (long long p = 0; p < KH; ++p) {
+            const long long th = at.j + ph - p;
+            if (th < 0) break;
+            if (th % sh || th / sh >= Ho) continue;
+            for (long long q = 0; q < KW; ++q) {
+                const long long tw = at.k + pw - q;
+                if (tw < 0) break;
+                if (tw % sw || tw / sw >= Wo) continue;
+                const long long o = base + ((td / sd) * Ho + th / sh) * Wo + tw / sw;
+                if (!MAX)
+                    acc += dy[o] * scale;
+                else if (index[o] == (a * KH + p) * KW + q)
+                    acc += dy[o];
+            }
+        }
+    }
+    return acc;
+}
+
 template <typename T>
 __global__ void max_pool3d_forward(const T* __restrict__ x, T* __restrict__ y,
                                    long long* __restrict__ index, long long NC,
@@ -41,13 +92,9 @@ __global__ void max_pool3d_forward(const T* __restrict__ x, T* __restrict__ y,
     const long long total = NC * Do * Ho * Wo;
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
          e += (long long)gridDim.x * blockDim.x) {
-        long long r = e;
-        const long long k = r % Wo;
-        r /= Wo;
-        const long long j = r % Ho;
-        r /= Ho;
-        const long long i = r % Do, nc = r / Do;
-        const T* xs = x + nc * D * H * W;
+        const At4 at = unravel4(e, Do, Ho, Wo);
+        const long long i = at.i, j = at.j, k = at.k;
+        const T* xs = x + at.nc * D * H * W;
         T m = T(0);
         long long arg = -1;
         for (long long a = 0; a < KD; ++a) {
@@ -83,32 +130,8 @@ __global__ void max_pool3d_backward(const T* __restrict__ dy, const long long* _
     const long long total = NC * D * H * W;
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
          e += (long long)gridDim.x * blockDim.x) {
-        long long r = e;
-        const long long w = r % W;
-        r /= W;
-        const long long h = r % H;
-        r /= H;
-        const long long d = r % D, nc = r / D;
-        const long long base = nc * Do * Ho * Wo;
-        T acc = T(0);
-        for (long long a = 0; a < KD; ++a) {
-            const long long td = d + pd - a;
-            if (td < 0) break;
-            if (td % sd || td / sd >= Do) continue;
-            for (long long p = 0; p < KH; ++p) {
-                const long long th = h + ph - p;
-                if (th < 0) break;
-                if (th % sh || th / sh >= Ho) continue;
-                for (long long q = 0; q < KW; ++q) {
-                    const long long tw = w + pw - q;
-                    if (tw < 0) break;
-                    if (tw % sw || tw / sw >= Wo) continue;
-                    const long long o = base + ((td / sd) * Ho + th / sh) * Wo + tw / sw;
-                    if (index[o] == (a * KH + p) * KW + q) acc += dy[o];
-                }
-            }
-        }
-        dx[e] = acc;
+        dx[e] = pool3d_gather<T, true>(dy, index, T(1), unravel4(e, D, H, W), KD, KH, KW, sd, sh, sw, pd, ph,
+                                       pw, Do, Ho, Wo);
     }
 }
 
@@ -124,13 +147,9 @@ __global__ void avg_pool3d_forward(const T* __restrict__ x, T* __restrict__ y, l
     const double count = (double)(KD * KH * KW);
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
          e += (long long)gridDim.x * blockDim.x) {
-        long long r = e;
-        const long long k = r % Wo;
-        r /= Wo;
-        const long long j = r % Ho;
-        r /= Ho;
-        const long long i = r % Do, nc = r / Do;
-        const T* xs = x + nc * D * H * W;
+        const At4 at = unravel4(e, Do, Ho, Wo);
+        const long long i = at.i, j = at.j, k = at.k;
+        const T* xs = x + at.nc * D * H * W;
         double s = 0.0;
         for (long long a = 0; a < KD; ++a) {
             const long long d = i * sd - pd + a;
@@ -160,31 +179,8 @@ __global__ void avg_pool3d_backward(const T* __restrict__ dy, T* __restrict__ dx
     const T scale = (T)(1.0 / (double)(KD * KH * KW));
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
          e += (long long)gridDim.x * blockDim.x) {
-        long long r = e;
-        const long long w = r % W;
-        r /= W;
-        const long long h = r % H;
-        r /= H;
-        const long long d = r % D, nc = r / D;
-        const long long base = nc * Do * Ho * Wo;
-        T acc = T(0);
-        for (long long a = 0; a < KD; ++a) {
-            const long long td = d + pd - a;
-            if (td < 0) break;
-            if (td % sd || td / sd >= Do) continue;
-            for (long long p = 0; p < KH; ++p) {
-                const long long th = h + ph - p;
-                if (th < 0) break;
-                if (th % sh || th / sh >= Ho) continue;
-                for (long long q = 0; q < KW; ++q) {
-                    const long long tw = w + pw - q;
-                    if (tw < 0) break;
-                    if (tw % sw || tw / sw >= Wo) continue;
-                    acc += dy[base + ((td / sd) * Ho + th / sh) * Wo + tw / sw] * scale;
-                }
-            }
-        }
-        dx[e] = acc;
+        dx[e] = pool3d_gather<T, false>(dy, nullptr, scale, unravel4(e, D, H, W), KD, KH, KW, sd, sh, sw, pd,
+                                        ph, pw, Do, Ho, Wo);
     }
 }
 
