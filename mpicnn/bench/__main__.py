@@ -130,7 +130,8 @@ def main(argv=None):
                 results["scaling_vs_ddp"] = bench_vs_ddp(ddp_ranks, steps=args.steps, repeats=args.scaling_repeats)
                 table("default job (lenet5, mnist5k, global batch 64, Adam) vs PyTorch DDP (gloo), one thread per "
                       "process, medians; ratio above 1: mpicnn faster; *_of_ceiling: images/s over that "
-                      "side's own ceiling (N independent 1-process runs at 1/N of the batch at once)", results["scaling_vs_ddp"])
+                      "side's own ceiling (N independent 1-process runs at 1/N of the batch at once)",
+                      results["scaling_vs_ddp"])
     if args.what in ("all", "allreduce"):
         results["allreduce"] = bench_allreduce_under_mpi(2)
         table("gradient allreduce on 2 ranks: bucketed vs plain Allreduce", results["allreduce"])
