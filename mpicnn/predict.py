@@ -12,6 +12,7 @@ import numpy as np
 from . import data, models
 from .nn import init
 from .cli import Parser, run_command
+from .data.hdf5 import SPLITS, TARGETS
 from .errors import UserError
 from .io.atomic import atomic_file
 from .io.checkpoint import load_checkpoint
@@ -29,15 +30,16 @@ def build_parser():
 
 
 def read_images(path, split):
-    """(N, C, H, W) float images of ``path``, scaled like the trainer's reads."""
+    """(N, C, H, W) float images or (N, C, D, H, W) volumes of ``path``, scaled like the
+    trainer's reads."""
     if path.endswith(".npy"):
         try:
             images = np.load(path, allow_pickle=False, mmap_mode="r")
         except (OSError, ValueError) as e:
             raise UserError(f"cannot read {path!r} as a NumPy array ({e})")
-        if images.ndim != 4 or images.dtype not in (np.uint8, np.float32, np.float64):
+        if images.ndim not in (4, 5) or images.dtype not in (np.uint8, np.float32, np.float64):
             raise UserError(f"{path!r} holds {images.dtype} of shape {images.shape}; predict takes images "
-                            f"(N, C, H, W) as uint8, float32 or float64")
+                            f"(N, C, H, W) or volumes (N, C, D, H, W) as uint8, float32 or float64")
         return images.astype(np.float32) / np.float32(255) if images.dtype == np.uint8 else images
     data.prepare(path)  # a built-in dataset's name works too
     if not data.has_split(path, split):
@@ -49,10 +51,36 @@ def read_images(path, split):
         dataset.close()
 
 
-def predict(checkpoint, images, batch_size=500):
-    """Softmax probabilities (N, classes), float32, of the checkpoint's model (eval mode)."""
+def dataset_task(spec):
+    """The task that the targets of dataset ``spec`` say (classification, regression or
+    segmentation, as the trainer reads them), or None where ``spec`` is no mpicnn dataset."""
+    try:
+        with data.open_h5(data.prepare(spec)) as f:
+            groups = [f[split] for split in SPLITS if split in f]
+            return next((TARGETS[kind] for g in groups for kind in TARGETS if kind in g), None)
+    except UserError:
+        return None
+
+
+def model_task(ckpt, inputs=None):
+    """The task the checkpoint's model was trained for: its training dataset's; where that
+    is gone, that of ``inputs`` (the dataset predicted on, if any)."""
+    for spec in (ckpt.config.get("dataset"), inputs):
+        task = dataset_task(spec)
+        if task:
+            return task
+    raise UserError(f"cannot tell what the model of {ckpt.path!r} predicts (class probabilities or regression "
+                    f"targets): its training dataset {ckpt.config.get('dataset')!r} cannot be read; put it "
+                    f"back, or give INPUT as an mpicnn dataset (HDF5 file or built-in name) of the same task")
+
+
+def predict(checkpoint, images, batch_size=500, task=None):
+    """The checkpoint's model's predictions for ``images`` (eval mode), float32: softmax
+    probabilities (N, classes) for classification, the raw outputs (N, targets) for
+    regression. ``task``: the model's (default: ``model_task`` of the checkpoint)."""
     ckpt = load_checkpoint(checkpoint) if isinstance(checkpoint, str) else checkpoint
     config = ckpt.config
+    task = task or model_task(ckpt)
     dtype = np.dtype(config.get("dtype", "float32"))
     options = {"width": config["width"]} if config.get("width") else {}
 
@@ -72,9 +100,11 @@ def predict(checkpoint, images, batch_size=500):
     model.eval()
     out = []
     for lo in range(0, len(images), batch_size):
-        logits = model.forward(np.ascontiguousarray(images[lo:lo + batch_size], dtype=dtype)).astype(np.float64)
-        e = np.exp(logits - logits.max(axis=1, keepdims=True))
-        out.append((e / e.sum(axis=1, keepdims=True)).astype(np.float32))
+        outputs = model.forward(np.ascontiguousarray(images[lo:lo + batch_size], dtype=dtype)).astype(np.float64)
+        if task != "regression":  # class scores (logits): the trainer's cross-entropy takes their softmax
+            e = np.exp(outputs - outputs.max(axis=1, keepdims=True))
+            outputs = e / e.sum(axis=1, keepdims=True)
+        out.append(outputs.astype(np.float32))
     return np.concatenate(out) if out else np.zeros((0, ckpt.params[head].shape[0]), np.float32)
 
 
@@ -82,10 +112,14 @@ def run(argv=None):
     options = build_parser().parse_args(argv)
     if not options.output.endswith(".npy"):
         raise UserError(f"-o {options.output!r}: write the probabilities to a .npy file")
-    probs = predict(options.checkpoint, read_images(options.input, options.split), options.batch_size)
+    ckpt = load_checkpoint(options.checkpoint)
+    images = read_images(options.input, options.split)
+    task = model_task(ckpt, options.input)
+    out = predict(ckpt, images, options.batch_size, task)
     with atomic_file(options.output) as f:
-        np.save(f, probs, allow_pickle=False)
-    print(f"mpicnn: {len(probs)} images -> {options.output} ({probs.shape[1]} class probabilities each)")
+        np.save(f, out, allow_pickle=False)
+    what = "regression outputs" if task == "regression" else "class probabilities"
+    print(f"mpicnn: {len(out)} images -> {options.output} ({out.shape[1]} {what} each)")
 
 
 def main(argv=None):

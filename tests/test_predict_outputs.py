@@ -1,0 +1,84 @@
+"""``mpicnn.predict`` by task: what OUT holds for classification, regression and
+segmentation models, against the checkpoint's model run directly (softmax by torch)."""
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import torch
+from mpi4py import MPI
+
+from mpicnn import data, models, predict, train
+from mpicnn.io.checkpoint import load_checkpoint
+
+
+def trained(tmp_path, model, dataset, *extra):
+    """The --save file of a few steps of ``model`` on ``dataset``."""
+    path = str(tmp_path / f"{model}.h5")
+    train.run(["--model", model, "--dataset", dataset, "--steps", "3", "--batch-size", "4", "--no-progress",
+               "--save", path, *extra], MPI.COMM_SELF)
+    return path
+
+
+def split_of(dataset):
+    """The test images of ``dataset`` as the trainer reads them, and its class (target) count."""
+    with data.open_dataset(dataset, "test") as ds:
+        return ds.read(np.arange(ds.num_samples))[0], ds.num_classes
+
+
+def direct_forward(path, images, outputs):
+    """The checkpoint's model, built and loaded here, run on ``images`` in eval mode (float64)."""
+    ckpt = load_checkpoint(path)
+    model = models.get(ckpt.config["model"], images.shape[1], outputs, image_size=images.shape[2:],
+                       width=ckpt.config["width"])
+    model.load_state_dict({**ckpt.params, **ckpt.buffers})
+    model.eval()
+    return model.forward(np.ascontiguousarray(images, np.float32)).astype(np.float64)
+
+
+def softmax(logits):
+    return torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+
+
+def run_predict(*argv):
+    return subprocess.run([sys.executable, "-m", "mpicnn.predict", *map(str, argv)], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_classification_writes_softmax_probabilities(tmp_path, capsys):
+    ckpt = trained(tmp_path, "convnet", "shapes:16:32", "--width", "4")
+    assert predict.main([ckpt, "shapes:16:32", "-o", str(tmp_path / "p.npy")]) == 0
+    assert "class probabilities each" in capsys.readouterr().out
+    probs = np.load(tmp_path / "p.npy")
+    images, classes = split_of("shapes:16:32")
+    assert probs.shape == (len(images), classes) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
+    np.testing.assert_allclose(probs, softmax(direct_forward(ckpt, images, classes)), rtol=1e-5, atol=1e-6)
+
+
+def test_regression_writes_the_raw_outputs(tmp_path, capsys):
+    # trained on a file, so that the test can take it away below
+    h5 = tmp_path / "cosmo.h5"
+    shutil.copy(data.prepare("cosmo:16:8"), h5)
+    ckpt = trained(tmp_path, "cosmoflow", str(h5), "--width", "2")
+    images, targets = split_of(str(h5))
+    expected = direct_forward(ckpt, images, targets)
+    assert predict.main([ckpt, str(h5), "-o", str(tmp_path / "r.npy")]) == 0
+    assert f"{len(images)} images -> {tmp_path / 'r.npy'} ({targets} regression outputs each)" in \
+        capsys.readouterr().out
+    out = np.load(tmp_path / "r.npy")
+    assert out.shape == (len(images), targets) and out.dtype == np.float32
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-7)
+    # .npy images: the training dataset says the task
+    np.save(tmp_path / "x.npy", images[:5])
+    assert predict.main([ckpt, str(tmp_path / "x.npy"), "-o", str(tmp_path / "s.npy")]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "s.npy"), expected[:5], rtol=1e-5, atol=1e-7)
+    # without the training dataset: a dataset INPUT says it; bare .npy images cannot
+    os.rename(h5, tmp_path / "moved.h5")
+    assert predict.main([ckpt, str(tmp_path / "moved.h5"), "-o", str(tmp_path / "m.npy")]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "m.npy"), expected, rtol=1e-5, atol=1e-7)
+    proc = run_predict(ckpt, tmp_path / "x.npy", "-o", tmp_path / "n.npy")
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert "cannot tell what the model" in proc.stderr and "put it back" in proc.stderr
+    assert not (tmp_path / "n.npy").exists()
