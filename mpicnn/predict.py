@@ -77,7 +77,8 @@ def model_task(ckpt, inputs=None):
 def predict(checkpoint, images, batch_size=500, task=None):
     """The checkpoint's model's predictions for ``images`` (eval mode), float32: softmax
     probabilities (N, classes) for classification, the raw outputs (N, targets) for
-    regression. ``task``: the model's (default: ``model_task`` of the checkpoint)."""
+    regression, per-pixel softmax probabilities (N, classes, [D,] H, W) for segmentation.
+    ``task``: the model's (default: ``model_task`` of the checkpoint)."""
     ckpt = load_checkpoint(checkpoint) if isinstance(checkpoint, str) else checkpoint
     config = ckpt.config
     task = task or model_task(ckpt)
@@ -91,10 +92,13 @@ def predict(checkpoint, images, batch_size=500, task=None):
         with init.deferred():  # a probe without memory: which tensor is the head, in model order
             probe = build(1)
         probe.forget()
-        head = [n for n, p in probe.named_parameters() if p.data.ndim == 2][-1]
-        model = build(ckpt.params[head].shape[0])
+        # The last weight, a Linear's (outputs, inputs) or a conv's (outputs, inputs, *kernel)
+        # (a U-Net ends in a 1x1 conv): its first axis is the number of outputs.
+        head = [n for n, p in probe.named_parameters() if p.data.ndim >= 2][-1]
+        num_outputs = ckpt.params[head].shape[0]
+        model = build(num_outputs)
         model.load_state_dict({**ckpt.params, **ckpt.buffers})
-    except (KeyError, ValueError, TypeError, IndexError) as e:
+    except (KeyError, ValueError, TypeError) as e:
         raise UserError(f"the images {tuple(images.shape[1:])} do not fit the model of {ckpt.path!r} "
                         f"(--model {config.get('model')}): {e}")
     model.eval()
@@ -105,7 +109,9 @@ def predict(checkpoint, images, batch_size=500, task=None):
             e = np.exp(outputs - outputs.max(axis=1, keepdims=True))
             outputs = e / e.sum(axis=1, keepdims=True)
         out.append(outputs.astype(np.float32))
-    return np.concatenate(out) if out else np.zeros((0, ckpt.params[head].shape[0]), np.float32)
+    if not out:  # no images: the shape alone (a segmentation model's maps keep the images' size)
+        return np.zeros((0, num_outputs) + (images.shape[2:] if task == "segmentation" else ()), np.float32)
+    return np.concatenate(out)
 
 
 def run(argv=None):
@@ -118,8 +124,9 @@ def run(argv=None):
     out = predict(ckpt, images, options.batch_size, task)
     with atomic_file(options.output) as f:
         np.save(f, out, allow_pickle=False)
-    what = "regression outputs" if task == "regression" else "class probabilities"
-    print(f"mpicnn: {len(out)} images -> {options.output} ({out.shape[1]} {what} each)")
+    what = {"classification": "class probabilities each", "regression": "regression outputs each",
+            "segmentation": "class probabilities per pixel"}[task]
+    print(f"mpicnn: {len(out)} images -> {options.output} ({out.shape[1]} {what})")
 
 
 def main(argv=None):

@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 
+import h5py
 import numpy as np
 import torch
 from mpi4py import MPI
@@ -82,3 +83,36 @@ def test_regression_writes_the_raw_outputs(tmp_path, capsys):
     assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
     assert "cannot tell what the model" in proc.stderr and "put it back" in proc.stderr
     assert not (tmp_path / "n.npy").exists()
+
+
+def check_segmentation(ckpt, dataset, tmp_path, capsys):
+    """OUT of ``ckpt`` on ``dataset`` and on its images as .npy: per-pixel probabilities
+    (N, classes, *spatial) equal to the softmax over the class axis of the direct forward."""
+    images, classes = split_of(dataset)
+    expected = softmax(direct_forward(ckpt, images, classes))
+    np.save(tmp_path / "x.npy", images)
+    for given in (dataset, str(tmp_path / "x.npy")):
+        assert predict.main([ckpt, given, "-o", str(tmp_path / "p.npy")]) == 0
+        assert f"({classes} class probabilities per pixel)" in capsys.readouterr().out
+        probs = np.load(tmp_path / "p.npy")
+        assert probs.shape == (len(images), classes) + images.shape[2:] and probs.dtype == np.float32
+        np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
+        np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-6)
+    # no images: the shape alone
+    np.save(tmp_path / "none.npy", images[:0])
+    assert predict.main([ckpt, str(tmp_path / "none.npy"), "-o", str(tmp_path / "e.npy")]) == 0
+    assert np.load(tmp_path / "e.npy").shape == (0, classes) + images.shape[2:]
+
+
+def test_segmentation_writes_per_pixel_probabilities(tmp_path, capsys):
+    check_segmentation(trained(tmp_path, "unet", "blobs:16:8", "--width", "4"), "blobs:16:8", tmp_path, capsys)
+
+
+def test_3d_segmentation_writes_per_voxel_probabilities(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    h5 = str(tmp_path / "vol.h5")
+    with h5py.File(h5, "w") as f:
+        for split, n in (("train", 8), ("test", 3)):
+            f[f"{split}/images"] = rng.standard_normal((n, 1, 4, 8, 4)).astype(np.float32)
+            f[f"{split}/masks"] = rng.integers(0, 3, (n, 4, 8, 4))
+    check_segmentation(trained(tmp_path, "unet3d", h5, "--width", "2"), h5, tmp_path, capsys)
