@@ -5,6 +5,7 @@ INPUT is a ``.npy`` array of images (N, C, H, W), an mpicnn HDF5 dataset or a bu
 dataset's name (``--split test`` by default, ``train`` on request). uint8 images are scaled to [0, 1]
 as the trainer reads them. OUT holds (N, classes) float32 softmax probabilities,
 written atomically (temporary file, then rename)."""
+import os
 import sys
 
 import numpy as np
@@ -114,10 +115,23 @@ def predict(checkpoint, images, batch_size=500, task=None):
     return np.concatenate(out)
 
 
+def same_file(a, b):
+    """Whether paths ``a`` and ``b`` name one file, through links and other spellings; where
+    one does not exist (yet), whether both resolve to the same path."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # samefile needs both to exist
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
 def run(argv=None):
     options = build_parser().parse_args(argv)
     if not options.output.endswith(".npy"):
-        raise UserError(f"-o {options.output!r}: write the probabilities to a .npy file")
+        raise UserError(f"-o {options.output!r}: write the predictions to a .npy file")
+    # the atomic rename would replace the file being read, images or model, without a word
+    for what, path in (("the checkpoint", options.checkpoint), ("the input", options.input)):
+        if same_file(options.output, path):
+            raise UserError(f"-o {options.output!r} is {what} {path!r}; write the predictions to another file")
     ckpt = load_checkpoint(options.checkpoint)
     images = read_images(options.input, options.split)
     task = model_task(ckpt, options.input)

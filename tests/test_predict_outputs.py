@@ -116,3 +116,24 @@ def test_3d_segmentation_writes_per_voxel_probabilities(tmp_path, capsys):
             f[f"{split}/images"] = rng.standard_normal((n, 1, 4, 8, 4)).astype(np.float32)
             f[f"{split}/masks"] = rng.integers(0, 3, (n, 4, 8, 4))
     check_segmentation(trained(tmp_path, "unet3d", h5, "--width", "2"), h5, tmp_path, capsys)
+
+
+def test_out_never_replaces_the_input_or_the_checkpoint(tmp_path):
+    ckpt = trained(tmp_path, "convnet", "shapes:16:32", "--width", "4")
+    shutil.copy(ckpt, tmp_path / "model.npy")  # a checkpoint reads whatever its name
+    images = tmp_path / "victim.npy"
+    np.save(images, split_of("shapes:16:32")[0][:4])
+    os.mkdir(tmp_path / "sub")
+    os.symlink(images, tmp_path / "link.npy")
+    before = {p: p.read_bytes() for p in (images, tmp_path / "model.npy")}
+    for model, out, what in ((ckpt, images, "is the input"),
+                             (ckpt, tmp_path / "sub" / ".." / "victim.npy", "is the input"),
+                             (ckpt, tmp_path / "link.npy", "is the input"),
+                             (tmp_path / "model.npy", tmp_path / "model.npy", "is the checkpoint")):
+        proc = run_predict(model, images, "-o", out)
+        assert proc.returncode == 2 and what in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert {p: p.read_bytes() for p in before} == before
+    # an OUT that does not exist yet is compared by its path: a new file is fine
+    assert run_predict(tmp_path / "model.npy", images, "-o", tmp_path / "sub" / "new.npy").returncode == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "sub" / "new.npy"),
+                                  predict.predict(ckpt, np.load(images)))
