@@ -1,10 +1,18 @@
-"""``python -m mpicnn.predict CKPT INPUT -o OUT.npy``: class probabilities of a
-checkpoint's model for the images of INPUT, one process.
+"""``python -m mpicnn.predict CKPT INPUT -o OUT.npy``: the predictions of a checkpoint's
+model for the images of INPUT, one process.
 
-INPUT is a ``.npy`` array of images (N, C, H, W), an mpicnn HDF5 dataset or a built-in
-dataset's name (``--split test`` by default, ``train`` on request). uint8 images are scaled to [0, 1]
-as the trainer reads them. OUT holds (N, classes) float32 softmax probabilities,
-written atomically (temporary file, then rename)."""
+INPUT is a ``.npy`` array of images (N, C, H, W) or volumes (N, C, D, H, W), an mpicnn
+HDF5 dataset or a built-in dataset's name (``--split test`` by default, ``train`` on
+request). uint8 images are scaled to [0, 1] as the trainer reads them. OUT holds float32
+arrays by the task the model was trained for, which its training dataset's targets say
+(as for the trainer; where that dataset is gone, INPUT's if it is a dataset):
+
+- classification: (N, classes) softmax probabilities;
+- regression: (N, targets) raw outputs, the predicted targets;
+- segmentation: (N, classes, H, W), or (N, classes, D, H, W) for volumes, softmax
+  probabilities over the class axis for each pixel (voxel).
+
+OUT is written atomically (temporary file, then rename), never over CKPT or INPUT."""
 import os
 import sys
 
@@ -21,10 +29,16 @@ from .io.checkpoint import load_checkpoint
 
 def build_parser():
     p = Parser(prog="python -m mpicnn.predict",
-               description="Class probabilities of a checkpoint's model for .npy or HDF5 images.")
+               description="Predictions of a checkpoint's model for .npy or HDF5 images: class "
+                           "probabilities (classification), raw outputs (regression) or per-pixel "
+                           "class probabilities (segmentation).")
     p.add_argument("checkpoint", help="an mpicnn checkpoint (ckpt-STEP.h5 or a --save file)")
-    p.add_argument("input", help="images: a .npy array (N, C, H, W) or an mpicnn HDF5 dataset")
-    p.add_argument("-o", "--output", required=True, help="where to write the (N, classes) probabilities (.npy)")
+    p.add_argument("input", help="images: a .npy array (N, C, H, W) or (N, C, D, H, W), an mpicnn HDF5 "
+                                 "dataset or a built-in dataset's name")
+    p.add_argument("-o", "--output", required=True,
+                   help="where to write the float32 predictions (.npy; not the checkpoint or input "
+                        "file): (N, classes) probabilities, (N, targets) regression outputs or "
+                        "(N, classes, [D,] H, W) per-pixel probabilities")
     p.add_argument("--split", choices=("test", "train"), default="test", help="HDF5 split (default test)")
     p.add_argument("--batch-size", type=int, default=500, help="images per forward pass (default 500)")
     return p
