@@ -6,9 +6,10 @@ A config file holds the same keys as the long options (``batch-size`` or
 ranks agree on it instead of each printing usage.
 """
 import argparse
+import os
 import sys
 
-from . import __version__
+from . import __version__, data
 from .cli import Parser, nonnegative, positive
 from .data import augment
 from .errors import UserError
@@ -174,3 +175,33 @@ def parse_args(argv=None):
         raise UserError("--resume without a path needs --checkpoint-dir to look in")
     augment.parse(args.augment)  # a bad spec fails here, before any rank opens data
     return args
+
+
+def check_outputs(args):
+    """Refuse at start-up an output that would write over an input or another output.
+    Call it on every rank under ``agree``: each rank checks what its file system shows."""
+    inputs = [("--dataset", args.dataset, data.resolve(args.dataset)),
+              ("--init-from", args.init_from, args.init_from), ("--config", args.config, args.config),
+              ("--machine", args.machine, args.machine),
+              ("--resume", args.resume, None if args.resume == "latest" else args.resume)]
+    files = [("--save", args.save), ("--metrics", args.metrics)]
+    directories = [("--checkpoint-dir", args.checkpoint_dir), ("--trace", args.trace),
+                   ("--tensorboard", args.tensorboard)]
+    file_outputs = [(option, path) for option, path in files if path]
+    outputs = file_outputs + [(option, path) for option, path in directories if path]
+    for option, path in outputs:
+        for other, value, used in inputs:
+            if used and _same_path(path, used):
+                raise UserError(f"{option} {path!r} is the same file as {other} {value!r}: the run would "
+                                f"overwrite its own input; choose another {option}")
+    for i, (option, path) in enumerate(file_outputs):  # directories may be shared, a file may not
+        for other, used in outputs[i + 1:]:
+            if _same_path(path, used):
+                raise UserError(f"{option} and {other} are both {path!r}: one would overwrite the other; "
+                                f"give them different paths")
+
+
+def _same_path(a, b):
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)  # also through links
+    return os.path.realpath(a) == os.path.realpath(b)

@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass, field
 
 from . import allocator, backend, blas
-from .config import parse_args
+from .config import check_outputs, parse_args
 from .errors import UserError
 from .io.trace import Tracer, parse_window
 from .parallel.clock_sync import clock_offsets
@@ -38,6 +38,7 @@ def run(argv=None, comm=None, phase_hooks=()):
     comm = comm or world()
     with agree(comm):
         args = parse_args(argv)
+        check_outputs(args)
     previous = backend.current()
     use_node(args, comm)
     auto = AutoLayout(args, comm) if args.parallel == "auto" else None  # sets --parallel and friends
