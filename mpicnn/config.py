@@ -8,6 +8,7 @@ ranks agree on it instead of each printing usage.
 import argparse
 import os
 import sys
+import tempfile
 
 from . import __version__, data
 from .cli import Parser, nonnegative, positive
@@ -177,18 +178,24 @@ def parse_args(argv=None):
     return args
 
 
-def check_outputs(args):
-    """Refuse at start-up an output that would write over an input or another output.
-    Call it on every rank under ``agree``: each rank checks what its file system shows."""
+def check_outputs(args, reports):
+    """Refuse at start-up an output that would write over an input or another output, or
+    that cannot be written where it goes (found when written, that costs the input, or the
+    whole run for --save, or ends in a traceback). Call it on every rank under ``agree``:
+    each rank checks what it may write, as its file system shows it. Every rank writes
+    --trace and reads --checkpoint-dir; which rank writes --save and the checkpoints depends
+    on the layout, chosen later; only the reporting rank (``reports``) writes --metrics
+    and --tensorboard."""
     inputs = [("--dataset", args.dataset, data.resolve(args.dataset)),
               ("--init-from", args.init_from, args.init_from), ("--config", args.config, args.config),
               ("--machine", args.machine, args.machine),
               ("--resume", args.resume, None if args.resume == "latest" else args.resume)]
-    files = [("--save", args.save), ("--metrics", args.metrics)]
-    directories = [("--checkpoint-dir", args.checkpoint_dir), ("--trace", args.trace),
-                   ("--tensorboard", args.tensorboard)]
-    file_outputs = [(option, path) for option, path in files if path]
-    outputs = file_outputs + [(option, path) for option, path in directories if path]
+    # (option, path, checked on every rank, and for a file an example name in a directory)
+    files = [("--save", args.save, True, "model.h5"), ("--metrics", args.metrics, False, "metrics.jsonl")]
+    directories = [("--checkpoint-dir", args.checkpoint_dir, True), ("--trace", args.trace, True),
+                   ("--tensorboard", args.tensorboard, False)]
+    file_outputs = [(option, path) for option, path, *_ in files if path]
+    outputs = file_outputs + [(option, path) for option, path, _ in directories if path]
     for option, path in outputs:
         for other, value, used in inputs:
             if used and _same_path(path, used):
@@ -199,9 +206,38 @@ def check_outputs(args):
             if _same_path(path, used):
                 raise UserError(f"{option} and {other} are both {path!r}: one would overwrite the other; "
                                 f"give them different paths")
+    for option, path, everywhere, example in files:
+        if path and (everywhere or reports):
+            if os.path.isdir(path):
+                raise UserError(f"{option} {path!r} is a directory; give a file path, e.g. "
+                                f"{os.path.join(path, example)}")
+            _probe(option, path, os.path.dirname(os.path.abspath(path)))
+    for option, path, everywhere in directories:
+        if path and (everywhere or reports):
+            if os.path.exists(path) and not os.path.isdir(path):
+                raise UserError(f"{option} {path!r} is a file, not a directory; give a directory "
+                                f"(it is created if missing)")
+            _probe(option, path, path)
 
 
 def _same_path(a, b):
     if os.path.exists(a) and os.path.exists(b):
         return os.path.samefile(a, b)  # also through links
     return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _probe(option, path, directory):
+    """Create and remove a file in ``directory``, or in its nearest existing parent if the
+    run is to create it: the one sure test that the run can write there."""
+    directory = os.path.abspath(directory)
+    while not os.path.exists(directory):
+        directory = os.path.dirname(directory)
+    if not os.path.isdir(directory):
+        raise UserError(f"{option} {path!r}: {directory} is a file, not a directory; choose another path")
+    try:
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".mpicnn-probe-")
+    except OSError as e:
+        raise UserError(f"{option} {path!r}: cannot create files in {directory} ({e.strerror}); "
+                        f"choose a writable location") from None
+    os.close(fd)
+    os.unlink(probe)

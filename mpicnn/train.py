@@ -38,7 +38,7 @@ def run(argv=None, comm=None, phase_hooks=()):
     comm = comm or world()
     with agree(comm):
         args = parse_args(argv)
-        check_outputs(args)
+        check_outputs(args, reports=comm.Get_rank() == 0)  # rank 0 reports in every layout
     previous = backend.current()
     use_node(args, comm)
     auto = AutoLayout(args, comm) if args.parallel == "auto" else None  # sets --parallel and friends

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,7 +15,9 @@ from mpi4py import MPI
 
 from launch import ROOT
 from mpicnn import train
+from mpicnn.config import check_outputs
 from mpicnn.data import write_dataset
+from mpicnn.errors import UserError
 from mpicnn.parallel.launcher import mpi_command, mpi_env
 
 RUN = ["--model", "convnet", "--width", "4", "--steps", "2", "--batch-size", "8", "--no-progress"]
@@ -70,6 +73,15 @@ CASES = [
     (["--resume", "ckpt.h5", "--steps", "3", "--save", "ckpt.h5"], ["--save 'ckpt.h5' is the same file as --resume"]),
     (["--config", "run.toml", "--metrics", "run.toml"], ["--metrics 'run.toml' is the same file as --config"]),
     (["--save", "new.h5", "--metrics", "new.h5"], ["--save and --metrics are both 'new.h5'"]),
+    (["--metrics", "empty"], ["--metrics 'empty' is a directory", "empty/metrics.jsonl"]),
+    (["--save", "empty"], ["--save 'empty' is a directory", "empty/model.h5"]),
+    (["--checkpoint-dir", "other.h5"], ["--checkpoint-dir 'other.h5' is a file, not a directory"]),
+    (["--save", "other.h5/model.h5"], ["--save 'other.h5/model.h5'", "other.h5 is a file, not a directory"]),
+    (["--metrics", "/proc/m.jsonl"], ["--metrics '/proc/m.jsonl': cannot create files in /proc"]),
+    (["--tensorboard", "/proc/tb"], ["--tensorboard '/proc/tb': cannot create files in /proc"]),
+    (["--trace", "/proc/tr"], ["--trace '/proc/tr': cannot create files in /proc"]),
+    (["--save", "/proc/x.h5"], ["--save '/proc/x.h5': cannot create files in /proc", "writable location"]),
+    (["--checkpoint-dir", "/proc/ck"], ["--checkpoint-dir '/proc/ck': cannot create files in /proc"]),
 ]
 
 
@@ -87,3 +99,12 @@ def test_bad_output_is_refused_at_start_on_every_rank(files, tmp_path, args, wor
         assert w in lines[0]
     assert proc.stdout == ""  # refused before training
     assert snapshot(tmp_path) == before  # nothing written, nothing left behind
+
+
+def test_only_the_reporting_rank_checks_metrics_and_tensorboard():
+    """The other ranks write neither, and may not see the reporting rank's directories."""
+    args = SimpleNamespace(dataset="mnist5k", init_from=None, config=None, machine=None, resume=None, save=None,
+                           checkpoint_dir=None, trace=None, metrics="/proc/m.jsonl", tensorboard="/proc/tb")
+    check_outputs(args, reports=False)
+    with pytest.raises(UserError, match="--metrics '/proc/m.jsonl': cannot create files"):
+        check_outputs(args, reports=True)
