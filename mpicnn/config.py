@@ -14,6 +14,7 @@ from . import __version__, data
 from .cli import Parser, nonnegative, positive
 from .data import augment
 from .errors import UserError
+from .io.checkpoint import is_checkpoint
 from .nn.optim import OPTIMIZERS
 from .nn.schedule import SCHEDULES
 
@@ -218,6 +219,9 @@ def check_outputs(args, reports):
                 raise UserError(f"{option} {path!r} is a file, not a directory; give a directory "
                                 f"(it is created if missing)")
             _probe(option, path, path)
+    if args.save and os.path.exists(args.save) and not is_checkpoint(args.save):
+        raise UserError(f"--save {args.save!r} exists and is not an mpicnn checkpoint; --save replaces only "
+                        f"an earlier --save or checkpoint: remove that file or choose another path")
 
 
 def _same_path(a, b):

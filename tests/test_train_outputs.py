@@ -18,6 +18,7 @@ from mpicnn import train
 from mpicnn.config import check_outputs
 from mpicnn.data import write_dataset
 from mpicnn.errors import UserError
+from mpicnn.io.checkpoint import load_checkpoint
 from mpicnn.parallel.launcher import mpi_command, mpi_env
 
 RUN = ["--model", "convnet", "--width", "4", "--steps", "2", "--batch-size", "8", "--no-progress"]
@@ -72,6 +73,7 @@ CASES = [
     (["--init-from", "ckpt.h5", "--save", "ckpt.h5"], ["--save 'ckpt.h5' is the same file as --init-from"]),
     (["--resume", "ckpt.h5", "--steps", "3", "--save", "ckpt.h5"], ["--save 'ckpt.h5' is the same file as --resume"]),
     (["--config", "run.toml", "--metrics", "run.toml"], ["--metrics 'run.toml' is the same file as --config"]),
+    (["--save", "other.h5"], ["--save 'other.h5' exists and is not an mpicnn checkpoint", "choose another path"]),
     (["--save", "new.h5", "--metrics", "new.h5"], ["--save and --metrics are both 'new.h5'"]),
     (["--metrics", "empty"], ["--metrics 'empty' is a directory", "empty/metrics.jsonl"]),
     (["--save", "empty"], ["--save 'empty' is a directory", "empty/model.h5"]),
@@ -99,6 +101,16 @@ def test_bad_output_is_refused_at_start_on_every_rank(files, tmp_path, args, wor
         assert w in lines[0]
     assert proc.stdout == ""  # refused before training
     assert snapshot(tmp_path) == before  # nothing written, nothing left behind
+
+
+def test_save_replaces_an_earlier_save_and_creates_missing_directories(files, tmp_path):
+    """Rerunning with the same --save is the normal case: only a file that is no checkpoint is refused."""
+    earlier = tmp_path / "model.h5"
+    earlier.write_bytes((files / "ckpt.h5").read_bytes())
+    train.run([*RUN, "--steps", "3", "--dataset", str(files / "data.h5"), "--save", str(earlier),
+               "--metrics", str(tmp_path / "new" / "m.jsonl")], MPI.COMM_SELF)
+    assert load_checkpoint(str(earlier)).step == 3
+    assert (tmp_path / "new" / "m.jsonl").exists()
 
 
 def test_only_the_reporting_rank_checks_metrics_and_tensorboard():

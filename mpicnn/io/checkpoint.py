@@ -90,6 +90,15 @@ def save_checkpoint(path, params, buffers=None, optimizer=None, **meta):
     return path
 
 
+def is_checkpoint(path):
+    """Whether ``path`` is an HDF5 file of this format: what --save may replace."""
+    try:
+        with h5py.File(path, "r") as f:
+            return _attr(f.attrs.get("format")) == FORMAT
+    except OSError:
+        return False
+
+
 class Checkpoint:
     def __init__(self, path, params, buffers, optimizer, attrs):
         self.path, self.params, self.buffers, self.optimizer, self.attrs = path, params, buffers, optimizer, attrs
