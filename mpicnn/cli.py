@@ -40,12 +40,15 @@ def nonnegative(kind):
     return _bounded(kind, lambda v: v >= 0, "must be >= 0", "non-negative")
 
 
+NOUNS = {int: "a whole number", float: "a number"}  # what a value of each kind reads as to a user
+
+
 def _bounded(kind, ok, rule, adjective):
     def check(text):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected {NOUNS[kind]}, got {text!r}") from None
         if not ok(value):
             raise argparse.ArgumentTypeError(f"{rule}, got {text!r}")
         return value

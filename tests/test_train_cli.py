@@ -39,6 +39,8 @@ def test_two_ranks_train_report_and_checkpoint(tmp_path):
     (["--model", "nope"], ["unknown model", "'nope'"]),
     (["--dataset", "/nonexistent/x.h5"], ["/nonexistent/x.h5"]),
     (["--lr", "-1"], ["--lr", "-1"]),
+    (["--lr", "fast"], ["--lr", "expected a number, got 'fast'"]),
+    (["--batch-size", "6.5"], ["--batch-size", "expected a whole number, got '6.5'"]),
     (["--resume"], ["--checkpoint-dir"]),
     (["--batch-size", "1"], ["smaller than the 2 data-parallel ranks"]),
     (["--model", "lenet5", "--dataset", "shapes:32"], ["28x28", "convnet"]),
