@@ -60,8 +60,7 @@ def evaluate(argv=None, comm=None):
             dataset = layout.test_set if options.split == "test" else layout.train_set
             if dataset is None:
                 raise UserError(f"dataset {args.dataset} has no test split; use --split train")
-        layout.test_set = dataset  # evaluation reads the layout's test set
-        accuracy, loss = layout.evaluate(ckpt.step)
+        accuracy, loss = layout.evaluate(ckpt.step, dataset)
     finally:
         layout.close()
     return accuracy, loss, dataset.num_samples

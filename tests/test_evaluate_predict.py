@@ -9,8 +9,9 @@ import pytest
 from mpi4py import MPI
 
 from contract import agreed_max, on_ranks
-from mpicnn import data, evaluate, predict, train
+from mpicnn import data, evaluate, models, predict, train
 from mpicnn.errors import UserError
+from mpicnn.io.checkpoint import load_checkpoint
 
 ARGV = ["--model", "lenet5", "--steps", "6", "--batch-size", "16", "--no-progress", "--seed", "3"]
 
@@ -69,4 +70,77 @@ def test_evaluate_on_a_layout_equals_one_rank(parallel, tmp_path_factory):
     def differs(comm):
         a, l, _ = evaluate.evaluate([ckpt, "--parallel", parallel], comm)
         return abs(a - accuracy) + abs(l - loss) / loss
+    assert agreed_max(on_ranks(2, differs)) <= 1e-12
+
+
+# A small convnet in float64, so a layout's sums and the NumPy reference agree to rounding.
+CONVNET = ["--model", "convnet", "--width", "4", "--dtype", "float64", "--steps", "3", "--batch-size", "8",
+           "--no-progress"]
+
+
+def random_set(path, n_train, n_test, classes=5, channels=3, size=16, seed=3):
+    """A dataset file of random uint8 images and labels; its path."""
+    rng = np.random.default_rng(seed)
+
+    def split(n):
+        return rng.integers(0, 256, (n, channels, size, size), dtype=np.uint8), rng.integers(0, classes, n)
+    return data.write_dataset(path, {"train": split(n_train), "test": split(n_test)}, num_classes=classes)
+
+
+def saved(dataset, path):
+    """The --save file of a short CONVNET run on ``dataset``."""
+    train.run(CONVNET + ["--dataset", str(dataset), "--save", str(path)], MPI.COMM_SELF)
+    return str(path)
+
+
+def numpy_figures(ckpt, dataset, split):
+    """(accuracy, mean cross-entropy, samples) of the checkpoint's model over all of
+    ``split``: one plain forward of the model rebuilt from the checkpoint's arrays."""
+    ds = data.open_dataset(dataset, split)
+    x, y = ds.read(np.arange(ds.num_samples), dtype=np.float64)
+    ds.close()
+    saved_state = load_checkpoint(ckpt)
+    model = models.get("convnet", x.shape[1], 5, dtype=np.float64, image_size=x.shape[2:], width=4)
+    model.load_state_dict({**saved_state.params, **saved_state.buffers})
+    logits = model.eval().forward(x)
+    logp = logits - logits.max(axis=1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+    return np.mean(logits.argmax(axis=1) == y), -np.mean(logp[np.arange(len(y)), y]), len(y)
+
+
+@pytest.mark.parametrize("n_train, n_test", [(40, 13), (10, 30)])
+def test_evaluate_reads_all_of_the_train_split(tmp_path, n_train, n_test):
+    """--split train covers the train split's samples, whether it is larger or smaller
+    than the test split (it used to read the test split's range of it)."""
+    dataset = random_set(tmp_path / "d.h5", n_train, n_test)
+    ckpt = saved(dataset, tmp_path / "m.h5")
+    for split in ("train", "test"):
+        accuracy, loss, n = evaluate.evaluate([ckpt, "--split", split, "--eval-batch-size", "7"], MPI.COMM_SELF)
+        want = numpy_figures(ckpt, dataset, split)
+        assert n == want[2] == (n_train if split == "train" else n_test)
+        np.testing.assert_allclose((accuracy, loss), want[:2], rtol=1e-12)
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("parallel", ["data=2", "spatial=2x1", "channel=2", "pipeline=2"])
+def test_evaluate_the_train_split_on_a_layout(parallel, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("split") if MPI.COMM_WORLD.Get_rank() == 0 else None
+    directory = MPI.COMM_WORLD.bcast(str(directory) if directory else None)
+    sizes = {"larger": (40, 13), "smaller": (10, 30)}  # train split vs test split
+    if MPI.COMM_WORLD.Get_rank() == 0:
+        for name, (n_train, n_test) in sizes.items():
+            saved(random_set(os.path.join(directory, f"{name}.h5"), n_train, n_test),
+                  os.path.join(directory, f"{name}-model.h5"))
+    MPI.COMM_WORLD.Barrier()
+
+    def differs(comm):
+        worst = 0.0
+        for name, (n_train, _) in sizes.items():
+            ckpt, dataset = os.path.join(directory, f"{name}-model.h5"), os.path.join(directory, f"{name}.h5")
+            accuracy, loss, n = evaluate.evaluate([ckpt, "--split", "train", "--parallel", parallel,
+                                                   "--eval-batch-size", "7"], comm)
+            want_accuracy, want_loss, want_n = numpy_figures(ckpt, dataset, "train")
+            assert n == want_n == n_train
+            worst = max(worst, abs(accuracy - want_accuracy), abs(loss - want_loss) / want_loss)
+        return worst
     assert agreed_max(on_ranks(2, differs)) <= 1e-12

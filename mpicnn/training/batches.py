@@ -186,9 +186,9 @@ class Batches:
             out["staging"] = [s for s in gather_objects(comm, self.staging) if s["samples"]]
         return out
 
-    def test_range(self):
-        """This data rank's block [lo, hi) of the test set."""
-        return block_range(self.test_set.num_samples, self.spec.data, self.grid.data_rank)
+    def eval_range(self, dataset):
+        """This data rank's block [lo, hi) of ``dataset``, the set being evaluated."""
+        return block_range(dataset.num_samples, self.spec.data, self.grid.data_rank)
 
     def close(self):
         self.prefetch.close()  # a read in flight ends before its file closes

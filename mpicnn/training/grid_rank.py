@@ -136,9 +136,9 @@ class GridRank(Layout):
     def save(self, path, step):
         checkpoints.write(self.comm, self.reports, path, self.args, step, self.steps_per_epoch, self.global_state)
 
-    def evaluate(self, done):
-        """Test figures over the data ranks (``evaluation.evaluate``)."""
-        return evaluation.evaluate(self)
+    def evaluate(self, done, dataset=None):
+        """Figures of ``dataset`` (default: the test set) over the data ranks (``evaluation.evaluate``)."""
+        return evaluation.evaluate(self, self.test_set if dataset is None else dataset)
 
     def step(self, step):
         with self.clock.phase("data"):

@@ -59,9 +59,10 @@ class Layout:
     # baseline_mse, relative_error; segmentation: test_pixel_accuracy, test_mean_iou).
     eval_extras = None
 
-    def evaluate(self, done):
-        """(test accuracy, test loss) of the model after ``done`` steps, on every rank, or
-        None if the run ended meanwhile (and ``eval_extras`` set for other tasks)."""
+    def evaluate(self, done, dataset=None):
+        """(accuracy, loss) of the model after ``done`` steps on ``dataset`` (default: the
+        test set), on every rank, or None if the run ended meanwhile (and ``eval_extras``
+        set for other tasks)."""
         raise NotImplementedError
 
     def checkpoint(self, step):

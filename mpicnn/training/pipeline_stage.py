@@ -201,13 +201,14 @@ class PipelineStage(GridRank):
         return loss_sum, correct, busy
 
     # ---- evaluation, summary ------------------------------------------------------------
-    def evaluate(self, done):
-        """Test accuracy and mean loss on every rank: the test set is split over the data
-        ranks and its batches flow through the stages (forward only)."""
+    def evaluate(self, done, dataset=None):
+        """Accuracy and mean loss of ``dataset`` (default: the test set) on every rank: it
+        is split over the data ranks and its batches flow through the stages (forward only)."""
         self.sync_buffers()
         self.model.eval()
-        lo, hi = self.batches.test_range()
-        size, dataset = self.args.eval_batch_size, self.test_set
+        dataset = self.test_set if dataset is None else dataset
+        lo, hi = self.batches.eval_range(dataset)
+        size = self.args.eval_batch_size
         batches = [np.arange(s, min(s + size, hi)) for s in range(lo, hi, size)]
         totals = np.zeros(2)
         if self.prev and batches:

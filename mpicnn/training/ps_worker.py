@@ -114,13 +114,13 @@ class PSWorker(GridLayout):
             self.halted, self.signum = True, int(head[SIGNUM])
 
     # ---- evaluation, the end -------------------------------------------------------------
-    def evaluate(self, done):
+    def evaluate(self, done, dataset=None):
         """Every worker evaluates version ``done``: the workers meet here."""
         if not self.drained:
             self._pull(done)
             if self.halted:
                 return None
-        return super().evaluate(done)
+        return super().evaluate(done, dataset)
 
     def checkpoint(self, step):
         pass  # the servers write checkpoints
