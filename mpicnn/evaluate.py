@@ -1,7 +1,8 @@
 """``python -m mpicnn.evaluate CKPT [--dataset D] [--split test] [--parallel ...]``: the
-test loss and accuracy of a checkpoint, on any data/spatial/channel/pipeline layout
+loss and accuracy of a checkpoint on a split of its dataset (or of any dataset whose
+images and classes fit its model), on any data/spatial/channel/pipeline layout
 (``mpirun -n N``), through the same evaluation the trainer runs at the end of a run, so
-the figures equal the trainer's final test accuracy and loss."""
+the test figures equal the trainer's final test accuracy and loss."""
 from .cli import Parser
 from .config import parse_args
 from .errors import UserError
@@ -21,7 +22,8 @@ def build_parser():
     p = Parser(prog="python -m mpicnn.evaluate",
                description="Test loss and accuracy of a checkpoint (any layout under mpirun).")
     p.add_argument("checkpoint", help="an mpicnn checkpoint (ckpt-STEP.h5 or a --save file)")
-    p.add_argument("--dataset", help="dataset to evaluate on (default: the checkpoint's)")
+    p.add_argument("--dataset", help="dataset to evaluate on, with the image channels and classes of the "
+                                    "checkpoint's (default: the checkpoint's)")
     p.add_argument("--split", choices=("test", "train"), default="test", help="which split (default test)")
     p.add_argument("--parallel", default=None, help="process grid, as for training (default data=N)")
     p.add_argument("--backend", default="numpy", help="numpy, cupy, emu or auto (default numpy)")

@@ -144,3 +144,22 @@ def test_evaluate_the_train_split_on_a_layout(parallel, tmp_path_factory):
             worst = max(worst, abs(accuracy - want_accuracy), abs(loss - want_loss) / want_loss)
         return worst
     assert agreed_max(on_ranks(2, differs)) <= 1e-12
+
+
+def test_evaluate_another_dataset(tmp_path):
+    """Any dataset whose images and classes fit the model is evaluated; one that does not
+    is refused in one line saying what does not fit."""
+    ckpt = saved(random_set(tmp_path / "d.h5", 40, 13), tmp_path / "m.h5")
+    other = random_set(tmp_path / "other.h5", 20, 25, size=12, seed=4)  # convnet pools globally: any size
+    accuracy, loss, n = evaluate.evaluate([ckpt, "--dataset", other], MPI.COMM_SELF)
+    want = numpy_figures(ckpt, other, "test")
+    assert n == want[2] == 25
+    np.testing.assert_allclose((accuracy, loss), want[:2], rtol=1e-12)
+    for channels, classes, message in ((1, 5, "the images have 1 channel(s), the model takes 3"),
+                                       (3, 4, "the data has 4 classes, the model 5")):
+        path = random_set(tmp_path / f"c{channels}k{classes}.h5", 20, 10, classes=classes, channels=channels)
+        proc = subprocess.run([sys.executable, "-m", "mpicnn.evaluate", ckpt, "--dataset", path],
+                              capture_output=True, text=True, timeout=300)
+        lines = proc.stderr.splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+        assert lines[0].startswith(f"mpicnn: error: dataset {path} does not fit") and message in lines[0]

@@ -8,6 +8,7 @@ import os
 import numpy as np
 
 from .. import backend, models
+from ..data import builtin
 from ..errors import UserError
 from ..io.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from ..nn import init, skip_input_gradient
@@ -160,12 +161,18 @@ class ModelState:
             self.model.load_state_dict({k: v for k, v in state.items() if k in own})
         except (KeyError, ValueError) as e:
             saved = {k: v for k, v in ckpt.config.items() if k in ("model", "width", "dataset")}
-            ours = {k: getattr(self.args, k) for k in saved}
-            if saved != ours:  # the usual cause: a resume without the first run's options
+            if any(v != getattr(self.args, k) for k, v in saved.items() if k != "dataset"):
+                # the usual cause: a resume without the first run's options
                 what = " ".join(f"--{k} {v}" for k, v in saved.items() if v is not None)
                 raise UserError(f"checkpoint {ckpt.path!r} was written with {what}; resume with the same "
                                 f"options (or --init-from to start a new run from its weights)")
             detail = str(e) if len(str(e)) < 300 else str(e)[:300] + " ..."
+            misfit = _data_misfit(self.whole, ckpt.params)
+            if misfit or not _same_dataset(saved.get("dataset", self.args.dataset), self.args.dataset):
+                misfit = misfit or f"built for these images it has other weights ({detail})"
+                raise UserError(f"dataset {self.args.dataset} does not fit the model of checkpoint {ckpt.path!r} "
+                                f"(--model {self.args.model}): {misfit}; use data with the image channels, size "
+                                f"and classes it was trained on, or --init-from to start a new run from its weights")
             raise UserError(f"checkpoint {ckpt.path!r} does not match --model {self.args.model} ({detail}); "
                             "use --init-from to start a new run from different weights")
 
@@ -220,6 +227,32 @@ class ModelState:
                                           for n, st in optimizer["params"].items()})
         buffers = self.merge({n: self._global(n, b) for n, b in self.model.named_buffers()})
         return params, buffers, optimizer
+
+
+def _same_dataset(a, b):
+    """Whether dataset specs ``a`` and ``b`` name the same data: one built-in, or one file
+    (relative paths resolved against this working directory)."""
+    a, b = builtin.parse_spec(a), builtin.parse_spec(b)
+    if a[0] == b[0] == "file":
+        return os.path.realpath(a[1]) == os.path.realpath(b[1])
+    return a == b
+
+
+def _data_misfit(whole, saved):
+    """What of the data ``whole`` was built for the checkpoint's model (``saved``, its
+    parameters) did not take, as far as the weights tell: the image channels (the first
+    conv weight's axis 1) and the classes (the head weight's axis 0, as predict and
+    export read them). "" when neither differs."""
+    weights = [(n, p.data.shape) for n, p in whole.named_parameters() if len(p.data.shape) >= 2]
+    if not weights:
+        return ""
+    (first, first_shape), (head, head_shape) = weights[0], weights[-1]
+    found = []
+    if len(first_shape) >= 4 and first in saved and saved[first].shape[1] != first_shape[1]:
+        found.append(f"the images have {first_shape[1]} channel(s), the model takes {saved[first].shape[1]}")
+    if head in saved and saved[head].shape[0] != head_shape[0]:
+        found.append(f"the data has {head_shape[0]} classes, the model {saved[head].shape[0]}")
+    return "; ".join(found)
 
 
 def _check_fits(whole, state):
