@@ -3,6 +3,9 @@ loss and accuracy of a checkpoint on a split of its dataset (or of any dataset w
 images and classes fit its model), on any data/spatial/channel/pipeline layout
 (``mpirun -n N``), through the same evaluation the trainer runs at the end of a run, so
 the test figures equal the trainer's final test accuracy and loss."""
+import os
+
+from . import data
 from .cli import Parser
 from .config import parse_args
 from .errors import UserError
@@ -31,13 +34,27 @@ def build_parser():
     return p
 
 
+def recorded_dataset(ckpt):
+    """The dataset ``ckpt`` was trained on, if it can be found from here. Checkpoints
+    record a file by its absolute path; older ones by the path the run was given,
+    relative to the directory it ran in, which no guess can recover."""
+    spec = ckpt.config.get("dataset")
+    if not spec:
+        raise UserError(f"checkpoint {ckpt.path!r} does not say which dataset it was trained on; "
+                        f"pass --dataset FILE_OR_NAME")
+    if not data.is_builtin(spec) and not os.path.exists(spec):
+        raise UserError(f"checkpoint {ckpt.path!r} was trained on dataset {spec!r}, which is not there (from "
+                        f"{os.getcwd()}); pass --dataset with its path")
+    return spec
+
+
 def training_argv(options, ckpt):
     """The trainer's command line that rebuilds ``ckpt``'s model on this layout and stops at once."""
     config = ckpt.config
     # One step more than the checkpoint's: nothing runs, and the trainer does not say
     # "nothing left to train".
     argv = ["--resume", options.checkpoint, "--steps", str(ckpt.step + 1), "--no-progress",
-            "--dataset", options.dataset or config["dataset"], "--backend", options.backend,
+            "--dataset", options.dataset or recorded_dataset(ckpt), "--backend", options.backend,
             "--eval-batch-size", options.eval_batch_size]
     for key in MODEL_OPTIONS + ("batch_size", "micro_batches"):
         if config.get(key) is not None:

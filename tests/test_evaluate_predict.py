@@ -9,9 +9,9 @@ import pytest
 from mpi4py import MPI
 
 from contract import agreed_max, on_ranks
-from mpicnn import data, evaluate, models, predict, train
+from mpicnn import data, evaluate, export, models, predict, train
 from mpicnn.errors import UserError
-from mpicnn.io.checkpoint import load_checkpoint
+from mpicnn.io.checkpoint import load_checkpoint, save_checkpoint
 
 ARGV = ["--model", "lenet5", "--steps", "6", "--batch-size", "16", "--no-progress", "--seed", "3"]
 
@@ -163,3 +163,33 @@ def test_evaluate_another_dataset(tmp_path):
         lines = proc.stderr.splitlines()
         assert proc.returncode == 2 and len(lines) == 1, proc.stderr
         assert lines[0].startswith(f"mpicnn: error: dataset {path} does not fit") and message in lines[0]
+
+
+def test_a_checkpoint_finds_its_dataset_from_another_directory(tmp_path, monkeypatch):
+    """Checkpoints record a dataset file by its absolute path: evaluate and export work
+    from any directory; a resume elsewhere on another file of that name is told what does
+    not fit; an older checkpoint's relative path, not found, asks for --dataset."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    monkeypatch.chdir(run_dir)
+    random_set("tr.h5", 40, 13)
+    saved("tr.h5", "ex/m.h5")
+    ckpt = load_checkpoint("ex/m.h5")
+    assert ckpt.config["dataset"] == str(run_dir / "tr.h5")
+    here = evaluate.evaluate(["ex/m.h5"], MPI.COMM_SELF)
+
+    monkeypatch.chdir(run_dir / "ex")
+    assert evaluate.evaluate(["m.h5"], MPI.COMM_SELF) == here
+    export.run(["m.h5", "-o", "m.onnx"])  # the image size comes from the dataset
+    assert os.path.getsize("m.onnx") > 0
+
+    random_set("tr.h5", 20, 10, classes=3)  # another tr.h5, here
+    with pytest.raises(UserError, match=r"dataset tr.h5 does not fit .* the data has 3 classes, the model 5"):
+        train.run(CONVNET + ["--dataset", "tr.h5", "--resume", "m.h5", "--steps", "4"], MPI.COMM_SELF)
+
+    save_checkpoint("old.h5", ckpt.params, ckpt.buffers, ckpt.optimizer, step=ckpt.step,
+                    config={**ckpt.config, "dataset": "tr-elsewhere.h5"})  # as older versions recorded it
+    with pytest.raises(UserError, match=r"trained on dataset 'tr-elsewhere.h5', which is not there .* "
+                                        r"pass --dataset"):
+        evaluate.evaluate(["old.h5"], MPI.COMM_SELF)
+    assert evaluate.evaluate(["old.h5", "--dataset", str(run_dir / "tr.h5")], MPI.COMM_SELF) == here

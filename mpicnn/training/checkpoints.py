@@ -1,5 +1,8 @@
 """Checkpoints of the run: the global state gathered by every rank that holds a part of
 it, written by one (atomically, by ``io.checkpoint``), and the old ones pruned."""
+import os
+
+from ..data import is_builtin
 from ..errors import UserError
 from ..io.checkpoint import checkpoint_path, prune_checkpoints, save_checkpoint
 from ..parallel.failure import agree
@@ -12,6 +15,16 @@ def rng_state(seed, step):
             "dropout": "splitmix64 hash of (layer seed, step, global sample, element)"}
 
 
+def recorded_options(args):
+    """The run's options as its checkpoints record them: a dataset file by its absolute
+    path, so that evaluate, export and --resume find it from any working directory
+    (built-in names such as mnist5k or cosmo:16:8 stay names)."""
+    options = dict(vars(args))
+    if not is_builtin(args.dataset):
+        options["dataset"] = os.path.abspath(args.dataset)
+    return options
+
+
 def write(comm, writer, path, args, step, steps_per_epoch, global_state):
     """Gather the state (``global_state()``: a collective over ``comm``), write it on the
     ``writer`` rank; a failed write is an error on every rank of ``comm``."""
@@ -20,7 +33,8 @@ def write(comm, writer, path, args, step, steps_per_epoch, global_state):
         if writer:
             try:
                 save_checkpoint(path, params, buffers, optimizer, step=step, epoch=step // steps_per_epoch,
-                                seed=args.seed, rng_state=rng_state(args.seed, step), config=vars(args))
+                                seed=args.seed, rng_state=rng_state(args.seed, step),
+                                config=recorded_options(args))
             except OSError as e:
                 raise UserError(f"cannot write checkpoint {path!r}: {e}")
 
