@@ -76,6 +76,33 @@ def test_damaged_arrays_are_refused(tmp_path):
                    "no dataset 'images'", "it has a, b")
 
 
+@pytest.mark.parametrize("lines, args, problem", [
+    (["0,1,2,3,4", "1,5,6,7,8,", "2,1,1,1,1"], [], "3 rows of 5 numbers: line 2 has 6 fields, "
+                                                   "but line 1 has 5 (a trailing comma); fix or drop that row"),
+    (["label,a,b,c,d", "0,1,2,3,4"], ["--header", "no"], "2 rows of 5 numbers: line 1, field 1: "
+                                                          "'label' is not a number; it looks like a header: drop --header no"),
+    (["", "label,a,b,c,d", "0,1,2,3,4", "1,1,,3,4"], [], "line 4, field 3 is empty"),
+    (["0,1,2,3,4", "1,1,2,x3,4"], [], "line 2, field 4: 'x3' is not a number"),
+    (["0,1,2,3,4", "", "1,1,2,3,4"], [], "line 2 is empty"),
+    (["0,1,2,3,4", "1,1,2,3"], [], "line 2 has 4 fields, but line 1 has 5; fix or drop that row"),
+], ids=["trailing-comma", "header-as-data", "empty-field", "not-a-number", "empty-line", "short-row"])
+def test_malformed_csv_names_the_line(tmp_path, lines, args, problem):
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "t.h5"
+    assert_refused(run_convert(tmp_path / "t.csv", "--label-column", "first", *args, "-o", out), out,
+                   "t.csv: could not parse ", problem)
+
+
+def test_csv_rows_that_only_python_parses_are_read(tmp_path):
+    """NumPy's fast parse refuses '1_0'; the row-by-row parse reads it as Python does."""
+    (tmp_path / "t.csv").write_text("0,1,2,3,1_0\n1,4,5,6,7\n")
+    r = run_convert(tmp_path / "t.csv", "--label-column", "first", "-o", tmp_path / "t.h5")
+    assert r.returncode == 0, r.stderr
+    images, labels, _ = stored(tmp_path / "t.h5")
+    np.testing.assert_array_equal(images.reshape(2, 4), [[1, 2, 3, 10], [4, 5, 6, 7]])
+    np.testing.assert_array_equal(labels, [0, 1])
+
+
 @pytest.mark.slow
 def test_peak_memory_does_not_grow_with_npz(tmp_path):
     """Peak RSS of 10,000 and 20,000 CIFAR-sized samples (31 and 61 MB) in an .npz, split

@@ -246,27 +246,61 @@ def _csv(path, opts):
     if opts.label_column is None:
         raise UserError(f"{path}: say which CSV column holds the label: --label-column first or "
                         f"--label-column last")
-    text = _read_text(path).replace(b"\r\n", b"\n").strip()
+    raw = _read_text(path).replace(b"\r\n", b"\n")
+    text = raw.strip()
+    line = raw[:len(raw) - len(raw.lstrip())].count(b"\n") + 1     # the line number of text's first line
     lines = text.split(b"\n", 1)
     first = lines[0].decode("utf-8", "replace").split(",")
     header = opts.header == "yes" or (opts.header == "auto" and not all(_is_number(x) for x in first))
     if header:
         text = lines[1] if len(lines) > 1 else b""
         first = text.split(b"\n", 1)[0].decode("utf-8", "replace").split(",")
+        line += 1
     ncols = len(first)
     nrows = text.count(b"\n") + 1 if text else 0
     if nrows == 0 or ncols < 2:
         raise UserError(f"{path}: expected rows of a label and pixel values separated by commas, "
                         f"found {nrows} rows of {ncols} columns")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        values = np.fromstring(text.replace(b"\n", b","), dtype=np.float64, sep=",")
-    if values.size != nrows * ncols:
-        raise UserError(f"{path}: could not parse {nrows} rows of {ncols} numbers (rows of different "
-                        f"lengths, empty fields or non-numeric values after the header)")
-    table = values.reshape(nrows, ncols)
+        warnings.simplefilter("ignore", DeprecationWarning)    # NumPy < 2 warns and stops at a bad field
+        try:
+            values = np.fromstring(text.replace(b"\n", b","), dtype=np.float64, sep=",")
+        except ValueError:                                     # NumPy >= 2 raises there instead
+            values = None
+    if values is not None and values.size == nrows * ncols:
+        table = values.reshape(nrows, ncols)
+    else:
+        table = _parse_rows(text, ncols, line, path, opts.header == "no")
     lab_col = 0 if opts.label_column == "first" else ncols - 1
     return _Memory(np.delete(table, lab_col, axis=1), path), _Memory(table[:, lab_col], path)
+
+
+def _parse_rows(text, ncols, line, path, header_no):
+    """The table parsed row by row (when the fast parse failed), or a UserError naming
+    the first bad row by its line number in the file."""
+    rows = text.split(b"\n")
+    table = np.empty((len(rows), ncols))
+    for i, row in enumerate(rows):
+        fields = row.split(b",")
+        problem = None
+        if not row.strip():
+            problem = " is empty"
+        elif len(fields) != ncols:
+            problem = (f" has {len(fields)} fields, but line {line} has {ncols}"
+                       f"{' (a trailing comma)' if len(fields) == ncols + 1 and not fields[-1].strip() else ''}")
+        else:
+            for j, field in enumerate(fields):
+                try:
+                    table[i, j] = float(field)
+                except ValueError:
+                    value = field.decode("utf-8", "replace").strip()
+                    problem = f", field {j + 1}" + (f": {value!r} is not a number" if value else " is empty")
+                    break
+        if problem:
+            hint = "; it looks like a header: drop --header no" if i == 0 and header_no else "; fix or drop that row"
+            raise UserError(f"{path}: could not parse {len(rows)} rows of {ncols} numbers: line {line + i}"
+                            f"{problem}{hint}")
+    return table
 
 
 def _load(path, labels_path, opts, role):
