@@ -1,6 +1,9 @@
 """convert: arrays. .npz (compressed members too), .npy and HDF5 datasets stream into the
 file exactly, for images and volumes, with labels, regression targets or masks; peak
 memory does not grow with the array; damaged arrays are one-line errors."""
+import struct
+import zipfile
+
 import h5py
 import numpy as np
 import pytest
@@ -74,6 +77,31 @@ def test_damaged_arrays_are_refused(tmp_path):
         f["a"], f["b"] = x, np.zeros(40)
     assert_refused(run_convert(tmp_path / "in.h5", "--key", "images", "--labels-key", "b", "-o", out), out,
                    "no dataset 'images'", "it has a, b")
+
+
+
+def _flip(path, member, at):
+    """A copy of the .npz ``path`` with one byte of ``member``'s compressed data flipped,
+    ``at`` (a fraction) of the way through it."""
+    raw = bytearray(path.read_bytes())
+    info = zipfile.ZipFile(path).getinfo(member)
+    name, extra = struct.unpack("<HH", raw[info.header_offset + 26:info.header_offset + 30])
+    raw[info.header_offset + 30 + name + extra + int(at * (info.compress_size - 1))] ^= 0xFF
+    damaged = path.with_name(f"{path.stem}_{at}.npz")
+    damaged.write_bytes(raw)
+    return damaged
+
+
+def test_damaged_compressed_npz_is_refused_leaving_nothing(tmp_path):
+    """A flipped byte in a compressed member is found while streaming it (its CRC or its
+    deflate stream, after blocks were written: 5 MB of images are two blocks), or in its
+    header: one line naming the member, and no file (nor a temporary one)."""
+    rng = np.random.default_rng(3)
+    np.savez_compressed(tmp_path / "dc.npz", images=rng.integers(0, 256, (200, 3, 128, 64), dtype=np.uint8),
+                        labels=np.arange(200) % 4)
+    for at in (0.0, 0.5, 1.0):
+        r = run_convert(_flip(tmp_path / "dc.npz", "images.npy", at), "-o", tmp_path / "e.h5")
+        assert_refused(r, tmp_path / "e.h5", "dc", ".npz[images]: ", "save or copy it again")
 
 
 @pytest.mark.parametrize("lines, args, problem", [

@@ -18,8 +18,11 @@ uint8 images (or whole numbers 0..255, auto) are stored as uint8, others as floa
 """
 import gzip
 import math
+import tokenize
 import warnings
 import zipfile
+import zlib
+from contextlib import contextmanager
 
 import h5py
 import numpy as np
@@ -28,6 +31,8 @@ from ..errors import UserError
 from .writer import Source, block_rows
 
 PICKLED = "object/pickled arrays are refused, save plain numeric arrays with np.save/np.savez"
+# what a damaged .npz member raises while it is read: its CRC, its deflate stream, its end
+DAMAGED = (zipfile.BadZipFile, zlib.error, EOFError)
 
 
 # ---- arrays read by blocks ------------------------------------------------------------------
@@ -38,8 +43,18 @@ class _NpyStream:
 
     def __init__(self, opener, where):
         self.opener, self.where = opener, where
-        with opener() as fh:
+        with self._open() as fh:
             self.shape, self.fortran, self.dtype = self._header(fh)
+
+    @contextmanager
+    def _open(self):
+        """The stream; a member found damaged while streaming (possibly in the middle of
+        the write) is one line naming it."""
+        try:
+            with self.opener() as fh:
+                yield fh
+        except DAMAGED as e:
+            raise UserError(f"{self.where}: damaged ({e}); save or copy it again") from None
 
     def _header(self, fh):
         try:
@@ -49,8 +64,10 @@ class _NpyStream:
             if read is None:
                 raise ValueError(f"format version {version[0]}.{version[1]} (unicode field names)")
             shape, fortran, dtype = read(fh)
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        except (ValueError, OSError) as e:
             raise UserError(f"{self.where}: cannot read it as a NumPy array ({e})") from None
+        except tokenize.TokenError:     # NumPy's header parser on a garbled header
+            raise UserError(f"{self.where}: its .npy header is garbled (damaged); save or copy it again") from None
         if dtype.hasobject:
             raise UserError(f"{self.where}: holds Python objects; {PICKLED}")
         return shape, fortran, dtype
@@ -60,7 +77,7 @@ class _NpyStream:
             raise UserError(f"{self.where}: the array is stored in Fortran order, which cannot be read one "
                             f"sample at a time; save np.ascontiguousarray(x) instead")
         row = int(np.prod(self.shape[1:])) * self.dtype.itemsize
-        with self.opener() as fh:
+        with self._open() as fh:
             self._header(fh)
             for s in range(0, self.shape[0], rows):
                 n = min(rows, self.shape[0] - s)
@@ -74,7 +91,7 @@ class _NpyStream:
     def read(self):
         """The whole array (labels and targets, which are small), in either order."""
         nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
-        with self.opener() as fh:
+        with self._open() as fh:
             self._header(fh)
             buf = fh.read(nbytes)
         if len(buf) != nbytes:
