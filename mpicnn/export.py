@@ -7,8 +7,8 @@
 ``torch_model.load_state_dict(safetensors.torch.load_file("model.safetensors"))`` loads
 it into the same architecture built with ``torch.nn``; ``--init-from`` reads it back.
 ``.onnx``: the model rebuilt from the checkpoint's options (``--model``, ``--width``,
-the dataset's image or volume size; flags override them) as an ONNX graph, opset 17, needing the
-``onnx`` package (``pip install 'mpicnn[export]'``). Outputs are written atomically.
+the dataset's image or volume size; flags override them) as an ONNX graph, opset 17 (``--opset``:
+up to the newest the installed onnx knows), needing the ``onnx`` package (``pip install 'mpicnn[export]'``). Outputs are written atomically.
 Errors are one line ``mpicnn: error: ...`` with exit status 2.
 """
 import json
@@ -26,6 +26,7 @@ from .io.safetensors import write_safetensors
 
 PROG = "python -m mpicnn.export"
 FORMATS = (".safetensors", ".onnx")
+MIN_OPSET = 17
 
 
 def export_safetensors(ckpt, path, overwrite=True):
@@ -95,6 +96,19 @@ def _dataset_image_size(spec):
         return tuple(int(d) for d in f["train/images"].shape[2:])
 
 
+def _check_opset(opset):
+    """UserError for an opset the exporter does not write (before 17) or the installed
+    onnx does not know: a file stamped with it would pass here but fail where it is run."""
+    try:
+        import onnx
+    except ImportError:
+        raise UserError("ONNX export needs the onnx package: pip install 'mpicnn[export]'") from None
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= newest:
+        raise UserError(f"--opset {opset}: the export writes opset {MIN_OPSET} to {newest} (the newest "
+                        f"the installed onnx {onnx.__version__} knows); pick one in that range")
+
+
 def _image_size(text):
     """(H, W) from "HxW" or "S", (D, H, W) from "DxHxW", or None when it is not that."""
     parts = text.lower().split("x")
@@ -113,7 +127,9 @@ def build_parser():
     p.add_argument("--width", type=positive(int), help="ONNX: the model's width (default: the checkpoint's)")
     p.add_argument("--image-size", metavar="HxW",
                    help="ONNX: input height x width, or DxHxW for volumes (default: the checkpoint's dataset's)")
-    p.add_argument("--opset", type=positive(int), default=17, help="ONNX opset, at least 17 (default 17)")
+    p.add_argument("--opset", type=positive(int), default=MIN_OPSET,
+                   help=f"ONNX opset, from {MIN_OPSET} to the newest the installed onnx knows "
+                        f"(default {MIN_OPSET})")
     p.add_argument("-f", "--force", action="store_true", help="overwrite OUTPUT if it exists")
     return p
 
@@ -131,8 +147,8 @@ def run(argv=None):
         if size is None:
             raise UserError(f"--image-size {args.image_size!r}: write HxW, DxHxW or S with whole numbers, "
                             "e.g. 32x32 or 32x32x32")
-    if args.opset < 17:
-        raise UserError(f"--opset {args.opset}: the export needs opset 17 or newer")
+    if kind == ".onnx":
+        _check_opset(args.opset)
     ckpt = load_checkpoint(args.checkpoint)
     if kind == ".safetensors":
         export_safetensors(ckpt, args.output, overwrite=args.force)

@@ -165,6 +165,30 @@ def test_onnx_runs_in_onnxruntime_with_the_same_logits(tmp_path, name, options, 
     assert rel(theirs, ours) < 1e-4
 
 
+def test_opsets_the_installed_onnx_does_not_know_are_refused(tmp_path, capsys):
+    """--opset 17 up to the newest the installed onnx knows exports (the newest: the same
+    logits from onnx's reference evaluator, which runs every opset it knows); beyond it
+    (an opset stamp ONNX Runtime refuses to load) is one line, and nothing is written."""
+    onnx = require_module("onnx", EXPORT_INSTALL)
+    from onnx.reference import ReferenceEvaluator
+
+    shape = (3, 16, 16)
+    model = trained_like("unet", {"width": 4}, shape)       # Resize and Concat too
+    args = save(model, tmp_path / "ckpt.h5", "unet", {"width": 4}, shape)
+    newest = onnx.defs.onnx_opset_version()
+    for opset in (newest + 1, 99):
+        assert export_main(args + ["-o", str(tmp_path / "m.onnx"), "--opset", str(opset)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"--opset {opset}: the export writes opset 17 to {newest}" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.h5"]
+    assert export_main(args + ["-o", str(tmp_path / "m.onnx"), "--opset", str(newest)]) == 0
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    assert proto.opset_import[0].version == newest
+    x = np.random.default_rng(2).standard_normal((2, *shape)).astype(np.float32)
+    (theirs,) = ReferenceEvaluator(proto).run(["logits"], {"input": x})
+    assert rel(theirs, model.forward(x)) < 1e-4
+
+
 def test_safetensors_files_agree_with_the_reference_reader_and_writer(tmp_path):
     st = require_module("safetensors.numpy", EXPORT_INSTALL)
     rng = np.random.default_rng(3)
