@@ -18,7 +18,7 @@ import sys
 from . import models
 from .cli import Parser, positive, run_command
 from .data import builtin
-from .data.hdf5 import open_h5
+from .data.hdf5 import open_h5, refuse_existing
 from .errors import UserError
 from .io.atomic import atomic_file
 from .io.checkpoint import load_checkpoint
@@ -139,8 +139,7 @@ def run(argv=None):
     kind = os.path.splitext(args.output)[1].lower()
     if kind not in FORMATS:
         raise UserError(f"output {args.output!r}: name it .safetensors (PyTorch weights) or .onnx (ONNX graph)")
-    if os.path.exists(args.output) and not args.force:
-        raise UserError(f"output file {args.output!r} already exists; pass --force to overwrite it")
+    refuse_existing(args.output, args.force)
     size = None
     if args.image_size is not None:
         size = _image_size(args.image_size)

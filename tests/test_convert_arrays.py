@@ -104,6 +104,16 @@ def test_damaged_compressed_npz_is_refused_leaving_nothing(tmp_path):
         assert_refused(r, tmp_path / "e.h5", "dc", ".npz[images]: ", "save or copy it again")
 
 
+def test_a_folder_as_the_output_is_one_line(tmp_path):
+    np.savez(tmp_path / "d.npz", images=np.zeros((4, 1, 2, 2), np.uint8), labels=np.arange(4))
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for force in ([], ["--force"]):
+        assert_refused(run_convert(tmp_path / "d.npz", "-o", folder, *force), tmp_path / "e.h5",
+                       f"output '{folder}' is a folder; give the file to write, such as '{folder / 'out.h5'}'")
+    assert list(folder.iterdir()) == []
+
+
 @pytest.mark.parametrize("lines, args, problem", [
     (["0,1,2,3,4", "1,5,6,7,8,", "2,1,1,1,1"], [], "3 rows of 5 numbers: line 2 has 6 fields, "
                                                    "but line 1 has 5 (a trailing comma); fix or drop that row"),

@@ -189,6 +189,15 @@ def test_opsets_the_installed_onnx_does_not_know_are_refused(tmp_path, capsys):
     assert rel(theirs, model.forward(x)) < 1e-4
 
 
+def test_a_folder_as_the_output_is_one_line(tmp_path, capsys):
+    ckpt = save(trained_like("lenet5", {}, (1, 28, 28)), tmp_path / "ckpt.h5", "lenet5", {}, (1, 28, 28))[0]
+    (tmp_path / "m.onnx").mkdir()
+    assert export_main([ckpt, "-o", str(tmp_path / "m.onnx"), "--force"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "m.onnx' is a folder; give the file to write, such as '" in err, err
+    assert list((tmp_path / "m.onnx").iterdir()) == []
+
+
 def test_safetensors_files_agree_with_the_reference_reader_and_writer(tmp_path):
     st = require_module("safetensors.numpy", EXPORT_INSTALL)
     rng = np.random.default_rng(3)

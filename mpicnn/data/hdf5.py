@@ -621,7 +621,11 @@ def create_split(f, split, num_samples, shape, dtype, targets="labels", num_targ
 
 
 def refuse_existing(path, overwrite):
-    """UserError if ``path`` exists and may not be overwritten (the commands' --force)."""
+    """UserError if ``path`` is a folder, or exists and may not be overwritten (the
+    commands' --force)."""
+    if os.path.isdir(path):
+        example = os.path.join(os.fspath(path), "out" + (os.path.splitext(path)[1] or ".h5"))
+        raise UserError(f"output {os.fspath(path)!r} is a folder; give the file to write, such as {example!r}")
     if not overwrite and os.path.exists(path):
         raise UserError(f"output file {os.fspath(path)!r} already exists; pass --force to overwrite it")
 
