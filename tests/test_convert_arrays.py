@@ -104,6 +104,22 @@ def test_damaged_compressed_npz_is_refused_leaving_nothing(tmp_path):
         assert_refused(r, tmp_path / "e.h5", "dc", ".npz[images]: ", "save or copy it again")
 
 
+def test_missing_parent_folders_are_made_and_removed_on_failure(tmp_path):
+    """Missing parent folders are made for the output, and removed again when the write
+    fails (here in the middle of the stream): a failure leaves nothing behind."""
+    x = np.random.default_rng(4).integers(0, 256, (200, 3, 128, 64), dtype=np.uint8)
+    np.savez_compressed(tmp_path / "dc.npz", images=x, labels=np.arange(200) % 4)
+    (tmp_path / "kept").mkdir()
+    out = tmp_path / "kept" / "new" / "deeper" / "e.h5"
+    assert_refused(run_convert(_flip(tmp_path / "dc.npz", "images.npy", 0.5), "-o", out), tmp_path / "e.h5",
+                   "damaged")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dc.npz", "dc_0.5.npz", "kept"]
+    assert list((tmp_path / "kept").iterdir()) == []
+    r = run_convert(tmp_path / "dc.npz", "-o", out)
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_array_equal(stored(out)[0], x)
+
+
 def test_a_folder_as_the_output_is_one_line(tmp_path):
     np.savez(tmp_path / "d.npz", images=np.zeros((4, 1, 2, 2), np.uint8), labels=np.arange(4))
     folder = tmp_path / "out"
