@@ -69,6 +69,29 @@ def test_cifar100_coarse_or_fine_labels(tmp_path, which):
     assert got == want
 
 
+def test_a_folder_missing_batches_converts_what_is_there_and_says_so(cifar10, tmp_path):
+    folder, train, test, _ = cifar10
+    os.unlink(folder / "data_batch_2.bin")
+    os.unlink(folder / "test_batch.bin")
+    r = run_convert(folder, "-o", tmp_path / "a.h5")
+    assert r.returncode == 0, r.stderr
+    assert (f"{folder}: no data_batch_2.bin, data_batch_4.bin, data_batch_5.bin, test_batch.bin (the CIFAR-10 "
+            f"download has data_batch_1..5.bin and test_batch.bin); converting the files that are there, with no "
+            f"test split (add the test file, or pass --test FILE or --test-fraction F)\n") in r.stdout
+    assert "train: 600 samples" in r.stdout and "test: (none)" in r.stdout
+    np.testing.assert_array_equal(stored(tmp_path / "a.h5")[0].reshape(600, -1),
+                                  np.concatenate([train[:300], train[600:]])[:, 1:])
+    r = run_convert(folder, "--test-fraction", "0.2", "-o", tmp_path / "b.h5")
+    assert r.returncode == 0, r.stderr
+    assert f"{folder}: no data_batch_2.bin, data_batch_4.bin, data_batch_5.bin (the" in r.stdout
+    assert "test split" not in r.stdout
+    test.tofile(folder / "test_batch.bin")
+    for k in (2, 4, 5):
+        train[:10].tofile(folder / f"data_batch_{k}.bin")
+    r = run_convert(folder, "-o", tmp_path / "c.h5")
+    assert r.returncode == 0 and "download has" not in r.stdout, r.stdout + r.stderr
+
+
 def test_damaged_cifar_files_are_refused(cifar10, tmp_path):
     folder, train, _, _ = cifar10
     out = tmp_path / "out.h5"

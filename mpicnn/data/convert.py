@@ -78,7 +78,7 @@ def convert(opts):
     if kind == "images":
         sources, names, known = open_images(opts.input, opts.size, opts.mode, opts.test)
     elif kind == "cifar":
-        sources, names, known = open_cifar(opts.input, opts.labels, opts.test)
+        sources, names, known = open_cifar(opts.input, opts.labels, opts.test, opts.test_fraction)
     else:
         sources = open_arrays(opts)
     _check_agree(sources)

@@ -124,9 +124,11 @@ def _which(fmt, labels):
     return 0 if labels == "coarse" else 1
 
 
-def open_cifar(path, labels=None, test=None):
+def open_cifar(path, labels=None, test=None, test_fraction=None):
     """({split: Source}, class names or None, number of classes) of a CIFAR binary folder
-    or .bin file (and an optional ``test`` .bin file)."""
+    or .bin file (and an optional ``test`` .bin file). A folder missing some of the
+    download's files is converted as it is, with a line naming them (a missing test
+    batch is no news when ``test_fraction`` will cut one from the training batches)."""
     if os.path.isdir(path):
         files = sorted(glob.glob(os.path.join(path, "*.bin")), key=_batch_order)
         train = [p for p in files if os.path.basename(p) not in ("test_batch.bin", "test.bin")]
@@ -145,10 +147,30 @@ def open_cifar(path, labels=None, test=None):
         raise UserError(f"{path}: mixes CIFAR-10 and CIFAR-100 files; convert each dataset on its own")
     fmt = _format_of(train[0])
     which = _which(fmt, labels)
+    if os.path.isdir(path):
+        _notice_missing(path, fmt, train, tests or test_fraction is not None)
     sources = {"train": _Batches(train, fmt, which).source()}
     if tests:
         sources["test"] = _Batches(tests, fmt, which).source()
     return sources, _class_names(os.path.dirname(os.path.abspath(train[0])), fmt, which), fmt["classes"][which]
+
+
+def _notice_missing(path, fmt, train, has_test):
+    """Print which of the download's files a folder lacks: CIFAR-10's data_batch_1..5.bin
+    (1..N where more are numbered) and test_batch.bin, CIFAR-100's test.bin."""
+    missing = []
+    if fmt is CIFAR10:
+        numbers = {int(m.group(1)) for m in (re.fullmatch(r"data_batch_(\d+)\.bin", os.path.basename(p))
+                                             for p in train) if m}
+        if numbers:
+            missing = [f"data_batch_{i}.bin" for i in range(1, max(numbers | {5}) + 1) if i not in numbers]
+    if not has_test:
+        missing.append("test_batch.bin" if fmt is CIFAR10 else "test.bin")
+    if missing:
+        print(f"{path}: no {', '.join(missing)} (the {fmt['name']} download has "
+              f"{'data_batch_1..5.bin and test_batch.bin' if fmt is CIFAR10 else 'train.bin and test.bin'}); "
+              f"converting the files that are there"
+              f"{'' if has_test else ', with no test split (add the test file, or pass --test FILE or --test-fraction F)'}")
 
 
 def _batch_order(path):
