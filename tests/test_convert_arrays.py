@@ -130,6 +130,26 @@ def test_a_folder_as_the_output_is_one_line(tmp_path):
     assert list(folder.iterdir()) == []
 
 
+def test_float_dtype_of_0_255_images_keeps_the_values_and_says_so(tmp_path):
+    """--dtype float32 keeps the values (the documented rule: float images are read as
+    stored), and a line says that the trainer will see 0..255, not [0, 1] as it would
+    from the default uint8 storage; values that would not be stored as uint8 get no line."""
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 256, (6, 1, 4, 4))
+    for name, images in (("u8", x.astype(np.uint8)), ("i64", x), ("f", x.astype(np.float32)),
+                         ("frac", x / 2), ("default", x.astype(np.uint8))):
+        np.savez(tmp_path / f"{name}.npz", images=images, labels=np.arange(6) % 2)
+        out = tmp_path / f"{name}.h5"
+        r = run_convert(tmp_path / f"{name}.npz", "-o", out, *([] if name == "default" else ["--dtype", "float32"]))
+        assert r.returncode == 0, r.stderr
+        line = (f"{tmp_path / name}.npz[images]: --dtype float32 stores these 0..255 values as they are, and the "
+                f"trainer reads float images as stored (uint8 ones as value/255); without --dtype they are stored "
+                f"as uint8 and read in [0, 1]\n")
+        assert (line in r.stdout) == (name in ("u8", "i64", "f")), (name, r.stdout)
+        np.testing.assert_array_equal(stored(out)[0], images)
+        assert stored(out)[0].dtype == (np.uint8 if name == "default" else np.float32)
+
+
 @pytest.mark.parametrize("lines, args, problem", [
     (["0,1,2,3,4", "1,5,6,7,8,", "2,1,1,1,1"], [], "3 rows of 5 numbers: line 2 has 6 fields, "
                                                    "but line 1 has 5 (a trailing comma); fix or drop that row"),

@@ -109,7 +109,8 @@ def build_parser():
                    help="axis order of 4-D/5-D arrays: channels first (nchw) or last (nhwc, also for flat "
                         "rows: pixel-interleaved channels); ndhw: 4-D arrays are single-channel volumes")
     c.add_argument("--dtype", choices=["auto", "uint8", "float32", "float64"], default="auto",
-                   help="stored image dtype (auto: uint8 for whole numbers 0..255, else float32)")
+                   help="stored image dtype (auto: uint8 for whole numbers 0..255, else float32); float32 "
+                        "and float64 keep the values, which the trainer reads as stored (uint8: value/255)")
     c.add_argument("--num-classes", type=positive(int), help="number of classes (default: max label + 1; "
                                                              "image folders: their number; CIFAR: 10, 20 or 100)")
     c.add_argument("-f", "--force", action="store_true", help="overwrite OUTPUT if it exists")

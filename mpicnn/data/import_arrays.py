@@ -411,26 +411,33 @@ def _layout(shape, opts, where):
 
 
 def _stored_dtype(x, want, where):
-    """The stored dtype; float inputs are scanned once for NaN/inf, and when needed for
-    whole values in 0..255 (auto: uint8 then; --dtype uint8 requires them)."""
+    """The stored dtype. Inputs other than uint8 are scanned once: floats for NaN/inf,
+    all for whole values in 0..255 (auto: uint8 then; --dtype uint8 requires them). A
+    float --dtype keeps such values as they are, read so by the trainer (not /255 as
+    uint8 is): a line says so."""
     k = x.dtype.kind
     if k not in "uif":
         raise UserError(f"{where}: images have dtype {x.dtype}; expected numbers (uint8 or float)")
-    if x.dtype == np.uint8 and want in ("auto", "uint8"):
+    fits = x.dtype == np.uint8
+    if fits and want in ("auto", "uint8"):
         return np.dtype(np.uint8)
-    lo, hi, whole = np.inf, -np.inf, True
-    if k == "f" or want in ("auto", "uint8"):
+    if not fits:
+        lo, hi, whole = np.inf, -np.inf, True
         for b in x.blocks(block_rows(int(np.prod(x.shape[1:])) * x.dtype.itemsize)):
             if k == "f" and not np.isfinite(b).all():
                 raise UserError(f"{where}: images contain NaN or infinite values; fix or drop those samples")
             lo, hi = min(lo, float(b.min())), max(hi, float(b.max()))
             whole = whole and (k != "f" or np.array_equal(b, np.round(b)))
-    fits = whole and lo >= 0 and hi <= 255
+        fits = whole and lo >= 0 and hi <= 255
     if want == "auto":
         return np.dtype(np.uint8 if fits else np.float32)
     if want == "uint8" and not fits:
         raise UserError(f"{where}: --dtype uint8 needs whole values in 0..255, found [{lo:g}, {hi:g}]"
                         f"{'' if whole else ' and fractions'}")
+    if fits and want != "uint8":
+        print(f"{where}: --dtype {want} stores these 0..255 values as they are, and the trainer reads float "
+              f"images as stored (uint8 ones as value/255); without --dtype they are stored as uint8 and "
+              f"read in [0, 1]")
     return np.dtype(want)
 
 
