@@ -7,8 +7,9 @@
 ``torch_model.load_state_dict(safetensors.torch.load_file("model.safetensors"))`` loads
 it into the same architecture built with ``torch.nn``; ``--init-from`` reads it back.
 ``.onnx``: the model rebuilt from the checkpoint's options (``--model``, ``--width``,
-the dataset's image or volume size; flags override them) as an ONNX graph, opset 17 (``--opset``:
-up to the newest the installed onnx knows), needing the ``onnx`` package (``pip install 'mpicnn[export]'``). Outputs are written atomically.
+the dataset's image or volume size; flags override them) as an ONNX graph, opset 17
+(``--opset``: up to the newest the installed onnx knows), needing the ``onnx`` package
+(``pip install 'mpicnn[export]'``). Outputs are written atomically.
 Errors are one line ``mpicnn: error: ...`` with exit status 2.
 """
 import json

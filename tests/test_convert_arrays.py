@@ -153,8 +153,8 @@ def test_float_dtype_of_0_255_images_keeps_the_values_and_says_so(tmp_path):
 @pytest.mark.parametrize("lines, args, problem", [
     (["0,1,2,3,4", "1,5,6,7,8,", "2,1,1,1,1"], [], "3 rows of 5 numbers: line 2 has 6 fields, "
                                                    "but line 1 has 5 (a trailing comma); fix or drop that row"),
-    (["label,a,b,c,d", "0,1,2,3,4"], ["--header", "no"], "2 rows of 5 numbers: line 1, field 1: "
-                                                          "'label' is not a number; it looks like a header: drop --header no"),
+    (["label,a,b,c,d", "0,1,2,3,4"], ["--header", "no"],
+     "2 rows of 5 numbers: line 1, field 1: 'label' is not a number; it looks like a header: drop --header no"),
     (["", "label,a,b,c,d", "0,1,2,3,4", "1,1,,3,4"], [], "line 4, field 3 is empty"),
     (["0,1,2,3,4", "1,1,2,x3,4"], [], "line 2, field 4: 'x3' is not a number"),
     (["0,1,2,3,4", "", "1,1,2,3,4"], [], "line 2 is empty"),

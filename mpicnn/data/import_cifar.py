@@ -167,10 +167,10 @@ def _notice_missing(path, fmt, train, has_test):
     if not has_test:
         missing.append("test_batch.bin" if fmt is CIFAR10 else "test.bin")
     if missing:
-        print(f"{path}: no {', '.join(missing)} (the {fmt['name']} download has "
-              f"{'data_batch_1..5.bin and test_batch.bin' if fmt is CIFAR10 else 'train.bin and test.bin'}); "
-              f"converting the files that are there"
-              f"{'' if has_test else ', with no test split (add the test file, or pass --test FILE or --test-fraction F)'}")
+        ships = "data_batch_1..5.bin and test_batch.bin" if fmt is CIFAR10 else "train.bin and test.bin"
+        no_test = ", with no test split (add the test file, or pass --test FILE or --test-fraction F)"
+        print(f"{path}: no {', '.join(missing)} (the {fmt['name']} download has {ships}); converting the "
+              f"files that are there{'' if has_test else no_test}")
 
 
 def _batch_order(path):
