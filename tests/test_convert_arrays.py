@@ -94,14 +94,21 @@ def _flip(path, member, at):
 
 def test_damaged_compressed_npz_is_refused_leaving_nothing(tmp_path):
     """A flipped byte in a compressed member is found while streaming it (its CRC or its
-    deflate stream, after blocks were written: 5 MB of images are two blocks), or in its
-    header: one line naming the member, and no file (nor a temporary one)."""
+    deflate stream, after blocks were written: 5 MB of images are two blocks), in its
+    .npy header, or in its zip entry when it is opened: one line naming the member, and
+    no file (nor a temporary one)."""
     rng = np.random.default_rng(3)
     np.savez_compressed(tmp_path / "dc.npz", images=rng.integers(0, 256, (200, 3, 128, 64), dtype=np.uint8),
                         labels=np.arange(200) % 4)
     for at in (0.0, 0.5, 1.0):
         r = run_convert(_flip(tmp_path / "dc.npz", "images.npy", at), "-o", tmp_path / "e.h5")
         assert_refused(r, tmp_path / "e.h5", "dc", ".npz[images]: ", "save or copy it again")
+    raw = (tmp_path / "dc.npz").read_bytes()     # images.npy's local header and directory entry are the first
+    flags = struct.unpack("<I", raw[-6:-2])[0] + 8                   # the directory's offset: end record
+    for at, byte, problem in ((flags, bytes([raw[flags] | 0x20]), "flag bit 5"), (0, b"X", "Bad magic number")):
+        (tmp_path / "dh.npz").write_bytes(raw[:at] + byte + raw[at + 1:])
+        assert_refused(run_convert(tmp_path / "dh.npz", "-o", tmp_path / "e.h5"), tmp_path / "e.h5",
+                       "dh.npz[images]: cannot read it (", problem, "it may be damaged; save or copy it again")
 
 
 def test_missing_parent_folders_are_made_and_removed_on_failure(tmp_path):

@@ -31,9 +31,9 @@ from ..errors import UserError
 from .writer import Source, block_rows
 
 PICKLED = "object/pickled arrays are refused, save plain numeric arrays with np.save/np.savez"
-# what a damaged .npz member raises while it is read: its CRC, its deflate stream, its end
-DAMAGED = (zipfile.BadZipFile, zlib.error, EOFError)
-
+# what a damaged .npz member raises when opened (its entry's compression method, flags,
+# offset) or read (its CRC, its deflate stream, its end)
+DAMAGED = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError)
 
 # ---- arrays read by blocks ------------------------------------------------------------------
 
@@ -48,13 +48,14 @@ class _NpyStream:
 
     @contextmanager
     def _open(self):
-        """The stream; a member found damaged while streaming (possibly in the middle of
-        the write) is one line naming it."""
+        """The stream; a file found damaged when opened or while streaming (possibly in
+        the middle of the write) is one line naming it."""
         try:
             with self.opener() as fh:
                 yield fh
         except DAMAGED as e:
-            raise UserError(f"{self.where}: damaged ({e}); save or copy it again") from None
+            raise UserError(f"{self.where}: cannot read it ({str(e) or type(e).__name__}), it may be damaged; "
+                            f"save or copy it again") from None
 
     def _header(self, fh):
         try:
@@ -180,7 +181,7 @@ def _npz(path, opts, role):
             keys = {n[:-4] for n in z.namelist() if n.endswith(".npy")}
     except FileNotFoundError:
         raise UserError(f"input file {path!r} does not exist") from None
-    except (zipfile.BadZipFile, OSError) as e:
+    except (zipfile.BadZipFile, NotImplementedError, OSError) as e:   # NotImplementedError: a zip version
         raise UserError(f"{path}: cannot read it as a NumPy .npz file ({e})") from None
     if opts.key or opts.labels_key:
         if not (opts.key and opts.labels_key):
