@@ -14,6 +14,7 @@ from . import __version__, data
 from .cli import Parser, nonnegative, positive
 from .data import augment
 from .errors import UserError
+from .io.atomic import same_file
 from .io.checkpoint import is_checkpoint
 from .nn.optim import OPTIMIZERS
 from .nn.schedule import SCHEDULES
@@ -199,12 +200,12 @@ def check_outputs(args, reports):
     outputs = file_outputs + [(option, path) for option, path, _ in directories if path]
     for option, path in outputs:
         for other, value, used in inputs:
-            if used and _same_path(path, used):
+            if used and same_file(path, used):
                 raise UserError(f"{option} {path!r} is the same file as {other} {value!r}: the run would "
                                 f"overwrite its own input; choose another {option}")
     for i, (option, path) in enumerate(file_outputs):  # directories may be shared, a file may not
         for other, used in outputs[i + 1:]:
-            if _same_path(path, used):
+            if same_file(path, used):
                 raise UserError(f"{option} and {other} are both {path!r}: one would overwrite the other; "
                                 f"give them different paths")
     for option, path, everywhere, example in files:
@@ -222,12 +223,6 @@ def check_outputs(args, reports):
     if args.save and os.path.exists(args.save) and not is_checkpoint(args.save):
         raise UserError(f"--save {args.save!r} exists and is not an mpicnn checkpoint; --save replaces only "
                         f"an earlier --save or checkpoint: remove that file or choose another path")
-
-
-def _same_path(a, b):
-    if os.path.exists(a) and os.path.exists(b):
-        return os.path.samefile(a, b)  # also through links
-    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _probe(option, path, directory):

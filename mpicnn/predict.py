@@ -13,7 +13,6 @@ arrays by the task the model was trained for, which its training dataset's targe
   probabilities over the class axis for each pixel (voxel).
 
 OUT is written atomically (temporary file, then rename), never over CKPT or INPUT."""
-import os
 import sys
 
 import numpy as np
@@ -23,7 +22,7 @@ from .nn import init
 from .cli import Parser, run_command
 from .data.hdf5 import SPLITS, TARGETS
 from .errors import UserError
-from .io.atomic import atomic_file
+from .io.atomic import atomic_file, same_file
 from .io.checkpoint import load_checkpoint
 
 
@@ -127,15 +126,6 @@ def predict(checkpoint, images, batch_size=500, task=None):
     if not out:  # no images: the shape alone (a segmentation model's maps keep the images' size)
         return np.zeros((0, num_outputs) + (images.shape[2:] if task == "segmentation" else ()), np.float32)
     return np.concatenate(out)
-
-
-def same_file(a, b):
-    """Whether paths ``a`` and ``b`` name one file, through links and other spellings; where
-    one does not exist (yet), whether both resolve to the same path."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # samefile needs both to exist
-        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def run(argv=None):

@@ -52,6 +52,16 @@ def atomic_file(path, overwrite=True):
         yield f
 
 
+def same_file(a, b):
+    """Whether paths ``a`` and ``b`` name one file, through links and other spellings; where
+    one does not exist (yet), whether both resolve to the same path. What keeps an output
+    from being written over an input."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # samefile needs both to exist
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
 def _umask():
     mask = os.umask(0)
     os.umask(mask)
