@@ -65,3 +65,21 @@ def test_latest_and_prune(tmp_path):
     prune_checkpoints(str(tmp_path), keep=2)
     assert [s for s, _ in list_checkpoints(str(tmp_path))] == [30, 40]
     assert latest_checkpoint(str(tmp_path / "none")) is None
+
+
+def test_an_atomic_write_that_fails_leaves_no_folders_behind(tmp_path):
+    """io.atomic (every checkpoint, --save, export and converted file): missing parent
+    folders are made for the file, and removed again, deepest first, when the write fails;
+    a folder that was there stays."""
+    from mpicnn.io.atomic import atomic_file
+    (tmp_path / "kept").mkdir()
+    target = tmp_path / "kept" / "new" / "deeper" / "w.bin"
+    with pytest.raises(RuntimeError, match="disk full"):
+        with atomic_file(target) as f:
+            f.write(b"half")
+            raise RuntimeError("disk full")
+    assert list((tmp_path / "kept").iterdir()) == []
+    with atomic_file(target) as f:
+        f.write(b"whole")
+    assert target.read_bytes() == b"whole"
+    assert [p.name for p in target.parent.iterdir()] == ["w.bin"]  # no temporary file left

@@ -633,25 +633,11 @@ def refuse_existing(path, overwrite):
 @contextmanager
 def atomic_h5(path, overwrite=True):
     """Yield an h5py.File on a temporary file next to ``path``; on success it replaces
-    ``path`` (``io.atomic.atomic_path``: readers never see half a file). Missing parent
-    folders are made for it, and removed again if the write fails, so a failure leaves
-    nothing behind."""
+    ``path`` (``io.atomic.atomic_path``: readers never see half a file, and a failure
+    leaves nothing behind, not even the folders made for it)."""
     refuse_existing(path, overwrite)
-    missing = []
-    parent = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(parent):
-        missing.append(parent)
-        parent = os.path.dirname(parent)
-    try:
-        with atomic_path(path) as tmp, h5py.File(tmp, "w", libver="earliest", track_order=False) as f:
-            yield f
-    except BaseException:
-        for folder in missing:          # deepest first
-            try:
-                os.rmdir(folder)
-            except OSError:             # not made here, or something else was written into it
-                break
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w", libver="earliest", track_order=False) as f:
+        yield f
 
 
 def write_dataset(path, splits, num_classes=None, attrs=None, overwrite=True):

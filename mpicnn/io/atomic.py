@@ -12,16 +12,19 @@ from ..errors import UserError
 def atomic_path(path, overwrite=True):
     """Yield a temporary path next to ``path`` to write; on success the file is fsynced,
     made readable as a new file would be, renamed over ``path``, and the directory fsynced
-    (so the rename lasts). On any failure the temporary file is removed."""
+    (so the rename lasts). Missing parent folders are made for it. On any failure the
+    temporary file is removed, and the folders made for it too: a failure leaves nothing."""
     path = os.path.abspath(os.fspath(path))
     if not overwrite and os.path.exists(path):
         raise UserError(f"output file {path!r} already exists; pass --force to overwrite it")
     directory = os.path.dirname(path)
+    made = _missing_folders(directory)
     try:
         os.makedirs(directory, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".tmp.")
         os.close(fd)
     except OSError as e:
+        _remove_folders(made)
         raise UserError(f"cannot write {path!r}: {e}; choose a writable location") from None
     try:
         yield tmp
@@ -37,6 +40,7 @@ def atomic_path(path, overwrite=True):
             os.unlink(tmp)
         except OSError:
             pass
+        _remove_folders(made)
         raise
     dirfd = os.open(directory, os.O_RDONLY)
     try:
@@ -50,6 +54,23 @@ def atomic_file(path, overwrite=True):
     """Yield a binary file to write; on success it replaces ``path`` (``atomic_path``)."""
     with atomic_path(path, overwrite) as tmp, open(tmp, "wb") as f:
         yield f
+
+
+def _missing_folders(directory):
+    """The folders of ``directory`` that do not exist yet, deepest first."""
+    missing = []
+    while not os.path.exists(directory):
+        missing.append(directory)
+        directory = os.path.dirname(directory)
+    return missing
+
+
+def _remove_folders(folders):
+    for folder in folders:  # deepest first
+        try:
+            os.rmdir(folder)
+        except OSError:     # not made here, or something else was written into it
+            break
 
 
 def same_file(a, b):
