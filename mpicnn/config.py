@@ -165,6 +165,10 @@ def _config_argv(path, parser):
     return argv
 
 
+PATH_OPTIONS = ("dataset", "stage_dir", "machine", "checkpoint_dir", "resume", "init_from", "save", "metrics",
+                "trace", "tensorboard", "config")
+
+
 def parse_args(argv=None):
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -176,6 +180,10 @@ def parse_args(argv=None):
         args.lr = DEFAULT_LR[args.optimizer]
     if args.resume and args.resume == "latest" and not args.checkpoint_dir:
         raise UserError("--resume without a path needs --checkpoint-dir to look in")
+    for dest in PATH_OPTIONS:  # "" is what an unset variable gives ("--stage-dir $TMPDIR"): not "none"
+        if getattr(args, dest) == "":
+            raise UserError(f"--{dest.replace('_', '-')} is empty (an unset shell variable?); give a path, "
+                            f"or leave the option out")
     augment.parse(args.augment)  # a bad spec fails here, before any rank opens data
     return args
 

@@ -40,6 +40,8 @@ def test_two_ranks_train_report_and_checkpoint(tmp_path):
     (["--dataset", "/nonexistent/x.h5"], ["/nonexistent/x.h5"]),
     (["--lr", "-1"], ["--lr", "-1"]),
     (["--lr", "fast"], ["--lr", "expected a number, got 'fast'"]),
+    (["--stage-dir", ""], ["--stage-dir is empty", "unset shell variable"]),
+    (["--save", ""], ["--save is empty"]),
     (["--batch-size", "6.5"], ["--batch-size", "expected a whole number, got '6.5'"]),
     (["--resume"], ["--checkpoint-dir"]),
     (["--batch-size", "1"], ["smaller than the 2 data-parallel ranks"]),
