@@ -112,3 +112,16 @@ def test_init_from_and_freeze(tmp_path):
     assert not np.array_equal(after["3.weight"], before["3.weight"])  # loaded, then trained
     with pytest.raises(UserError, match="matches no parameter"):
         run_serial("--steps", "1", "--freeze", "nothing.")
+
+
+def test_init_from_weights_that_are_not_finite_is_refused(tmp_path):
+    """A pretrained file holding a NaN is named at start, not found as a non-finite loss."""
+    from mpicnn.io.safetensors import read_safetensors, write_safetensors
+    run_serial("--steps", "1", "--save", str(tmp_path / "pre.h5"))
+    tensors = dict(load_checkpoint(str(tmp_path / "pre.h5")).params)
+    tensors["3.weight"] = tensors["3.weight"].copy()
+    tensors["3.weight"].flat[5] = np.nan
+    write_safetensors(str(tmp_path / "nan.safetensors"), tensors)
+    assert np.isnan(read_safetensors(str(tmp_path / "nan.safetensors"))[0]["3.weight"]).any()
+    with pytest.raises(UserError, match=r"3\.weight hold NaN or Inf; a run cannot start from them"):
+        run_serial("--steps", "1", "--init-from", str(tmp_path / "nan.safetensors"))

@@ -184,6 +184,13 @@ class ModelState:
         if not matches:
             raise UserError(f"--init-from {ckpt.path!r}: no parameter matches --model {self.args.model} "
                             "by name and shape")
+        # Found now, not as "the loss is not finite at step 0": the file is at fault, not the run.
+        loaded = {**{n: ckpt.params[n] for n in matches},
+                  **{n: v for n, v in ckpt.buffers.items() if n.rsplit(".", 1)[0] + ".weight" in matches}}
+        bad = sorted(n for n, v in loaded.items() if np.asarray(v).dtype.kind == "f" and not np.isfinite(v).all())
+        if bad:
+            raise UserError(f"--init-from {ckpt.path!r}: {', '.join(bad)} hold NaN or Inf; a run cannot start "
+                            f"from them: export the weights again from a finite model")
         for name, p in self.model.named_parameters():
             if name in matches:
                 p.data[...] = ckpt.params[name]
