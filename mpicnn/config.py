@@ -16,6 +16,7 @@ from .data import augment
 from .errors import UserError
 from .io.atomic import same_file
 from .io.checkpoint import is_checkpoint
+from .io.metrics import is_metrics_log
 from .nn.optim import OPTIMIZERS
 from .nn.schedule import SCHEDULES
 
@@ -231,6 +232,9 @@ def check_outputs(args, reports):
     if args.save and os.path.exists(args.save) and not is_checkpoint(args.save):
         raise UserError(f"--save {args.save!r} exists and is not an mpicnn checkpoint; --save replaces only "
                         f"an earlier --save or checkpoint: remove that file or choose another path")
+    if reports and args.metrics and not is_metrics_log(args.metrics):
+        raise UserError(f"--metrics {args.metrics!r} exists and is not a metrics log (JSON lines); --metrics "
+                        f"replaces only an earlier one: remove that file or choose another path")
 
 
 def _probe(option, path, directory):

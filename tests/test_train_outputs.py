@@ -74,6 +74,7 @@ CASES = [
     (["--resume", "ckpt.h5", "--steps", "3", "--save", "ckpt.h5"], ["--save 'ckpt.h5' is the same file as --resume"]),
     (["--config", "run.toml", "--metrics", "run.toml"], ["--metrics 'run.toml' is the same file as --config"]),
     (["--save", "other.h5"], ["--save 'other.h5' exists and is not an mpicnn checkpoint", "choose another path"]),
+    (["--metrics", "other.h5"], ["--metrics 'other.h5' exists and is not a metrics log", "choose another path"]),
     (["--save", "new.h5", "--metrics", "new.h5"], ["--save and --metrics are both 'new.h5'"]),
     (["--metrics", "empty"], ["--metrics 'empty' is a directory", "empty/metrics.jsonl"]),
     (["--save", "empty"], ["--save 'empty' is a directory", "empty/model.h5"]),
@@ -104,13 +105,18 @@ def test_bad_output_is_refused_at_start_on_every_rank(files, tmp_path, args, wor
 
 
 def test_save_replaces_an_earlier_save_and_creates_missing_directories(files, tmp_path):
-    """Rerunning with the same --save is the normal case: only a file that is no checkpoint is refused."""
+    """Rerunning with the same --save and --metrics is the normal case: only a file of another kind is
+    refused."""
     earlier = tmp_path / "model.h5"
     earlier.write_bytes((files / "ckpt.h5").read_bytes())
     train.run([*RUN, "--steps", "3", "--dataset", str(files / "data.h5"), "--save", str(earlier),
                "--metrics", str(tmp_path / "new" / "m.jsonl")], MPI.COMM_SELF)
     assert load_checkpoint(str(earlier)).step == 3
     assert (tmp_path / "new" / "m.jsonl").exists()
+    train.run([*RUN, "--dataset", str(files / "data.h5"), "--metrics", str(tmp_path / "new" / "m.jsonl")],
+              MPI.COMM_SELF)  # an earlier metrics log is replaced too
+    log = (tmp_path / "new" / "m.jsonl").read_text()
+    assert '"steps": 2' in log and '"steps": 3' not in log
 
 
 def test_only_the_reporting_rank_checks_metrics_and_tensorboard():

@@ -21,6 +21,22 @@ def remove_sink(sink):
         SINKS.remove(sink)
 
 
+def is_metrics_log(path):
+    """Whether ``path`` may be written as a metrics log: missing, empty, or one already
+    (its first line a JSON object), so that --metrics never replaces another kind of file."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(1 << 20)
+    except FileNotFoundError:
+        return True
+    if not first.strip():
+        return True
+    try:
+        return isinstance(json.loads(first), dict)
+    except ValueError:  # not UTF-8, not JSON
+        return False
+
+
 class MetricsLog:
     def __init__(self, path, append=False):
         if path:
