@@ -19,9 +19,9 @@ import sys
 from . import models
 from .cli import Parser, positive, run_command
 from .data import builtin
-from .data.hdf5 import open_h5, refuse_existing
+from .data.hdf5 import open_h5
 from .errors import UserError
-from .io.atomic import atomic_file
+from .io.atomic import atomic_file, refuse_existing
 from .io.checkpoint import load_checkpoint
 from .io.safetensors import write_safetensors
 

@@ -19,9 +19,9 @@ import sys
 import time
 
 from ..cli import Parser, nonnegative, positive, run_command
+from ..io.atomic import refuse_existing
 from . import builtin, shapes, volumes
 from .convert import ConvertOptions, convert
-from .hdf5 import refuse_existing
 from .inspect import describe
 
 PROG = "python -m mpicnn.data"

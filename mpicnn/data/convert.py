@@ -23,7 +23,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import UserError
-from .hdf5 import refuse_existing
+from ..io.atomic import refuse_existing
 from .import_arrays import open_arrays
 from .import_cifar import DOWNLOAD, open_cifar
 from .import_images import EXTENSIONS, is_image_tree, open_images

@@ -620,23 +620,12 @@ def create_split(f, split, num_samples, shape, dtype, targets="labels", num_targ
     return images, out
 
 
-def refuse_existing(path, overwrite):
-    """UserError if ``path`` is a folder, or exists and may not be overwritten (the
-    commands' --force)."""
-    if os.path.isdir(path):
-        example = os.path.join(os.fspath(path), "out" + (os.path.splitext(path)[1] or ".h5"))
-        raise UserError(f"output {os.fspath(path)!r} is a folder; give the file to write, such as {example!r}")
-    if not overwrite and os.path.exists(path):
-        raise UserError(f"output file {os.fspath(path)!r} already exists; pass --force to overwrite it")
-
-
 @contextmanager
 def atomic_h5(path, overwrite=True):
     """Yield an h5py.File on a temporary file next to ``path``; on success it replaces
     ``path`` (``io.atomic.atomic_path``: readers never see half a file, and a failure
     leaves nothing behind, not even the folders made for it)."""
-    refuse_existing(path, overwrite)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w", libver="earliest", track_order=False) as f:
+    with atomic_path(path, overwrite) as tmp, h5py.File(tmp, "w", libver="earliest", track_order=False) as f:
         yield f
 
 

@@ -8,15 +8,25 @@ from contextlib import contextmanager
 from ..errors import UserError
 
 
+def refuse_existing(path, overwrite):
+    """UserError if ``path`` is a folder, or exists and may not be overwritten (the
+    commands' --force). Every atomic write checks it; a command calls it first to fail
+    before its work."""
+    if os.path.isdir(path):
+        example = os.path.join(os.fspath(path), "out" + (os.path.splitext(path)[1] or ".h5"))
+        raise UserError(f"output {os.fspath(path)!r} is a folder; give the file to write, such as {example!r}")
+    if not overwrite and os.path.exists(path):
+        raise UserError(f"output file {os.fspath(path)!r} already exists; pass --force to overwrite it")
+
+
 @contextmanager
 def atomic_path(path, overwrite=True):
     """Yield a temporary path next to ``path`` to write; on success the file is fsynced,
     made readable as a new file would be, renamed over ``path``, and the directory fsynced
     (so the rename lasts). Missing parent folders are made for it. On any failure the
     temporary file is removed, and the folders made for it too: a failure leaves nothing."""
+    refuse_existing(path, overwrite)
     path = os.path.abspath(os.fspath(path))
-    if not overwrite and os.path.exists(path):
-        raise UserError(f"output file {path!r} already exists; pass --force to overwrite it")
     directory = os.path.dirname(path)
     made = _missing_folders(directory)
     try:
