@@ -65,13 +65,7 @@ def rebuild_model(ckpt, name=None, width=None, image_size=None):
     width = width or config.get("width")
     options = {"width": width} if width else {}      # lenet5 has no width
     try:
-        probe = models.get(name, first.shape[1], 1, dtype=first.dtype, image_size=size, **options)
-        head = [n for n, p in probe.named_parameters() if p.data.ndim >= 2][-1]
-        if head not in ckpt.params:
-            raise UserError(f"{ckpt.path}: no head weight {head!r} for --model {name}")
-        model = models.get(name, first.shape[1], ckpt.params[head].shape[0], dtype=first.dtype,
-                           image_size=size, **options)
-        model.load_state_dict({**ckpt.params, **ckpt.buffers})
+        model = models.with_weights(name, first.shape[1], ckpt.params, ckpt.buffers, first.dtype, size, **options)
     except (KeyError, ValueError, TypeError) as e:
         raise UserError(f"{ckpt.path}: its weights do not fit --model {name} "
                         f"{' '.join(f'--{k} {v}' for k, v in options.items())} at {'x'.join(map(str, size))} "

@@ -224,3 +224,22 @@ def get(name, in_channels, num_classes, dtype=np.float32, image_size=None, **opt
     if not isinstance(model, nn.Module):
         raise ValueError(f"{name} returned a {type(model).__name__}, not an mpicnn.nn.Module")
     return model
+
+
+def head_of(model):
+    """(name, parameter) of the model's head weight, its last with two or more axes (a
+    Linear's, or the 1x1 conv's of a U-Net): the first axis counts the model's outputs."""
+    return [(n, p) for n, p in model.named_parameters() if p.data.ndim >= 2][-1]
+
+
+def with_weights(name, in_channels, params, buffers, dtype=np.float32, image_size=None, **options):
+    """Model ``name`` (``get``) holding the saved ``params`` and ``buffers``, with as many
+    outputs as its head weight there has (``head_of``). Raises KeyError, ValueError or
+    TypeError where they do not fit."""
+    with nn.init.deferred():  # a probe without memory: which tensor is the head, in model order
+        probe = get(name, in_channels, 1, dtype, image_size, **options)
+    probe.forget()
+    head, _ = head_of(probe)
+    model = get(name, in_channels, params[head].shape[0], dtype, image_size, **options)
+    model.load_state_dict({**params, **buffers})
+    return model

@@ -18,7 +18,6 @@ import sys
 import numpy as np
 
 from . import data, models
-from .nn import init
 from .cli import Parser, run_command
 from .data.hdf5 import SPLITS, TARGETS
 from .errors import UserError
@@ -98,20 +97,9 @@ def predict(checkpoint, images, batch_size=500, task=None):
     task = task or model_task(ckpt)
     dtype = np.dtype(config.get("dtype", "float32"))
     options = {"width": config["width"]} if config.get("width") else {}
-
-    def build(classes):
-        return models.get(config["model"], images.shape[1], classes, dtype=dtype, image_size=images.shape[2:],
-                          **options)
     try:
-        with init.deferred():  # a probe without memory: which tensor is the head, in model order
-            probe = build(1)
-        probe.forget()
-        # The last weight, a Linear's (outputs, inputs) or a conv's (outputs, inputs, *kernel)
-        # (a U-Net ends in a 1x1 conv): its first axis is the number of outputs.
-        head = [n for n, p in probe.named_parameters() if p.data.ndim >= 2][-1]
-        num_outputs = ckpt.params[head].shape[0]
-        model = build(num_outputs)
-        model.load_state_dict({**ckpt.params, **ckpt.buffers})
+        model = models.with_weights(config["model"], images.shape[1], ckpt.params, ckpt.buffers, dtype,
+                                    images.shape[2:], **options)
     except (KeyError, ValueError, TypeError) as e:
         raise UserError(f"the images {tuple(images.shape[1:])} do not fit the model of {ckpt.path!r} "
                         f"(--model {config.get('model')}): {e}")
@@ -124,7 +112,8 @@ def predict(checkpoint, images, batch_size=500, task=None):
             outputs = e / e.sum(axis=1, keepdims=True)
         out.append(outputs.astype(np.float32))
     if not out:  # no images: the shape alone (a segmentation model's maps keep the images' size)
-        return np.zeros((0, num_outputs) + (images.shape[2:] if task == "segmentation" else ()), np.float32)
+        maps = images.shape[2:] if task == "segmentation" else ()
+        return np.zeros((0, models.head_of(model)[1].data.shape[0]) + maps, np.float32)
     return np.concatenate(out)
 
 
