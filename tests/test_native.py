@@ -238,18 +238,23 @@ def test_native_batch_norm_matches_numpy(shape, dtype, affine, monkeypatch):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("k", [(2, 2), (3, 3), (2, 3), (1, 2)])
-def test_native_max_pool_matches_numpy(k, dtype, monkeypatch):
-    """Tiled max pooling in C against ops/pool.py's NumPy code: ties (zeros after a
-    ReLU, repeated values) give dy to the first maximum in window order, NaN propagates
-    to y and takes no gradient, -0.0 equals 0.0."""
-    x = rng.standard_normal((3, 6 * k[0], 5 * k[1], 32)).astype(dtype)
+@pytest.mark.parametrize("C", [32, 20, 6, 5, 3, 1])
+def test_native_max_pool_matches_numpy(C, k, dtype, monkeypatch):
+    """Tiled max pooling in C against ops/pool.py's NumPy code, bit for bit, on whole
+    vectors of channels (32), vectors and a tail (20), and counts below a vector with
+    their own loops (6, 3, 1) or the general ones (5): ties (zeros after a ReLU, repeated
+    values) give dy to the first maximum in window order, NaN propagates to y and takes
+    no gradient, -0.0 equals 0.0. The C functions are called directly, so that the
+    forward's few-channel loops are tested too (dispatch sends those to NumPy)."""
+    x = rng.standard_normal((3, 6 * k[0], 5 * k[1], C)).astype(dtype)
     x[0] = np.maximum(x[0], 0)                      # many all-zero windows
     x[1, :k[0], :k[1]] = 1.5                        # a window of equal values
-    x[2, 0, 0, 0], x[2, 0, 1, 1] = np.nan, -0.0
-    x[2, k[0] - 1, k[1] - 1, 1] = 0.0
-    y = ops.max_pool2d_forward(x, k)
+    last = C - 1
+    x[2, 0, 0, 0], x[2, 0, 1, last] = np.nan, -0.0
+    x[2, k[0] - 1, k[1] - 1, last] = 0.0
+    y = native.max_pool_forward(x, k)
     dy = rng.standard_normal(y.shape).astype(dtype)
-    dx = ops.max_pool2d_backward(dy, x, y, k)
+    dx = native.max_pool_backward(dy, x, y, k)
     monkeypatch.setenv("MPICNN_NATIVE", "0")
     y_ref = ops.max_pool2d_forward(x, k)
     dx_ref = ops.max_pool2d_backward(dy, x, y_ref, k)
@@ -259,8 +264,8 @@ def test_native_max_pool_matches_numpy(k, dtype, monkeypatch):
 
 
 def test_max_pool_dispatch(monkeypatch):
-    """The C kernels run the tiled max pool on whole vectors of channels; other
-    geometries and channel counts keep NumPy's path."""
+    """The C kernels run the tiled max pool's backward for any channel count and its
+    forward from a whole vector of channels on; other geometries keep NumPy's path."""
     calls = []
     for name in ("max_pool_forward", "max_pool_backward"):
         real = getattr(native, name)
@@ -270,9 +275,10 @@ def test_max_pool_dispatch(monkeypatch):
     ops.max_pool2d_backward(np.ones_like(y), x, y, 2)
     assert calls == ["max_pool_forward", "max_pool_backward"]
     calls.clear()
-    few = x[..., :6].copy()  # channels short of a vector
+    few = x[..., :6].copy()  # channels short of a vector: NumPy's forward, the C backward
     ops.max_pool2d_backward(np.ones((2, 4, 4, 6)), few, ops.max_pool2d_forward(few, 2), 2)
-    assert calls == []
+    assert calls == ["max_pool_backward"]
+    calls.clear()
     y = ops.max_pool2d_forward(x, 3, 2, 1)  # overlapping, padded windows
     ops.max_pool2d_backward(np.ones_like(y), x, y, 3, 2, 1)
     assert calls == []
