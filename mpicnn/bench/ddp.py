@@ -65,6 +65,10 @@ def _worker(args):
     if args.rank == 0:
         print(json.dumps({"images_per_sec": B * (args.steps - warmup) / seconds, "loss": float(loss),
                           "torch_version": torch.__version__}))
+    # Every rank past its last collective before any tears gloo down: a rank destroying
+    # the group while the other still used it died now and then with "terminate called
+    # without an active exception".
+    dist.barrier()
     dist.destroy_process_group()
 
 
