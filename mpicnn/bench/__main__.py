@@ -119,7 +119,9 @@ def main(argv=None):
         ranks = tuple(int(r) for r in args.ranks.split(","))
         results["scaling"] = bench_scaling(ranks, steps=args.steps, repeats=args.scaling_repeats)
         table("data-parallel lenet5, global batch 128, one BLAS thread per rank; ceiling: N independent "
-              "1-rank runs at 1/N of the batch at once, of_ceiling = images/s over the ceiling's", results["scaling"])
+              "1-rank runs at 1/N of the batch at once, of_ceiling = images/s over the ceiling's; lockstep_bound: "
+              "what of the ceiling the same runs, traced, keep if every step waits for the slowest one's "
+              "(a synchronous step with free communication), of_lockstep = of_ceiling over it", results["scaling"])
         if args.compare == "torch":
             try:
                 import torch  # noqa: F401  (only to say why there is no comparison)

@@ -2,15 +2,20 @@
 thread per rank, the same global batch, images/s read from its metrics; the machine's
 ceiling for N ranks measured in the same run (N independent 1-rank trainers at 1/N of
 the batch, at the same time: what N processes get from the cores, the memory system
-and the Python interpreter with no communication at all); and the default job against
-PyTorch DDP on the same number of processes (``bench_vs_ddp``)."""
+and the Python interpreter with no communication at all); the lockstep bound (what of
+that ceiling any synchronous trainer could keep on this machine, from traced ceiling
+runs: ``lockstep_bound``); and the default job against PyTorch DDP on the same number
+of processes (``bench_vs_ddp``)."""
 import json
 import os
 import subprocess
 import sys
 import tempfile
 
+import numpy as np
+
 from ..parallel.launcher import mpi_command, mpi_env
+from ..report.traces import RankTrace
 
 
 def run_trainer(n, args, env):
@@ -24,15 +29,18 @@ def run_trainer(n, args, env):
         return [json.loads(line) for line in open(metrics)][-1]
 
 
-def run_ceiling(n, args, batch_size, env):
+def run_ceiling(n, args, batch_size, env, trace_steps=None):
     """n independent 1-rank trainers at batch_size/n, started together; their summed
-    images/s is what n ranks could reach with free communication."""
+    images/s is what n ranks could reach with free communication. ``trace_steps``
+    ("A:B"): each also traces those steps, and the record adds the lockstep bound of
+    their step times (``lockstep_bound``)."""
     with tempfile.TemporaryDirectory() as tmp:
         procs, paths = [], []
         for i in range(n):
             metrics = os.path.join(tmp, f"m{i}.jsonl")
+            traced = ["--trace", os.path.join(tmp, f"t{i}"), "--trace-steps", trace_steps] if trace_steps else []
             cmd = mpi_command(1, "-m", "mpicnn.train", *args, "--batch-size", str(batch_size // n),
-                              "--no-progress", "--metrics", metrics)
+                              "--no-progress", "--metrics", metrics, *traced)
             procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                           env=env))
             paths.append(metrics)
@@ -41,7 +49,32 @@ def run_ceiling(n, args, batch_size, env):
             if cmd_proc.returncode:
                 raise RuntimeError(f"ceiling run failed:\n{err[-3000:]}")
         records = [[json.loads(line) for line in open(p)][-1] for p in paths]
-        return {"images_per_sec": sum(r["images_per_sec"] for r in records)}
+        out = {"images_per_sec": sum(r["images_per_sec"] for r in records)}
+        if trace_steps:
+            seconds = [RankTrace(os.path.join(tmp, f"t{i}", "rank0.trace.json")).steps() for i in range(n)]
+            common = sorted(set.intersection(*(set(s) for s in seconds)))
+            out.update(lockstep_bound(np.array([[s[k]["dur"] for k in common] for s in seconds])))
+        return out
+
+
+def lockstep_bound(seconds):
+    """What of their summed images/s n processes that ran at once, independently, would
+    keep in lockstep with free communication: every step waiting for the slowest
+    process's step of the same number, as a synchronous data-parallel step waits for
+    its slowest rank. ``seconds``: (n processes, steps) step times, each process at the
+    same batch. ``lockstep_bound``: at that equal split; ``lockstep_bound_balanced``:
+    with the samples split in proportion to each process's mean speed (a perfect static
+    balance: its times scaled by its share); ``rank_correlation``: the correlation of
+    two processes' step times (0: each stalls on its own; 1: the machine slows both)."""
+    n = len(seconds)
+    means = seconds.mean(axis=1)
+    ceiling = (1 / means).sum()  # images/s over the batch of one process
+    share = n * (1 / means) / ceiling  # each process's batch, in units of the equal split
+    out = {"lockstep_bound": float(n / seconds.max(axis=0).mean() / ceiling),
+           "lockstep_bound_balanced": float(n / (seconds * share[:, None]).max(axis=0).mean() / ceiling)}
+    if n == 2 and seconds.std(axis=1).all():
+        out["rank_correlation"] = float(np.corrcoef(seconds)[0, 1])
+    return out
 
 
 def interleaved(variants, repeats, launch):
@@ -67,15 +100,28 @@ def bench_scaling(ranks=(1, 2), model="lenet5", dataset="mnist5k", batch_size=12
     """Images/s per rank count (medians of interleaved runs), the speedup of the medians,
     and for each n > 1 the machine's ceiling (``run_ceiling``, interleaved with the rest):
     ``ceiling_images_per_sec``, ``ceiling_speedup`` and ``of_ceiling`` (images/s over the
-    ceiling's; 1.0 = communication and the layout cost nothing)."""
+    ceiling's; 1.0 = communication and the layout cost nothing); and the lockstep bound,
+    from ceiling runs that trace their timed steps (``lockstep_bound``, medians:
+    ``lockstep_bound``, ``lockstep_bound_balanced``, ``rank_correlation``), with
+    ``of_lockstep`` = of_ceiling over the bound: the share of what a synchronous step can
+    keep on this machine that the run kept."""
     common = ["--model", model, "--dataset", dataset, "--steps", str(steps), "--eval-every", str(10 ** 9), *extra]
     args = common + ["--batch-size", str(batch_size)]
     env = mpi_env()
-    variants = [("ranks", n) for n in ranks] + [("ceiling", n) for n in ranks if n > 1]
+    variants = ([("ranks", n) for n in ranks] + [("ceiling", n) for n in ranks if n > 1]
+                + [("lockstep", n) for n in ranks if n > 1])
+    bounds = {n: [] for n in ranks}
+    timed = f"{min(5, steps // 4)}:{steps}"  # the steps the trainer times (training.figures.warmup_steps)
 
     def launch(variant):
         kind, n = variant
-        return run_trainer(n, args, env) if kind == "ranks" else run_ceiling(n, common, batch_size, env)
+        if kind == "ranks":
+            return run_trainer(n, args, env)
+        if kind == "ceiling":
+            return run_ceiling(n, common, batch_size, env)
+        record = run_ceiling(n, common, batch_size, env, trace_steps=timed)
+        bounds[n].append(record)
+        return record
 
     runs = interleaved(variants, repeats, launch)
     rows = []
@@ -91,6 +137,11 @@ def bench_scaling(ranks=(1, 2), model="lenet5", dataset="mnist5k", batch_size=12
             row.update(ceiling_images_per_sec=ceiling["images_per_sec"],
                        ceiling_speedup=ceiling["images_per_sec"] / base,
                        of_ceiling=row["images_per_sec"] / ceiling["images_per_sec"], ceiling_runs=ceiling_runs)
+        if bounds[row["ranks"]]:
+            for key in ("lockstep_bound", "lockstep_bound_balanced", "rank_correlation"):
+                row[key] = float(np.median([b[key] for b in bounds[row["ranks"]] if key in b]))
+            row["lockstep_runs"] = [round(b["lockstep_bound"], 3) for b in bounds[row["ranks"]]]
+            row["of_lockstep"] = row["of_ceiling"] / row["lockstep_bound"]
     return rows
 
 
