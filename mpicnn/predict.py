@@ -76,8 +76,12 @@ def dataset_task(spec):
 
 
 def model_task(ckpt, inputs=None):
-    """The task the checkpoint's model was trained for: its training dataset's; where that
-    is gone, that of ``inputs`` (the dataset predicted on, if any)."""
+    """The task the checkpoint's model was trained for: the one it records; else (a
+    checkpoint from before it recorded one, or plain weights) its training dataset's;
+    where that is gone, that of ``inputs`` (the dataset predicted on, if any)."""
+    recorded = ckpt.attrs.get("task")
+    if recorded in TARGETS.values():
+        return recorded
     for spec in (ckpt.config.get("dataset"), inputs):
         task = dataset_task(spec)
         if task:

@@ -11,7 +11,7 @@ import torch
 from mpi4py import MPI
 
 from mpicnn import data, models, predict, train
-from mpicnn.io.checkpoint import load_checkpoint
+from mpicnn.io.checkpoint import load_checkpoint, save_checkpoint
 
 
 def trained(tmp_path, model, dataset, *extra):
@@ -75,11 +75,21 @@ def test_regression_writes_the_raw_outputs(tmp_path, capsys):
     np.save(tmp_path / "x.npy", images[:5])
     assert predict.main([ckpt, str(tmp_path / "x.npy"), "-o", str(tmp_path / "s.npy")]) == 0
     np.testing.assert_allclose(np.load(tmp_path / "s.npy"), expected[:5], rtol=1e-5, atol=1e-7)
-    # without the training dataset: a dataset INPUT says it; bare .npy images cannot
+    # without the training dataset: the checkpoint records its task, so even bare .npy
+    # images get raw outputs
     os.rename(h5, tmp_path / "moved.h5")
-    assert predict.main([ckpt, str(tmp_path / "moved.h5"), "-o", str(tmp_path / "m.npy")]) == 0
+    assert load_checkpoint(ckpt).attrs["task"] == "regression"
+    assert predict.main([ckpt, str(tmp_path / "x.npy"), "-o", str(tmp_path / "t.npy")]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "t.npy"), expected[:5], rtol=1e-5, atol=1e-7)
+    # a checkpoint that records no task (written before checkpoints did): a dataset
+    # INPUT says it; bare .npy images cannot
+    loaded = load_checkpoint(ckpt)
+    old = str(tmp_path / "old.h5")
+    save_checkpoint(old, loaded.params, loaded.buffers, step=loaded.step, config=loaded.config)
+    assert "task" not in load_checkpoint(old).attrs
+    assert predict.main([old, str(tmp_path / "moved.h5"), "-o", str(tmp_path / "m.npy")]) == 0
     np.testing.assert_allclose(np.load(tmp_path / "m.npy"), expected, rtol=1e-5, atol=1e-7)
-    proc = run_predict(ckpt, tmp_path / "x.npy", "-o", tmp_path / "n.npy")
+    proc = run_predict(old, tmp_path / "x.npy", "-o", tmp_path / "n.npy")
     assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
     assert "cannot tell what the model" in proc.stderr and "put it back" in proc.stderr
     assert not (tmp_path / "n.npy").exists()

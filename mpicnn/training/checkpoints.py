@@ -25,23 +25,26 @@ def recorded_options(args):
     return options
 
 
-def write(comm, writer, path, args, step, steps_per_epoch, global_state):
+def write(comm, writer, path, args, step, steps_per_epoch, global_state, task):
     """Gather the state (``global_state()``: a collective over ``comm``), write it on the
-    ``writer`` rank; a failed write is an error on every rank of ``comm``."""
+    ``writer`` rank; a failed write is an error on every rank of ``comm``. ``task``:
+    classification, regression or segmentation (the training dataset's), recorded so
+    that predict knows what the outputs mean without the dataset."""
     params, buffers, optimizer = global_state()
     with agree(comm):
         if writer:
             try:
                 save_checkpoint(path, params, buffers, optimizer, step=step, epoch=step // steps_per_epoch,
                                 seed=args.seed, rng_state=rng_state(args.seed, step),
-                                config=recorded_options(args))
+                                config=recorded_options(args), task=task)
             except OSError as e:
                 raise UserError(f"cannot write checkpoint {path!r}: {e}")
 
 
-def checkpoint(comm, writer, args, step, steps_per_epoch, global_state):
+def checkpoint(comm, writer, args, step, steps_per_epoch, global_state, task):
     """``ckpt-STEP.h5`` in --checkpoint-dir; only the newest --keep-checkpoints stay."""
-    write(comm, writer, checkpoint_path(args.checkpoint_dir, step), args, step, steps_per_epoch, global_state)
+    write(comm, writer, checkpoint_path(args.checkpoint_dir, step), args, step, steps_per_epoch, global_state,
+          task)
     if writer:
         prune_checkpoints(args.checkpoint_dir, args.keep_checkpoints)
 

@@ -131,10 +131,12 @@ class GridRank(Layout):
         return self.state.global_state()
 
     def checkpoint(self, step):
-        checkpoints.checkpoint(self.comm, self.reports, self.args, step, self.steps_per_epoch, self.global_state)
+        checkpoints.checkpoint(self.comm, self.reports, self.args, step, self.steps_per_epoch, self.global_state,
+                               self.task)
 
     def save(self, path, step):
-        checkpoints.write(self.comm, self.reports, path, self.args, step, self.steps_per_epoch, self.global_state)
+        checkpoints.write(self.comm, self.reports, path, self.args, step, self.steps_per_epoch, self.global_state,
+                          self.task)
 
     def evaluate(self, done, dataset=None):
         """Figures of ``dataset`` (default: the test set) over the data ranks (``evaluation.evaluate``)."""

@@ -115,10 +115,10 @@ class PSServer(Layout):
         try:
             if a.checkpoint_dir and (last or (a.checkpoint_every and version % a.checkpoint_every == 0)):
                 checkpoints.checkpoint(self.comm, self.rank == 0, a, version, self.steps_per_epoch,
-                                       self.global_state)
+                                       self.global_state, self.train_set.task)
             if a.save and version == self.total_steps and not signum:
                 checkpoints.write(self.comm, self.rank == 0, a.save, a, version, self.steps_per_epoch,
-                                  self.global_state)
+                                  self.global_state, self.train_set.task)
         except UserError as e:
             self.failure = e  # agreed among the servers; the workers learn it at the end
 
