@@ -17,7 +17,8 @@ def test_scaling_rows_carry_the_ceiling_and_the_lockstep_bound():
     assert two["ceiling_speedup"] == pytest.approx(two["ceiling_images_per_sec"] / one["images_per_sec"])
     assert len(two["ceiling_runs"]) == 1 and len(two["all_runs"]) == 1
     # from the traces of a third, traced pair of independent runs
-    assert 0 < two["lockstep_bound"] <= two["lockstep_bound_balanced"] + 1e-12 <= 1 + 1e-12
+    # a synchronous step never beats the ceiling (a split by mean speed need not beat the equal one)
+    assert 0 < two["lockstep_bound"] <= 1 + 1e-12 and 0 < two["lockstep_bound_balanced"] <= 1 + 1e-12
     assert two["lockstep_runs"] == [round(two["lockstep_bound"], 3)]
     assert two["of_lockstep"] == pytest.approx(two["of_ceiling"] / two["lockstep_bound"])
 

@@ -63,9 +63,11 @@ def lockstep_bound(seconds):
     process's step of the same number, as a synchronous data-parallel step waits for
     its slowest rank. ``seconds``: (n processes, steps) step times, each process at the
     same batch. ``lockstep_bound``: at that equal split; ``lockstep_bound_balanced``:
-    with the samples split in proportion to each process's mean speed (a perfect static
-    balance: its times scaled by its share); ``rank_correlation``: the correlation of
-    two processes' step times (0: each stalls on its own; 1: the machine slows both)."""
+    with the samples split in proportion to each process's mean speed (its times scaled
+    by its share: a static balance removes a slower core's mean difference, not the
+    step-to-step noise, and on noisy steps may even lose); ``rank_correlation``: the
+    correlation of two processes' step times (0: each stalls on its own; 1: the machine
+    slows both). Neither bound exceeds 1: a step is never shorter than its mean share."""
     n = len(seconds)
     means = seconds.mean(axis=1)
     ceiling = (1 / means).sum()  # images/s over the batch of one process
