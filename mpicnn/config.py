@@ -117,7 +117,7 @@ def build_parser():
     g.add_argument("--log-every", type=positive(int), default=10, help="steps between metrics records")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--trace", metavar="DIR", help="every rank writes DIR/rank{R}.trace.json of --trace-steps")
-    g.add_argument("--trace-steps", default="10:20", metavar="A:B", help="steps A <= step < B to trace (default 10:20)")
+    g.add_argument("--trace-steps", metavar="A:B", help="steps A <= step < B to trace (default 10:20)")
     g.add_argument("--tensorboard", metavar="DIR", help="write TensorBoard scalars to DIR (rank 0)")
     g.add_argument("--config", help="TOML file with the same keys as these options")
     p.add_argument("--version", action="version", version=f"mpicnn {__version__}")
@@ -185,6 +185,9 @@ def parse_args(argv=None):
         if getattr(args, dest) == "":
             raise UserError(f"--{dest.replace('_', '-')} is empty (an unset shell variable?); give a path, "
                             f"or leave the option out")
+    if args.trace_steps is not None and not args.trace:
+        raise UserError(f"--trace-steps {args.trace_steps} traces nothing without --trace DIR (where each rank's "
+                        f"trace goes); add --trace DIR, or leave --trace-steps out")
     augment.parse(args.augment)  # a bad spec fails here, before any rank opens data
     return args
 

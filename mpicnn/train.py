@@ -8,15 +8,17 @@ error line and exit status 2 on bad input, an aborted job (never a hang) on an
 unexpected exception, and keeps freed memory for reuse (``allocator``).
 """
 import gc
+import os
 import sys
+import uuid
 from dataclasses import dataclass, field
 
 from . import allocator, backend, blas
 from .config import check_outputs, parse_args
 from .errors import UserError
-from .io.trace import Tracer, parse_window
+from .io.trace import DEFAULT_WINDOW, Tracer, parse_window, remove_stale
 from .parallel.clock_sync import clock_offsets
-from .parallel.collectives import abort, node_local, world
+from .parallel.collectives import abort, gather_objects, node_local, world
 from .parallel.failure import agree, install_abort_hook
 from .signals import StopRequest
 from .training import fit, make_layout
@@ -85,11 +87,25 @@ def observe(args, comm, layout):
     if args.trace:
         with agree(comm):
             try:
-                window = parse_window(args.trace_steps)
+                window = parse_window(args.trace_steps or DEFAULT_WINDOW)
             except ValueError as e:
                 raise UserError(str(e))
+            first, end = layout.start_step, layout.total_steps
+            if window[1] <= first or window[0] >= end:
+                given = f"--trace-steps {args.trace_steps}" if args.trace_steps else \
+                    f"the default --trace-steps {DEFAULT_WINDOW}"
+                raise UserError(f"{given} traces none of this run's steps {first}..{end - 1}; give --trace-steps "
+                                f"A:B within them, e.g. --trace-steps {first}:{min(end, first + 10)}")
+            if comm.Get_rank() == 0 and os.path.isdir(args.trace):
+                try:
+                    remove_stale(args.trace, comm.Get_size())
+                except OSError as e:
+                    raise UserError(f"--trace {args.trace}: cannot remove an earlier run's trace file ({e}); "
+                                    f"remove it, or trace into another directory")
         offset, error = clock_offsets(comm)
-        observers.append(Tracer(args.trace, comm.Get_rank(), comm.Get_size(), window, offset, error).attach(layout))
+        run_id = gather_objects(comm, uuid.uuid4().hex)[0]  # rank 0's, on every rank
+        observers.append(Tracer(args.trace, comm.Get_rank(), comm.Get_size(), window, offset, error,
+                                run_id).attach(layout))
     if args.tensorboard and layout.reports:
         from .io.tensorboard import TensorBoardSink
         try:

@@ -51,6 +51,7 @@ def test_default_window_files_are_valid_nested_small_and_aligned(data_parallel):
         assert all(e["args"]["shape"][0] == 32 for e in layers)  # this rank's half of the batch
         bucket = next(e for e in t.spans if e["name"] == "allreduce bucket 0")
         assert bucket["args"]["bytes"] == sum(row["parameter_bytes"] for row in t.info["layers"])
+    assert len({t.info["run_id"] for t in traces}) == 1  # one run, one id on every rank
     a = analyse(traces)
     for rank, row in a["breakdown"].items():
         assert row["steps"] == 10 and row["compute"] > 0 and row["data"] > 0
@@ -176,3 +177,29 @@ def test_bad_trace_steps(text, tmp_path):
     proc = run_mpi(1, "-m", "mpicnn.train", "--steps", "2", "--trace", str(tmp_path), f"--trace-steps={text}")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("mpicnn: error: --trace-steps")
+
+
+def test_a_window_past_the_run_or_without_trace_is_refused(tmp_path):
+    """The default window 10:20 traces nothing of a 10-step run: one line at start, not
+    a trace without steps; --trace-steps without --trace would trace nothing either."""
+    proc = run_mpi(2, "-m", "mpicnn.train", *QUICK, "--steps", "10", "--trace", str(tmp_path / "t"))
+    assert proc.returncode == 2, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("mpicnn: error: the default --trace-steps 10:20 traces none of this run's steps 0..9")
+    assert "--trace-steps 0:10" in line and not (tmp_path / "t").exists()
+    proc = run_mpi(1, "-m", "mpicnn.train", *QUICK, "--steps", "10", "--trace-steps", "2:4")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("mpicnn: error: --trace-steps 2:4 traces nothing without --trace")
+
+
+def test_an_earlier_larger_runs_rank_files_are_removed(tmp_path):
+    """A 1-rank run traced into the directory of a 2-rank run leaves no rank1 file for the
+    report to mistake for its own; files that are not rank traces stay."""
+    trace = tmp_path / "t"
+    trace.mkdir()
+    (trace / "rank1.trace.json").write_text("{}")
+    (trace / "notes.txt").write_text("mine")
+    proc = run_mpi(1, "-m", "mpicnn.train", *QUICK, "--steps", "4", "--trace", str(trace), "--trace-steps", "1:3")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(trace)) == ["notes.txt", "rank0.trace.json"]
+    assert len(json.loads((trace / "rank0.trace.json").read_text())["distributedInfo"]["run_id"]) == 32

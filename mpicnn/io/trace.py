@@ -18,12 +18,17 @@ it, the phases, the layers, waits (``cat`` "wait") and blocking communication (`
 "comm"); traffic in flight beside the compute (each gradient bucket's allreduce from
 launch to completion, halo exchanges) has its own tracks, so every track nests.
 """
+import glob
 import json
 import os
+import re
 import time
 
 from ..parallel import events
 
+
+
+DEFAULT_WINDOW = "10:20"  # --trace-steps when not given
 
 
 def parse_window(text):
@@ -52,12 +57,26 @@ def leaf_layers(model):
     return out
 
 
+def remove_stale(directory, world_size):
+    """Remove ``rank{R}.trace.json`` files of an earlier, larger run from ``directory``
+    (R >= ``world_size``): this run writes ranks below it, and the report would otherwise
+    read the earlier run's ranks as this one's."""
+    for path in glob.glob(os.path.join(glob.escape(directory), "rank*.trace.json")):
+        found = re.fullmatch(r"rank(\d+)\.trace\.json", os.path.basename(path))
+        if found and int(found.group(1)) >= world_size:
+            os.remove(path)
+
+
 class Tracer:
-    def __init__(self, directory, rank, world_size, window, offset=0.0, error=0.0):
+    def __init__(self, directory, rank, world_size, window, offset=0.0, error=0.0, run_id=None):
+        """``run_id``: the same string on every rank of the run (in ``distributedInfo``:
+        the report refuses to merge traces of different runs)."""
         self.path = os.path.join(directory, f"rank{rank}.trace.json")
         self.directory, self.rank, self.window = directory, rank, window
         self.info = {"rank": rank, "world_size": world_size, "backend": "mpi",
                      "clock_offset_us": 1e6 * offset, "clock_error_us": 1e6 * error}
+        if run_id is not None:
+            self.info["run_id"] = run_id
         self.offset = offset
         self.events = []  # (track, name, cat, start, end, step, args or None)
         self.starts = {}  # step -> perf_counter at its start
