@@ -178,6 +178,28 @@ def unet3d(in_channels=1, num_classes=2, dtype=np.float32, image_size=None, widt
 
 MODELS = {"lenet5": lenet5, "convnet": convnet, "resnet8": resnet8, "resnet20": resnet20, "vgg11": vgg11,
           "cosmoflow": cosmoflow, "unet": unet, "unet3d": unet3d}
+# What each zoo model takes and gives: (spatial axes of a sample, per-pixel outputs).
+SHAPES = {"lenet5": (2, False), "convnet": (2, False), "resnet8": (2, False), "resnet20": (2, False),
+          "vgg11": (2, False), "cosmoflow": (3, False), "unet": (2, True), "unet3d": (3, True)}
+_SAMPLES = {2: "images (C, H, W)", 3: "volumes (C, D, H, W)"}
+
+
+def check_fits_data(name, sample_shape, task):
+    """Raise ValueError, naming zoo models that would fit, where zoo model ``name`` cannot
+    train on samples of ``sample_shape`` (C, ...) for ``task``: images against volumes, or
+    per-pixel outputs against one output per sample. A user's own builder is not checked."""
+    if name not in SHAPES:
+        return
+    axes, dense = SHAPES[name]
+    given, wants_dense = len(sample_shape) - 1, task == "segmentation"
+    fits = [n for n, (a, d) in SHAPES.items() if a == given and d == wants_dense]
+    hint = f"; use --model {' or '.join(fits)}" if fits else ""
+    if axes != given:
+        raise ValueError(f"{name} takes {_SAMPLES[axes]}, and the dataset holds "
+                         f"{_SAMPLES.get(given, f'{given}-D samples')}{hint}")
+    if dense != wants_dense:
+        gives = "a class per pixel (segmentation)" if dense else "one output per sample"
+        raise ValueError(f"{name} predicts {gives}, and the dataset is a {task} dataset{hint}")
 STANDARD = ("in_channels", "num_classes", "dtype", "image_size")  # what every builder is given
 
 

@@ -125,3 +125,27 @@ def test_init_from_weights_that_are_not_finite_is_refused(tmp_path):
     assert np.isnan(read_safetensors(str(tmp_path / "nan.safetensors"))[0]["3.weight"]).any()
     with pytest.raises(UserError, match=r"3\.weight hold NaN or Inf; a run cannot start from them"):
         run_serial("--steps", "1", "--init-from", str(tmp_path / "nan.safetensors"))
+
+
+@pytest.mark.parametrize("model, dataset, says", [
+    ("unet3d", "blobs:32:8", "unet3d takes volumes (C, D, H, W), and the dataset holds images (C, H, W); use --model unet"),
+    ("unet", "cosmo:16:8", "unet takes images (C, H, W), and the dataset holds volumes (C, D, H, W); use --model cosmoflow"),
+    ("unet3d", "cosmo:16:8", "unet3d predicts a class per pixel (segmentation), and the dataset is a regression dataset; use --model cosmoflow"),
+    ("unet", "shapes:16:32", "unet predicts a class per pixel (segmentation), and the dataset is a classification dataset; use --model lenet5 or convnet"),
+    ("convnet", "blobs:32:8", "convnet predicts one output per sample, and the dataset is a segmentation dataset; use --model unet"),
+    ("convnet", "cosmo:16:8", "convnet takes images (C, H, W), and the dataset holds volumes (C, D, H, W); use --model cosmoflow"),
+])
+def test_a_zoo_model_that_cannot_take_the_datasets_samples_is_refused(model, dataset, says):
+    """Images against volumes, per-pixel outputs against one per sample: one line naming
+    models that fit, not a shape error from the first layer or the loss."""
+    with pytest.raises(UserError, match="^--model " + model + ": ") as e:
+        run_serial("--model", model, "--width", "4", "--dataset", dataset, "--batch-size", "4", "--steps", "1")
+    assert says in str(e.value)
+
+
+def test_a_model_dataset_misfit_ends_every_rank_with_one_line(tmp_path):
+    proc = run_mpi(2, "-m", "mpicnn.train", "--no-progress", "--model", "unet", "--width", "4", "--dataset",
+                   "cosmo:16:8", "--batch-size", "4", "--steps", "2", "--parallel", "spatial=2x1")
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mpicnn: error: --model unet: unet takes images"), proc.stderr

@@ -105,7 +105,7 @@ class GridRank(Layout):
     def _model(self):
         args = self.args
         model = build_model(args, self.comm, self.train_set.shape, self.train_set.num_classes, self.dtype,
-                            deferred=self.defer_init)
+                            self.task, deferred=self.defer_init)
         model.set_context(self.context)
         with agree(self.comm):
             _check_declared(model, args.parallel, self.spec)

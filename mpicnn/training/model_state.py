@@ -18,14 +18,16 @@ from ..parallel.channel_plan import plan_model
 from ..parallel.failure import agree
 
 
-def build_model(args, comm, image_shape, num_classes, dtype, deferred=False):
-    """The zoo's ``args.model`` for images of ``image_shape`` (C, H, W), drawn from ``--seed``
-    (``deferred``: parameters are placeholders until materialized, see ``nn.init``); the
-    first layer computes no input gradient (nobody uses the gradient of the images)."""
+def build_model(args, comm, image_shape, num_classes, dtype, task, deferred=False):
+    """The zoo's ``args.model`` for images of ``image_shape`` (C, H, W) and the dataset's
+    ``task``, drawn from ``--seed`` (``deferred``: parameters are placeholders until
+    materialized, see ``nn.init``); the first layer computes no input gradient (nobody
+    uses the gradient of the images)."""
     init.manual_seed(args.seed)
     options = {"width": args.width} if args.width else {}
     with agree(comm):
         try:
+            models.check_fits_data(args.model, image_shape, task)
             with init.deferred() if deferred else contextlib.nullcontext():
                 model = models.get(args.model, image_shape[0], num_classes, dtype=dtype,
                                    image_size=image_shape[1:], **options)

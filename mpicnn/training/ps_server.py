@@ -38,7 +38,8 @@ class PSServer(Layout):
             self.train_set = data.open_dataset(args.dataset, "train")  # for shapes and epoch length
         self.test_set = None
         self.steps_per_epoch, self.total_steps = run_length(args, self.train_set)
-        model = build_model(args, comm, self.train_set.shape, self.train_set.num_classes, np.dtype(args.dtype))
+        model = build_model(args, comm, self.train_set.shape, self.train_set.num_classes, np.dtype(args.dtype),
+                            self.train_set.task)
         self.state = ModelState(args, comm, model, say=lambda *text: None)
         self.start_step = self.state.restore(self.total_steps, optimized=self._owned)
         backend.to_backend(self.model, self.optimizer)
