@@ -30,38 +30,42 @@ plan       the planner's validation matrix: predicted vs measured step time and 
            64^2 and 256^2, lenet5 and resnet8 at two batch sizes (the real trainer under mpiexec)
 """
 import argparse
+import math
 import os
 import sys
 
-from ..cli import run_command
+from ..cli import Parser, positive, run_command
+from ..errors import UserError
 from .report import table, write_json
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m mpicnn.bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    # Parser: a bad value is one line ``mpicnn: error: ...`` and exit status 2 (run_command),
+    # raised while parsing, so before any benchmark runs.
+    p = Parser(prog="python -m mpicnn.bench", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", nargs="?", default="all", choices=["all", "conv", "cnn", "zoo", "scaling", "allreduce", "spatial",
                                                             "channel", "pipeline", "ps",
                                                             "balance", "augment", "prefetch", "trace", "calibrate", "plan"])
     p.add_argument("--compare", choices=["torch"], help="also time PyTorch's CPU build (if installed)")
     p.add_argument("--ranks", default="1,2", help="rank counts for the scaling bench (default 1,2)")
-    p.add_argument("--steps", type=int, default=60, help="training steps per scaling run")
-    p.add_argument("--repeats", type=int, default=None,
+    p.add_argument("--steps", type=positive(int), default=60, help="training steps per scaling run")
+    p.add_argument("--repeats", type=positive(int), default=None,
                    help="timed repeats of the cnn bench (default 20) and of the zoo bench (default 15)")
     p.add_argument("--models", default=None,
                    help="zoo entries to time, comma-separated (default all: lenet5, convnet, resnet8, "
                         "resnet20, vgg11w32, vgg11w64)")
-    p.add_argument("--scaling-repeats", type=int, default=3, help="interleaved runs per rank count (medians)")
+    p.add_argument("--scaling-repeats", type=positive(int), default=3, help="interleaved runs per rank count (medians)")
     p.add_argument("--grids", default="2x1", help="spatial grids for the spatial bench (default 2x1)")
     p.add_argument("--sizes", default="256,512", help="image sizes for the spatial bench (default 256,512)")
-    p.add_argument("--spatial-steps", type=int, default=8, help="training steps per spatial run")
+    p.add_argument("--spatial-steps", type=positive(int), default=8, help="training steps per spatial run")
     p.add_argument("--volumes", action="store_true",
                    help="spatial bench: cosmoflow on cosmo:SIZE volumes, grids PxQxR (e.g. --sizes 64 "
                         "--grids 2x1x1 --batch 4)")
-    p.add_argument("--batch", type=int, default=16, help="global batch of the spatial bench (default 16)")
-    p.add_argument("--spatial-repeats", type=int, default=3, help="interleaved repeats per spatial run")
+    p.add_argument("--batch", type=positive(int), default=16, help="global batch of the spatial bench (default 16)")
+    p.add_argument("--spatial-repeats", type=positive(int), default=3, help="interleaved repeats per spatial run")
     p.add_argument("--channels", default="1,2", help="channel counts for the channel bench (default 1,2)")
-    p.add_argument("--slow-factor", type=float, default=2.0,
+    p.add_argument("--slow-factor", type=positive(float), default=2.0,
                    help="how much longer the straggler computes in the balance bench (default 2.0)")
     p.add_argument("-o", "--output", default="machine.json", help="calibrate: the machine file to write")
     p.add_argument("--quick", action="store_true", help="calibrate: a few seconds, fewer sizes")
@@ -70,6 +74,9 @@ def main(argv=None):
     p.add_argument("--cases", default=None, help="plan: only cases whose label contains this text")
     p.add_argument("--json", default=None, help="where to write the results (default bench-results/<what>.json)")
     args = p.parse_args(argv)
+    if not 1.0 <= args.slow_factor < math.inf:  # the straggler's rule (straggler.parse_slow_rank)
+        raise UserError(f"--slow-factor must be a finite number >= 1 (the straggler computes F times as long), "
+                        f"got {args.slow_factor:g}")
     json_path = args.json or f"bench-results/{args.what}.json"
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")  # before NumPy loads BLAS: one thread, as the figures assume
@@ -101,11 +108,13 @@ def main(argv=None):
         print(f"sgemm on this machine: {results['gemm_gflops']:.1f} GFLOP/s (one thread)")
         table("conv layers (GFLOP/s; fraction of sgemm)", results["conv"])
     if args.what in ("all", "cnn"):
-        results["cnn"] = bench_cnn(repeats=args.repeats or 20, compare_torch=args.compare == "torch")
+        results["cnn"] = bench_cnn(repeats=20 if args.repeats is None else args.repeats,
+                                   compare_torch=args.compare == "torch")
         table("benchmark CNN, batch 64x3x32x32 float32, forward+backward, 1 thread", [results["cnn"]])
     if args.what in ("all", "zoo"):
         models = None if args.models is None else set(args.models.split(","))
-        rows, note = bench_zoo(models, repeats=args.repeats or 15, compare_torch=args.compare == "torch")
+        rows, note = bench_zoo(models, repeats=15 if args.repeats is None else args.repeats,
+                               compare_torch=args.compare == "torch")
         results["zoo"], results["zoo_torch"] = rows, note
         table("zoo: training step (forward, loss, backward, Adam), float32, 1 thread, medians; "
               f"peak = GFLOP/s / {PEAK_GFLOPS:g}", rows)
