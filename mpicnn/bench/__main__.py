@@ -39,6 +39,65 @@ from ..errors import UserError
 from .report import table, write_json
 
 
+def positive_ints(text):
+    """Argument type: comma-separated whole numbers > 0, each once (``1,2``), as a tuple."""
+    try:
+        values = tuple(positive(int)(item.strip()) for item in text.split(","))
+    except argparse.ArgumentTypeError as e:
+        raise argparse.ArgumentTypeError(f"{e} in {text!r}; give comma-separated whole numbers > 0, "
+                                          f"e.g. 1,2") from None
+    if len(set(values)) < len(values):
+        raise argparse.ArgumentTypeError(f"{text!r} names a value twice; give each once")
+    return values
+
+
+positive_ints.__name__ = "list of positive ints"
+
+
+def grid_list(text):
+    """Argument type: comma-separated process grids PxQ or PxQxR of whole numbers > 0."""
+    grids = tuple(g.strip() for g in text.split(","))
+    for g in grids:
+        parts = g.split("x")
+        if not 2 <= len(parts) <= 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise argparse.ArgumentTypeError(f"{g!r} in {text!r} is not a grid; give PxQ (images) or PxQxR "
+                                             f"(--volumes) of whole numbers > 0, comma-separated, e.g. 2x1")
+    return grids
+
+
+grid_list.__name__ = "list of grids"
+
+
+def dtype_list(text):
+    """Argument type: comma-separated float32/float64, each once, as a tuple."""
+    dtypes = tuple(d.strip() for d in text.split(","))
+    if not set(dtypes) <= {"float32", "float64"} or len(set(dtypes)) < len(dtypes):
+        raise argparse.ArgumentTypeError(f"{text!r}: give float32, float64 or float32,float64")
+    return dtypes
+
+
+dtype_list.__name__ = "list of dtypes"
+
+
+SCALING_BATCH, DDP_BATCH = 128, 64  # the global batches of bench_scaling and bench_vs_ddp
+
+
+def check_lists(args):
+    """What the lists must satisfy for the bench asked for, checked before any run."""
+    if args.what in ("all", "scaling", "trace"):
+        limit = DDP_BATCH if args.compare == "torch" and args.what != "trace" else SCALING_BATCH
+        if max(args.ranks) > limit:
+            raise UserError(f"--ranks {max(args.ranks)}: more ranks than the global batch of {limit} images; "
+                            f"give at most {limit}")
+    if args.what == "spatial":
+        dims = 3 if args.volumes else 2
+        wrong = [g for g in args.grids if len(g.split("x")) != dims]
+        if wrong:
+            raise UserError(f"--grids {wrong[0]}: the spatial bench {'with' if args.volumes else 'without'} --volumes "
+                            f"takes grids {'PxQxR' if args.volumes else 'PxQ'}, e.g. "
+                            f"{'2x1x1' if args.volumes else '2x1'}")
+
+
 def main(argv=None):
     # Parser: a bad value is one line ``mpicnn: error: ...`` and exit status 2 (run_command),
     # raised while parsing, so before any benchmark runs.
@@ -48,7 +107,7 @@ def main(argv=None):
                                                             "channel", "pipeline", "ps",
                                                             "balance", "augment", "prefetch", "trace", "calibrate", "plan"])
     p.add_argument("--compare", choices=["torch"], help="also time PyTorch's CPU build (if installed)")
-    p.add_argument("--ranks", default="1,2", help="rank counts for the scaling bench (default 1,2)")
+    p.add_argument("--ranks", type=positive_ints, default="1,2", help="rank counts for the scaling bench (default 1,2)")
     p.add_argument("--steps", type=positive(int), default=60, help="training steps per scaling run")
     p.add_argument("--repeats", type=positive(int), default=None,
                    help="timed repeats of the cnn bench (default 20) and of the zoo bench (default 15)")
@@ -56,20 +115,20 @@ def main(argv=None):
                    help="zoo entries to time, comma-separated (default all: lenet5, convnet, resnet8, "
                         "resnet20, vgg11w32, vgg11w64)")
     p.add_argument("--scaling-repeats", type=positive(int), default=3, help="interleaved runs per rank count (medians)")
-    p.add_argument("--grids", default="2x1", help="spatial grids for the spatial bench (default 2x1)")
-    p.add_argument("--sizes", default="256,512", help="image sizes for the spatial bench (default 256,512)")
+    p.add_argument("--grids", type=grid_list, default="2x1", help="spatial grids for the spatial bench (default 2x1)")
+    p.add_argument("--sizes", type=positive_ints, default="256,512", help="image sizes for the spatial bench (default 256,512)")
     p.add_argument("--spatial-steps", type=positive(int), default=8, help="training steps per spatial run")
     p.add_argument("--volumes", action="store_true",
                    help="spatial bench: cosmoflow on cosmo:SIZE volumes, grids PxQxR (e.g. --sizes 64 "
                         "--grids 2x1x1 --batch 4)")
     p.add_argument("--batch", type=positive(int), default=16, help="global batch of the spatial bench (default 16)")
     p.add_argument("--spatial-repeats", type=positive(int), default=3, help="interleaved repeats per spatial run")
-    p.add_argument("--channels", default="1,2", help="channel counts for the channel bench (default 1,2)")
+    p.add_argument("--channels", type=positive_ints, default="1,2", help="channel counts for the channel bench (default 1,2)")
     p.add_argument("--slow-factor", type=positive(float), default=2.0,
                    help="how much longer the straggler computes in the balance bench (default 2.0)")
     p.add_argument("-o", "--output", default="machine.json", help="calibrate: the machine file to write")
     p.add_argument("--quick", action="store_true", help="calibrate: a few seconds, fewer sizes")
-    p.add_argument("--dtypes", default="float32", help="calibrate: dtypes to time (default float32)")
+    p.add_argument("--dtypes", type=dtype_list, default="float32", help="calibrate: dtypes to time (default float32)")
     p.add_argument("--machine", default=None, help="plan: a machine file (default: calibrate first)")
     p.add_argument("--cases", default=None, help="plan: only cases whose label contains this text")
     p.add_argument("--json", default=None, help="where to write the results (default bench-results/<what>.json)")
@@ -77,6 +136,7 @@ def main(argv=None):
     if not 1.0 <= args.slow_factor < math.inf:  # the straggler's rule (straggler.parse_slow_rank)
         raise UserError(f"--slow-factor must be a finite number >= 1 (the straggler computes F times as long), "
                         f"got {args.slow_factor:g}")
+    check_lists(args)
     json_path = args.json or f"bench-results/{args.what}.json"
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")  # before NumPy loads BLAS: one thread, as the figures assume
@@ -125,7 +185,7 @@ def main(argv=None):
         elif args.compare == "torch":
             print(f"no PyTorch column: {note}")
     if args.what in ("all", "scaling"):
-        ranks = tuple(int(r) for r in args.ranks.split(","))
+        ranks = args.ranks
         results["scaling"] = bench_scaling(ranks, steps=args.steps, repeats=args.scaling_repeats)
         table("data-parallel lenet5, global batch 128, one BLAS thread per rank; ceiling: N independent "
               "1-rank runs at 1/N of the batch at once, of_ceiling = images/s over the ceiling's; lockstep_bound: "
@@ -147,16 +207,14 @@ def main(argv=None):
         results["allreduce"] = bench_allreduce_under_mpi(2)
         table("gradient allreduce on 2 ranks: bucketed vs plain Allreduce", results["allreduce"])
     if args.what == "spatial":  # minutes at 512^2: not part of "all"
-        sizes = tuple(int(s) for s in args.sizes.split(","))
-        grids = tuple(g.strip() for g in args.grids.split(","))
-        rows, layers = bench_spatial(sizes, grids, batch_size=args.batch, steps=args.spatial_steps,
+        rows, layers = bench_spatial(args.sizes, args.grids, batch_size=args.batch, steps=args.spatial_steps,
                                      repeats=args.spatial_repeats, volumes=args.volumes)
         results["spatial"], results["spatial_layers"] = rows, layers
         what = "cosmoflow on volumes" if args.volumes else "convnet"
         table(f"spatial {what}, global batch {args.batch}, float32, one BLAS thread per rank (medians)", rows)
         table("halo per layer (rank 0): bytes and forward waiting with/without overlap", layers)
     if args.what == "channel":
-        rows, layers = bench_channel(tuple(int(c) for c in args.channels.split(",")))
+        rows, layers = bench_channel(args.channels)
         results["channel"], results["channel_layers"] = rows, layers
         table("channel-parallel convnet on shapes:32, global batch 16, float32: parameters and activations "
               "per rank, traffic per rank and step", rows)

@@ -120,7 +120,7 @@ def main(args):
     if args.models:
         known = dict(MODELS)
         models = tuple((m, known.get(m, "shapes:32")) for m in args.models.split(","))
-    spec = calibrate(comm, self_comm(), models, dtypes=tuple(args.dtypes.split(",")), quick=args.quick)
+    spec = calibrate(comm, self_comm(), models, dtypes=args.dtypes, quick=args.quick)
     if comm.Get_rank() == 0:
         fit_text = "; ".join(f"{name} {f['step_overhead'] * 1e3:.2f} ms + {f['compute_scale']:.2f} x layers"
                              for name, f in spec["trainer_fits"].items())

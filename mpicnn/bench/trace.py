@@ -85,7 +85,7 @@ def bench_tracer_in_process(steps=400, batch=32):
 
 
 def main(args):
-    rows = bench_trace(ranks=int(args.ranks.split(",")[-1]), steps=args.steps, repeats=args.scaling_repeats)
+    rows = bench_trace(ranks=args.ranks[-1], steps=args.steps, repeats=args.scaling_repeats)
     table("--trace overhead, default job (lenet5, mnist5k, batch 64), every step traced, one BLAS thread per "
           "rank (medians of interleaved runs)", rows)
     local = bench_tracer_in_process()
