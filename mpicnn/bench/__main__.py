@@ -98,7 +98,27 @@ def check_lists(args):
                             f"{'2x1x1' if args.volumes else '2x1'}")
 
 
+def check_output(option, path, example="bench.json"):
+    """Refuse, before any run, a results file that cannot be written: an empty path, a
+    folder, or a place this process cannot create files in (found when written, that
+    costs the whole bench)."""
+    from ..config import _probe  # imports NumPy: after main set its threads
+    if not path:
+        raise UserError(f"{option} is empty (an unset shell variable?); give a file path, or leave the option out")
+    if os.path.isdir(path):  # worded as config.check_outputs words it
+        raise UserError(f"{option} {path!r} is a directory; give a file path, e.g. {os.path.join(path, example)}")
+    _probe(option, path, os.path.dirname(os.path.abspath(path)))
+
+
+def trace_json(json_path):
+    """Where the trace bench writes: trace.json in the folder of ``json_path``."""
+    return os.path.join(os.path.dirname(json_path) or ".", "trace.json")
+
+
 def main(argv=None):
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        # before NumPy loads BLAS (the checks below import it): one thread, as the figures assume
+        os.environ.setdefault(var, "1")
     # Parser: a bad value is one line ``mpicnn: error: ...`` and exit status 2 (run_command),
     # raised while parsing, so before any benchmark runs.
     p = Parser(prog="python -m mpicnn.bench", description=__doc__,
@@ -137,9 +157,22 @@ def main(argv=None):
         raise UserError(f"--slow-factor must be a finite number >= 1 (the straggler computes F times as long), "
                         f"got {args.slow_factor:g}")
     check_lists(args)
-    json_path = args.json or f"bench-results/{args.what}.json"
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")  # before NumPy loads BLAS: one thread, as the figures assume
+    json_path = f"bench-results/{args.what}.json" if args.json is None else args.json
+    if args.what == "calibrate":
+        check_output("-o/--output", args.output, "machine.json")
+    elif args.what == "trace":  # its own file, trace.json next to --json
+        check_output("--json (the trace bench writes trace.json in its folder)",
+                     "" if args.json == "" else trace_json(json_path), "trace.json")
+    else:
+        check_output("--json", json_path)
+    if args.what == "plan" and not args.machine:  # it calibrates first, into this file
+        machine = os.path.join("bench-results", "machine.json")
+        if os.path.isdir(machine):
+            raise UserError(f"bench plan without --machine calibrates into {machine}, which is a directory; "
+                            f"remove it or pass --machine FILE")
+        from ..config import _probe
+        _probe("bench plan without --machine (it calibrates into bench-results/machine.json)", machine,
+               os.path.dirname(os.path.abspath(machine)))
     if args.what == "calibrate":  # writes the machine file, not a bench result
         from .calibrate import main as calibrate_main
         return calibrate_main(args)
@@ -148,7 +181,7 @@ def main(argv=None):
         return bench_plan(args, json_path)
     if args.what == "trace":  # its own JSON file, bench-results/trace.json
         from .trace import main as bench_trace
-        return bench_trace(args)
+        return bench_trace(args, trace_json(json_path))
     from .cnn import bench_cnn, bench_conv_layers, gemm_gflops
     from .scaling import bench_allreduce_under_mpi, bench_scaling, bench_vs_ddp
     from .channel import bench_channel
