@@ -98,6 +98,35 @@ def check_lists(args):
                             f"{'2x1x1' if args.volumes else '2x1'}")
 
 
+def check_names(args):
+    """--models and --cases name what exists, checked before any run; --models is
+    left without blanks around its names."""
+    if args.models is not None:
+        names = [m.strip() for m in args.models.split(",")]
+        if "" in names:
+            raise UserError(f"--models {args.models!r} holds an empty name; give names separated by single "
+                            f"commas, e.g. lenet5,convnet")
+        args.models = ",".join(names)
+        if args.what == "augment":
+            from .augment import PROTOCOL
+            if set(names) - set(PROTOCOL):
+                raise UserError(f"--models: the augment bench runs {', '.join(PROTOCOL)}")
+        elif args.what not in ("calibrate", "plan", "trace"):  # calibrate takes any trainer model
+            from .zoo import ZOO
+            unknown = sorted(set(names) - {label for label, *_ in ZOO})
+            if unknown:
+                raise UserError(f"--models: unknown {', '.join(unknown)}; choose from "
+                                f"{', '.join(dict.fromkeys(label for label, *_ in ZOO))}")
+    if args.what == "plan" and args.machine == "":  # not "calibrate first"
+        raise UserError("--machine is empty (an unset shell variable?); give a machine file, or leave the option "
+                        "out to calibrate first")
+    if args.what == "plan" and args.cases is not None:
+        from .plan import cases
+        if not cases(args.cases):
+            raise UserError(f"--cases {args.cases!r} matches no case of the plan bench; give text of a label such "
+                            f"as {cases()[0][0]!r} (labels read MODEL DATASET B=BATCH LAYOUT)")
+
+
 def check_output(option, path, example="bench.json"):
     """Refuse, before any run, a results file that cannot be written: an empty path, a
     folder, or a place this process cannot create files in (found when written, that
@@ -127,23 +156,27 @@ def main(argv=None):
                                                             "channel", "pipeline", "ps",
                                                             "balance", "augment", "prefetch", "trace", "calibrate", "plan"])
     p.add_argument("--compare", choices=["torch"], help="also time PyTorch's CPU build (if installed)")
-    p.add_argument("--ranks", type=positive_ints, default="1,2", help="rank counts for the scaling bench (default 1,2)")
+    p.add_argument("--ranks", type=positive_ints, default="1,2",
+                   help="rank counts for the scaling bench (default 1,2)")
     p.add_argument("--steps", type=positive(int), default=60, help="training steps per scaling run")
     p.add_argument("--repeats", type=positive(int), default=None,
                    help="timed repeats of the cnn bench (default 20) and of the zoo bench (default 15)")
     p.add_argument("--models", default=None,
                    help="zoo entries to time, comma-separated (default all: lenet5, convnet, resnet8, "
                         "resnet20, vgg11w32, vgg11w64)")
-    p.add_argument("--scaling-repeats", type=positive(int), default=3, help="interleaved runs per rank count (medians)")
+    p.add_argument("--scaling-repeats", type=positive(int), default=3,
+                   help="interleaved runs per rank count (medians)")
     p.add_argument("--grids", type=grid_list, default="2x1", help="spatial grids for the spatial bench (default 2x1)")
-    p.add_argument("--sizes", type=positive_ints, default="256,512", help="image sizes for the spatial bench (default 256,512)")
+    p.add_argument("--sizes", type=positive_ints, default="256,512",
+                   help="image sizes for the spatial bench (default 256,512)")
     p.add_argument("--spatial-steps", type=positive(int), default=8, help="training steps per spatial run")
     p.add_argument("--volumes", action="store_true",
                    help="spatial bench: cosmoflow on cosmo:SIZE volumes, grids PxQxR (e.g. --sizes 64 "
                         "--grids 2x1x1 --batch 4)")
     p.add_argument("--batch", type=positive(int), default=16, help="global batch of the spatial bench (default 16)")
     p.add_argument("--spatial-repeats", type=positive(int), default=3, help="interleaved repeats per spatial run")
-    p.add_argument("--channels", type=positive_ints, default="1,2", help="channel counts for the channel bench (default 1,2)")
+    p.add_argument("--channels", type=positive_ints, default="1,2",
+                   help="channel counts for the channel bench (default 1,2)")
     p.add_argument("--slow-factor", type=positive(float), default=2.0,
                    help="how much longer the straggler computes in the balance bench (default 2.0)")
     p.add_argument("-o", "--output", default="machine.json", help="calibrate: the machine file to write")
@@ -157,6 +190,7 @@ def main(argv=None):
         raise UserError(f"--slow-factor must be a finite number >= 1 (the straggler computes F times as long), "
                         f"got {args.slow_factor:g}")
     check_lists(args)
+    check_names(args)
     json_path = f"bench-results/{args.what}.json" if args.json is None else args.json
     if args.what == "calibrate":
         check_output("-o/--output", args.output, "machine.json")
@@ -188,11 +222,6 @@ def main(argv=None):
     from .spatial import bench_spatial
     from .zoo import PEAK_GFLOPS, ZOO, bench_zoo, geomean
 
-    if args.models is not None:
-        unknown = sorted(set(args.models.split(",")) - {label for label, *_ in ZOO})
-        if unknown:
-            p.exit(2, f"mpicnn: error: --models: unknown {', '.join(unknown)}; choose from "
-                      f"{', '.join(dict.fromkeys(label for label, *_ in ZOO))}\n")
 
     results = {}
     if args.what in ("all", "conv"):
@@ -273,8 +302,6 @@ def main(argv=None):
     if args.what == "augment":
         from .augment import PROTOCOL, bench_augment
         models = tuple(PROTOCOL) if args.models is None else tuple(args.models.split(","))
-        if set(models) - set(PROTOCOL):
-            p.exit(2, f"mpicnn: error: --models: the augment bench runs {', '.join(PROTOCOL)}\n")
         results["augment"], results["augment_summary"] = bench_augment(models)
         table("test accuracy on mnist5k without and with --augment crop:2 (final epoch, 2 ranks)", results["augment"])
         table("per model: means over the seeds; wins/ties/losses of the augmented run", results["augment_summary"])
