@@ -18,6 +18,7 @@ from contextlib import redirect_stdout
 
 import numpy as np
 
+from ..io.atomic import atomic_path
 from ..plan.machine import Machine
 from ..training.calibration import MODELS, measure_machine
 
@@ -120,11 +121,11 @@ def main(args):
     if args.models:
         known = dict(MODELS)
         models = tuple((m, known.get(m, "shapes:32")) for m in args.models.split(","))
-    spec = calibrate(comm, self_comm(), models, dtypes=tuple(args.dtypes.split(",")), quick=args.quick)
+    spec = calibrate(comm, self_comm(), models, dtypes=args.dtypes, quick=args.quick)
     if comm.Get_rank() == 0:
         fit_text = "; ".join(f"{name} {f['step_overhead'] * 1e3:.2f} ms + {f['compute_scale']:.2f} x layers"
                              for name, f in spec["trainer_fits"].items())
-        with open(args.output, "w") as f:
+        with atomic_path(args.output) as tmp, open(tmp, "w") as f:  # all of it or nothing
             json.dump(spec, f, indent=1)
         print(f"mpicnn: calibrated {comm.Get_size()} rank(s) in {spec['calibration_seconds']:.1f} s; "
               f"allreduce alpha {spec['intra'].get('allreduce', spec['intra']).get('alpha', 0) * 1e6:.1f} us, "

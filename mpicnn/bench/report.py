@@ -1,6 +1,7 @@
 """Output of every bench: aligned tables on stdout, results as JSON on disk."""
 import json
-import os
+
+from ..io.atomic import atomic_path
 
 
 def table(title, rows):
@@ -28,7 +29,8 @@ def _fmt(v):
 
 
 def write_json(path, results):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
+    """Write ``results`` to ``path`` all at once or not at all (``io.atomic``); missing
+    folders are made."""
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
         json.dump(results, f, indent=1)
     print(f"\nwrote {path}")

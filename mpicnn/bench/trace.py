@@ -84,11 +84,11 @@ def bench_tracer_in_process(steps=400, batch=32):
              "overhead": b / a - 1.0, "control": c / a - 1.0, "events_per_step": events / steps}]
 
 
-def main(args):
-    rows = bench_trace(ranks=int(args.ranks.split(",")[-1]), steps=args.steps, repeats=args.scaling_repeats)
+def main(args, json_path):
+    rows = bench_trace(ranks=args.ranks[-1], steps=args.steps, repeats=args.scaling_repeats)
     table("--trace overhead, default job (lenet5, mnist5k, batch 64), every step traced, one BLAS thread per "
           "rank (medians of interleaved runs)", rows)
     local = bench_tracer_in_process()
     table("the same step in one process, traced and untraced models alternating (medians)", local)
-    write_json(os.path.join(os.path.dirname(args.json) or ".", "trace.json"), {"trace": rows, "in_process": local})
+    write_json(json_path, {"trace": rows, "in_process": local})
     return 0
