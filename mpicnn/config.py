@@ -225,13 +225,13 @@ def check_outputs(args, reports):
             if os.path.isdir(path):
                 raise UserError(f"{option} {path!r} is a directory; give a file path, e.g. "
                                 f"{os.path.join(path, example)}")
-            _probe(option, path, os.path.dirname(os.path.abspath(path)))
+            probe_writable(option, path, os.path.dirname(os.path.abspath(path)))
     for option, path, everywhere in directories:
         if path and (everywhere or reports):
             if os.path.exists(path) and not os.path.isdir(path):
                 raise UserError(f"{option} {path!r} is a file, not a directory; give a directory "
                                 f"(it is created if missing)")
-            _probe(option, path, path)
+            probe_writable(option, path, path)
     if args.save and os.path.exists(args.save) and not is_checkpoint(args.save):
         raise UserError(f"--save {args.save!r} exists and is not an mpicnn checkpoint; --save replaces only "
                         f"an earlier --save or checkpoint: remove that file or choose another path")
@@ -240,7 +240,7 @@ def check_outputs(args, reports):
                         f"replaces only an earlier one: remove that file or choose another path")
 
 
-def _probe(option, path, directory):
+def probe_writable(option, path, directory):
     """Create and remove a file in ``directory``, or in its nearest existing parent if the
     run is to create it: the one sure test that the run can write there."""
     directory = os.path.abspath(directory)

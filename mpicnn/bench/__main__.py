@@ -131,12 +131,12 @@ def check_output(option, path, example="bench.json"):
     """Refuse, before any run, a results file that cannot be written: an empty path, a
     folder, or a place this process cannot create files in (found when written, that
     costs the whole bench)."""
-    from ..config import _probe  # imports NumPy: after main set its threads
+    from ..config import probe_writable  # imports NumPy: after main set its threads
     if not path:
         raise UserError(f"{option} is empty (an unset shell variable?); give a file path, or leave the option out")
     if os.path.isdir(path):  # worded as config.check_outputs words it
         raise UserError(f"{option} {path!r} is a directory; give a file path, e.g. {os.path.join(path, example)}")
-    _probe(option, path, os.path.dirname(os.path.abspath(path)))
+    probe_writable(option, path, os.path.dirname(os.path.abspath(path)))
 
 
 def trace_json(json_path):
@@ -204,8 +204,8 @@ def main(argv=None):
         if os.path.isdir(machine):
             raise UserError(f"bench plan without --machine calibrates into {machine}, which is a directory; "
                             f"remove it or pass --machine FILE")
-        from ..config import _probe
-        _probe("bench plan without --machine (it calibrates into bench-results/machine.json)", machine,
+        from ..config import probe_writable
+        probe_writable("bench plan without --machine (it calibrates into bench-results/machine.json)", machine,
                os.path.dirname(os.path.abspath(machine)))
     if args.what == "calibrate":  # writes the machine file, not a bench result
         from .calibrate import main as calibrate_main
