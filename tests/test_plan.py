@@ -17,7 +17,9 @@ from mpi4py import MPI
 from mpicnn import train
 from mpicnn.parallel.spec import parse_parallel
 from mpicnn.plan import Layout, Machine, Problem, plan, predict
+from mpicnn.errors import UserError
 from mpicnn.plan.__main__ import main as plan_main
+from mpicnn.plan.machine import parse_bytes
 from mpicnn.plan.predict import _simulate
 
 ROOFLINE = {"nodes": 1, "ranks_per_node": 8, "memory_per_rank": 4e9, "baseline_bytes": 1.2e8,
@@ -150,6 +152,8 @@ def run_plan(*argv):
     (["--ranks", "2", "--model", "nosuchmodel"], "--model"),
     (["--ranks", "2", "--batch-size", "100000"], "--batch-size"),
     (["--ranks", "2", "--dataset", "cosmo:32"], "volumes"),
+    (["--ranks", "2", "--memory-per-rank", "0"], "greater than 0"),
+    (["--ranks", "2", "--memory-per-rank", "0GB"], "greater than 0"),
 ])
 def test_bad_input_is_one_error_line_and_exit_2(argv, words, machine_file):
     if "--machine" not in argv:
@@ -349,3 +353,10 @@ def test_bench_plan_with_a_bad_machine_file_says_so_in_one_line(tmp_path, conten
     assert proc.returncode == 2
     assert proc.stderr.startswith("mpicnn: error: machine file ") and proc.stderr.count("\n") == 1
     assert str(path) in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_sizes_parse_as_the_help_says_and_none_is_zero():
+    assert parse_bytes("16GB") == 16e9 and parse_bytes("512MiB") == 512 * 2 ** 20 and parse_bytes("2e9") == 2e9
+    for text in ("0", "0.0GB", "0e9", "-1", "lots"):
+        with pytest.raises(UserError, match="greater than 0"):
+            parse_bytes(text)

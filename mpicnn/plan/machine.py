@@ -50,12 +50,24 @@ hand for a machine one is not on (``docs/machines/cluster-64x4.json``). Keys:
 import copy
 import json
 import math
+import re
 
 from ..errors import UserError
 
 FORMAT = "mpicnn-machine/1"
 OPS = ("allreduce", "allgather", "reduce_scatter", "sendrecv")
 SPIKE = 2.0  # the most the cost per unit of size may grow from one calibrated size to the next
+UNITS = {"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KIB": 2 ** 10, "MIB": 2 ** 20,
+         "GIB": 2 ** 30, "TIB": 2 ** 40}
+
+
+def parse_bytes(text):
+    """Bytes of a size written ``16GB``, ``512MiB`` or ``2e9``: the command line's and the
+    machine file's ``memory_per_rank`` alike. A limit of 0 bytes fits nothing."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", text or "")
+    if not m or m.group(2).upper() not in UNITS or float(m.group(1)) <= 0:
+        raise UserError(f"--memory-per-rank {text!r}: write a size greater than 0 like 16GB, 512MiB or 2e9")
+    return float(m.group(1)) * UNITS[m.group(2).upper()]
 
 
 class Machine:
