@@ -152,6 +152,7 @@ def run_plan(*argv):
     (["--ranks", "2", "--model", "nosuchmodel"], "--model"),
     (["--ranks", "2", "--batch-size", "100000"], "--batch-size"),
     (["--ranks", "2", "--dataset", "cosmo:32"], "volumes"),
+    (["--ranks", "2", "--dataset", "blobs:32", "--model", "unet"], "blobs (segmentation of 2-D images)"),
     (["--ranks", "2", "--memory-per-rank", "0"], "greater than 0"),
     (["--ranks", "2", "--memory-per-rank", "0GB"], "greater than 0"),
 ])
