@@ -17,7 +17,9 @@ from mpi4py import MPI
 from mpicnn import train
 from mpicnn.parallel.spec import parse_parallel
 from mpicnn.plan import Layout, Machine, Problem, plan, predict
+from mpicnn.errors import UserError
 from mpicnn.plan.__main__ import main as plan_main
+from mpicnn.plan.machine import parse_bytes
 from mpicnn.plan.predict import _simulate
 
 ROOFLINE = {"nodes": 1, "ranks_per_node": 8, "memory_per_rank": 4e9, "baseline_bytes": 1.2e8,
@@ -150,6 +152,9 @@ def run_plan(*argv):
     (["--ranks", "2", "--model", "nosuchmodel"], "--model"),
     (["--ranks", "2", "--batch-size", "100000"], "--batch-size"),
     (["--ranks", "2", "--dataset", "cosmo:32"], "volumes"),
+    (["--ranks", "2", "--dataset", "blobs:32", "--model", "unet"], "blobs (segmentation of 2-D images)"),
+    (["--ranks", "2", "--memory-per-rank", "0"], "greater than 0"),
+    (["--ranks", "2", "--memory-per-rank", "0GB"], "greater than 0"),
 ])
 def test_bad_input_is_one_error_line_and_exit_2(argv, words, machine_file):
     if "--machine" not in argv:
@@ -349,3 +354,117 @@ def test_bench_plan_with_a_bad_machine_file_says_so_in_one_line(tmp_path, conten
     assert proc.returncode == 2
     assert proc.stderr.startswith("mpicnn: error: machine file ") and proc.stderr.count("\n") == 1
     assert str(path) in proc.stderr and "Traceback" not in proc.stderr
+
+
+CLUSTER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "machines",
+                       "cluster-64x4.json")
+
+
+def cluster_with(tmp_path, name="machine.json", **changes):
+    """The docs' cluster file with ``changes`` (a user's edit of it), written to ``name``."""
+    with open(CLUSTER) as f:
+        spec = json.load(f)
+    path = tmp_path / name
+    path.write_text(json.dumps({**spec, **changes}))
+    return str(path)
+
+
+@pytest.mark.parametrize("changes,key", [
+    ({"intra": {"alpha": -1, "beta": 1e-12}}, "intra.alpha"),
+    ({"inter": {"allreduce": {"alpha": 1e-5, "beta": float("inf")}}}, "inter.allreduce.beta"),
+    ({"inter": {"allreduse": {"alpha": 1e-5, "beta": 1e-11}}}, "inter"),
+    ({"intra": "fast"}, "intra"),
+    ({"compute": {"flops": -1e13, "bandwidth": 1e12}}, "compute.flops"),
+    ({"compute": {"flops": 0, "bandwidth": 1e12}}, "compute.flops"),
+    ({"compute": {"flops": 1e13, "bandwidth": "fast"}}, "compute.bandwidth"),
+    ({"compute": {"float32": {"conv": [{"config": {"cin": 3}, "points": [[64, -1e-3, 1e-3, 1e-3]]}]}}},
+     "compute.float32.conv[0].points[0][1]"),
+    ({"compute": {}}, "compute"),
+    ({"format": "mpicnn-machine/9"}, "format"),
+    ({"nodes": 0}, "nodes"),
+    ({"nodes": "many"}, "nodes"),
+    ({"nodes": 2.5}, "nodes"),
+    ({"ranks_per_node": 0}, "ranks_per_node"),
+    ({"memory_per_rank": "16XB"}, "memory_per_rank"),
+    ({"memory_per_rank": 0}, "memory_per_rank"),
+    ({"baseline_bytes": -1.0}, "baseline_bytes"),
+    ({"allocator_slack": 0.5}, "allocator_slack"),
+    ({"overlap_gradients": "yes"}, "overlap_gradients"),
+    ({"step_overhead": -0.003}, "step_overhead"),
+    ({"compute_scale": 0}, "compute_scale"),
+    ({"trainer_fits": {"lenet5": {"compute_scale": 1.2}}}, "trainer_fits.lenet5.step_overhead"),
+    ({"optimizer": {"per_tensor": 2e-5}}, "optimizer.per_byte"),
+    ({"data_per_byte": -1e-10}, "data_per_byte"),
+    ({"channel": {"allgather": [{"channels": 0, "alpha": 1e-6, "beta": 1e-9}]}}, "channel.allgather[0].channels"),
+    ({"channel": {"gather": []}}, "channel"),
+    ({"halo": {"forward": {"alpha": 1e-6}}}, "halo.forward.beta"),
+    ({"extends": 3}, "extends"),
+])
+def test_a_machine_file_with_a_value_the_model_cannot_use_is_refused_by_key(tmp_path, changes, key):
+    path = cluster_with(tmp_path, **changes)
+    with pytest.raises(UserError) as e:
+        Machine.load(path)
+    message = str(e.value)
+    assert message.startswith(f"machine file {path!r}: {key} is ") and "expected" in message, message
+    assert "\n" not in message
+
+
+def test_a_machine_file_may_write_its_memory_as_the_command_line_does(tmp_path):
+    assert Machine.load(cluster_with(tmp_path, memory_per_rank="16GB")).memory_per_rank == 16e9
+    assert Machine.load(cluster_with(tmp_path, memory_per_rank=None)).memory_per_rank is None
+    assert Machine.load(CLUSTER).memory_per_rank == 40e9
+
+
+def test_sizes_parse_as_the_help_says_and_none_is_zero():
+    assert parse_bytes("16GB") == 16e9 and parse_bytes("512MiB") == 512 * 2 ** 20 and parse_bytes("2e9") == 2e9
+    for text in ("0", "0.0GB", "0e9", "-1", "lots"):
+        with pytest.raises(UserError, match="greater than 0"):
+            parse_bytes(text)
+
+
+def test_extends_takes_the_keys_a_file_leaves_out_and_refuses_a_loop(tmp_path):
+    base = cluster_with(tmp_path, "base.json", step_overhead=0.5)
+    top = tmp_path / "top.json"
+    top.write_text(json.dumps({"extends": "base.json", "nodes": 2}))
+    machine = Machine.load(str(top))
+    assert machine.nodes == 2 and machine.step_overhead == 0.5
+    with pytest.raises(UserError, match="extends is .*loop"):
+        Machine.load(cluster_with(tmp_path, "self.json", extends="self.json"))
+    cluster_with(tmp_path, "a.json", extends="b.json")
+    b = cluster_with(tmp_path, "b.json", extends="a.json")
+    with pytest.raises(UserError, match="extends is .*loop"):
+        Machine.load(b)
+    assert Machine.load(base).step_overhead == 0.5
+
+
+@pytest.mark.parametrize("changes,words", [
+    ({"intra": {"alpha": -1, "beta": 1e-12}}, "intra.alpha is -1"),
+    ({"extends": "machine.json"}, "extends is"),
+    ({"memory_per_rank": "16 gigs"}, "memory_per_rank"),
+])
+def test_plan_with_a_bad_machine_file_is_one_error_line_and_exit_2(tmp_path, changes, words):
+    path = cluster_with(tmp_path, **changes)
+    proc = run_plan("--model", "convnet", "--dataset", "shapes:32", "--batch-size", "32", "--ranks", "2",
+                    "--machine", path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"mpicnn: error: machine file {path!r}: ") and words in lines[0], \
+        proc.stderr
+
+
+def test_memory_per_rank_from_the_file_reaches_the_table(tmp_path):
+    proc = run_plan("--model", "convnet", "--dataset", "shapes:32", "--batch-size", "32", "--ranks", "2",
+                    "--machine", cluster_with(tmp_path, memory_per_rank="16GB"))
+    assert proc.returncode == 0 and "memory per rank 16.0 GB" in proc.stdout, proc.stderr
+
+
+def test_train_parallel_auto_with_a_bad_machine_file_exits_2_on_every_rank(tmp_path):
+    from launch import run_mpi
+    path = cluster_with(tmp_path, intra={"alpha": -1, "beta": 1e-12})
+    proc = run_mpi(2, "-m", "mpicnn.train", "--no-progress", "--steps", "10", "--parallel", "auto", "--machine",
+                   path, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [f"mpicnn: error: machine file {path!r}: intra.alpha is -1; expected a number >= 0 (seconds) "
+                     f"(keys: mpicnn/plan/machine.py)"], proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr and "predicted" not in proc.stdout

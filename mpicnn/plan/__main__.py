@@ -4,23 +4,13 @@ that do not fit in --memory-per-rank last), and the recommended flags; ``--json`
 the same as a JSON list; ``--plot out.png`` draws predicted strong scaling per layout
 family for 1..N ranks (needs matplotlib)."""
 import json
-import re
 import sys
 
 from ..cli import Parser, positive, run_command
 from ..errors import UserError
 from . import Machine, Problem, plan
+from .machine import parse_bytes
 from .report import plot_scaling, scaling_table, table
-
-UNITS = {"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KIB": 2 ** 10, "MIB": 2 ** 20,
-         "GIB": 2 ** 30, "TIB": 2 ** 40}
-
-
-def parse_bytes(text):
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", text or "")
-    if not m or m.group(2).upper() not in UNITS:
-        raise UserError(f"--memory-per-rank {text!r}: write a size like 16GB, 512MiB or 2e9")
-    return float(m.group(1)) * UNITS[m.group(2).upper()]
 
 
 def build_parser():
@@ -60,7 +50,7 @@ def load_machine(path):
 def command(argv):
     args = build_parser().parse_args(argv)
     machine = load_machine(args.machine)
-    limit = parse_bytes(args.memory_per_rank) if args.memory_per_rank else None
+    limit = parse_bytes(args.memory_per_rank) if args.memory_per_rank is not None else None
     problem = Problem(args.model, args.dataset, args.batch_size, args.dtype, args.optimizer, args.bucket_mb,
                       args.width, args.pipeline_schedule, args.eval_batch_size, args.sync_bn)
     if args.scaling:
@@ -77,7 +67,8 @@ def command(argv):
         json.dump(records, sys.stdout, indent=1)
         print()
     else:
-        print(table(problem, args.ranks, records, args.top, limit or machine.memory_per_rank))
+        print(table(problem, args.ranks, records, args.top,
+                    limit if limit is not None else machine.memory_per_rank))
     if args.plot:
         plot_scaling(problem, args.ranks, machine, limit, args.plot)
     return 0

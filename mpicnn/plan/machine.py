@@ -50,56 +50,181 @@ hand for a machine one is not on (``docs/machines/cluster-64x4.json``). Keys:
 import copy
 import json
 import math
+import os
+import re
 
 from ..errors import UserError
 
 FORMAT = "mpicnn-machine/1"
 OPS = ("allreduce", "allgather", "reduce_scatter", "sendrecv")
+# The calls parallel.link_timing times for the ``channel`` table (not imported: it needs MPI).
+CHANNEL_OPS = ("allgather", "reduce_scatter", "allreduce", "block")
+DTYPES = ("float32", "float64")
 SPIKE = 2.0  # the most the cost per unit of size may grow from one calibrated size to the next
+UNITS = {"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KIB": 2 ** 10, "MIB": 2 ** 20,
+         "GIB": 2 ** 30, "TIB": 2 ** 40}
+
+
+def parse_bytes(text):
+    """Bytes of a size written ``16GB``, ``512MiB`` or ``2e9``: the command line's and the
+    machine file's ``memory_per_rank`` alike. A limit of 0 bytes fits nothing."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", text or "")
+    if not m or m.group(2).upper() not in UNITS or float(m.group(1)) <= 0:
+        raise UserError(f"--memory-per-rank {text!r}: write a size greater than 0 like 16GB, 512MiB or 2e9")
+    return float(m.group(1)) * UNITS[m.group(2).upper()]
+
+
+class _Checker:
+    """Reads a machine description's values, refusing with one line that names the
+    file and the key what the cost model cannot use: a negative or infinite cost, a
+    zero rate (the model divides by it), a count that is not a whole number >= 1."""
+
+    def __init__(self, where):
+        self.where = where
+
+    def fail(self, key, value, expected):
+        shown = json.dumps(value) if value is not None else "missing"
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        raise UserError(f"{self.where}: {key} is {shown}; expected {expected} (keys: mpicnn/plan/machine.py)")
+
+    def number(self, value, key, unit, positive=False):
+        """A finite number >= 0 (> 0 with ``positive``: a rate or size the model divides by)."""
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or value < 0 or (positive and value == 0)):
+            self.fail(key, value, f"a number {'> 0' if positive else '>= 0'} ({unit})")
+        return float(value)
+
+    def count(self, value, key, what):
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or value != int(value) or value < 1):
+            self.fail(key, value, f"a whole number >= 1 ({what})")
+        return int(value)
+
+    def table(self, value, key, expected, keys=None):
+        """A JSON object, its keys among ``keys`` if given."""
+        if not isinstance(value, dict) or (keys is not None and any(k not in keys for k in value)):
+            self.fail(key, value, f"{expected}" + (f" with keys among {', '.join(keys)}" if keys else ""))
+        return value
+
+    def pair(self, value, key, unit="s per byte"):
+        """An {"alpha": seconds, "beta": seconds per ``unit``} fit: both may be 0."""
+        self.table(value, key, 'an object {"alpha": seconds, "beta": seconds per byte}')
+        for k, u in (("alpha", "seconds"), ("beta", unit)):
+            self.number(value.get(k), f"{key}.{k}", u)
+        return value
+
+    def compute(self, value):
+        self.table(value, "compute", 'a table {dtype: {kind: [...]}} from calibration or a roofline '
+                                     '{"flops", "bandwidth", "layer_overhead"}')
+        if "flops" in value:
+            self.number(value["flops"], "compute.flops", "floating-point operations per second", positive=True)
+            self.number(value.get("bandwidth"), "compute.bandwidth", "bytes per second", positive=True)
+            self.number(value.get("layer_overhead", 0.0), "compute.layer_overhead", "seconds per layer")
+            return value
+        if not self.table(value, "compute", "a table by dtype", DTYPES):
+            self.fail("compute", value, "a table by dtype (float32, float64) or a roofline")
+        for dtype, kinds in value.items():
+            for kind, series in self.table(kinds, f"compute.{dtype}", "a table by layer kind").items():
+                key = f"compute.{dtype}.{kind}"
+                if not isinstance(series, list) or not series:
+                    self.fail(key, series, 'a list of {"config", "points"}')
+                for i, s in enumerate(series):
+                    self.table(s, f"{key}[{i}]", 'an object {"config", "points"}')
+                    for name, v in self.table(s.get("config"), f"{key}[{i}].config", "the layer's config").items():
+                        for x in (v if isinstance(v, list) else [v]):
+                            self.number(x, f"{key}[{i}].config.{name}", "channels, kernel, stride or padding")
+                    points = s.get("points")
+                    if not isinstance(points, list) or not points:
+                        self.fail(f"{key}[{i}].points", points, "a list of [size, forward, backward, "
+                                                                 "backward without input gradient]")
+                    for j, pt in enumerate(points):
+                        where = f"{key}[{i}].points[{j}]"
+                        if not isinstance(pt, list) or len(pt) != 4:
+                            self.fail(where, pt, "[size, forward, backward, backward without input gradient]")
+                        self.number(pt[0], f"{where}[0]", "size", positive=True)
+                        for t in (1, 2, 3):
+                            self.number(pt[t], f"{where}[{t}]", "seconds")
+        return value
 
 
 class Machine:
     def __init__(self, spec, where="machine"):
         self.spec, self.where = spec, where
-        self.nodes = int(spec.get("nodes", 1))
-        self.ranks_per_node = int(spec.get("ranks_per_node", 1 << 30))
-        self.memory_per_rank = spec.get("memory_per_rank")
-        self.baseline = float(spec.get("baseline_bytes", 120e6))
-        self.allocator_slack = float(spec.get("allocator_slack", 1.0))
-        self.overlap = bool(spec.get("overlap_gradients", False))
-        self.step_overhead = float(spec.get("step_overhead", 0.0))
-        self.compute_scale = float(spec.get("compute_scale", 1.0))
-        self.trainer_fits = spec.get("trainer_fits") or {}
-        self.optimizer = spec.get("optimizer", {"per_tensor": 5e-6, "per_byte": 1e-10})
-        self.data_per_byte = float(spec.get("data_per_byte", 1e-10))
-        self.links = {"intra": self._link(spec.get("intra"), "intra")}
-        self.links["inter"] = self._link(spec.get("inter"), "inter")
-        self.channel = spec.get("channel") or {}
-        self.halo = spec.get("halo") or {}
-        self.compute = spec.get("compute")
-        if not isinstance(self.compute, dict):
-            raise UserError(f"{where}: 'compute' must be a table or a roofline (flops, bandwidth, "
-                            f"layer_overhead); see mpicnn/plan/machine.py")
+        c = _Checker(where)
+        if spec.get("format", FORMAT) != FORMAT:  # a hand-written file may leave it out
+            c.fail("format", spec["format"], f"{FORMAT!r}, the format this mpicnn reads; recalibrate with "
+                                             f"mpiexec -n 2 python -m mpicnn.bench calibrate -o FILE")
+        self.nodes = c.count(spec.get("nodes", 1), "nodes", "nodes of the job")
+        self.ranks_per_node = c.count(spec.get("ranks_per_node", 1 << 30), "ranks_per_node", "ranks on a node")
+        memory = self.memory_per_rank = spec.get("memory_per_rank")
+        size = 'bytes, or a size like "16GB", "512MiB" or "2e9"'
+        if isinstance(memory, str):  # as --memory-per-rank takes it
+            try:
+                self.memory_per_rank = parse_bytes(memory)
+            except UserError:
+                c.fail("memory_per_rank", memory, f"a number > 0 ({size})")
+        elif memory is not None:
+            self.memory_per_rank = c.number(memory, "memory_per_rank", size, positive=True)
+        self.baseline = c.number(spec.get("baseline_bytes", 120e6), "baseline_bytes", "bytes")
+        allocator_slack = spec.get("allocator_slack", 1.0)
+        # Resident bytes per byte of activations: the heap cannot hold less than was allocated.
+        if c.number(allocator_slack, "allocator_slack", "resident bytes per byte of activations") < 1:
+            c.fail("allocator_slack", allocator_slack, "a number >= 1 (resident bytes per byte of activations)")
+        self.allocator_slack = float(allocator_slack)
+        self.overlap = spec.get("overlap_gradients", False)
+        if not isinstance(self.overlap, bool):
+            c.fail("overlap_gradients", self.overlap, "true or false")
+        self.step_overhead = c.number(spec.get("step_overhead", 0.0), "step_overhead", "seconds")
+        self.compute_scale = c.number(spec.get("compute_scale", 1.0), "compute_scale", "a factor", positive=True)
+        self.trainer_fits = c.table(spec.get("trainer_fits") or {}, "trainer_fits",
+                                    '{model: {"compute_scale", "step_overhead"}}')
+        for model, fit in self.trainer_fits.items():
+            c.table(fit, f"trainer_fits.{model}", 'an object {"compute_scale", "step_overhead"}')
+            c.number(fit.get("compute_scale"), f"trainer_fits.{model}.compute_scale", "a factor", positive=True)
+            c.number(fit.get("step_overhead"), f"trainer_fits.{model}.step_overhead", "seconds")
+        self.optimizer = c.table(spec.get("optimizer", {"per_tensor": 5e-6, "per_byte": 1e-10}), "optimizer",
+                                 'an object {"per_tensor": seconds, "per_byte": seconds}')
+        for k in ("per_tensor", "per_byte"):
+            c.number(self.optimizer.get(k), f"optimizer.{k}", "seconds")
+        self.data_per_byte = c.number(spec.get("data_per_byte", 1e-10), "data_per_byte", "seconds per byte")
+        self.links = {"intra": self._link(c, spec.get("intra"), "intra")}
+        self.links["inter"] = self._link(c, spec.get("inter"), "inter")
+        self.channel = c.table(spec.get("channel") or {}, "channel", "a table by op", CHANNEL_OPS)
+        for op, series in self.channel.items():
+            if not isinstance(series, list) or not series:
+                c.fail(f"channel.{op}", series, 'a list of {"channels", "alpha", "beta"}')
+            for i, point in enumerate(series):
+                c.pair(point, f"channel.{op}[{i}]")
+                c.count(point.get("channels"), f"channel.{op}[{i}].channels", "channels of the array")
+        self.halo = c.table(spec.get("halo") or {}, "halo", "a table by phase", ("forward", "backward"))
+        for phase, fit in self.halo.items():
+            c.pair(fit, f"halo.{phase}", "s per byte of the block")
+        self.compute = c.compute(spec.get("compute"))
         self._cache = {}
 
-    def _link(self, value, level):
+    def _link(self, c, value, level):
         if value is None:
             if level == "inter":
                 return self.links["intra"]
-            raise UserError(f"{self.where}: needs 'intra' message costs (alpha, beta)")
-        if "alpha" in value:
-            value = {op: value for op in OPS}
+            c.fail("intra", value, 'message costs {"alpha": seconds, "beta": seconds per byte}')
+        c.table(value, level, 'an object {"alpha", "beta"} or one per op')
+        if "alpha" in value or "beta" in value:  # one fit for every op
+            c.pair(value, level)
+            return {op: (float(value["alpha"]), float(value["beta"])) for op in OPS}
+        c.table(value, level, 'an object {"alpha", "beta"} or one per op', OPS)
         out = {}
         for op in OPS:
-            ab = value.get(op) or value.get("allreduce")
-            try:
-                out[op] = (float(ab["alpha"]), float(ab["beta"]))
-            except (TypeError, KeyError, ValueError):
-                raise UserError(f"{self.where}: {level}.{op} needs numbers alpha (s) and beta (s/byte)")
+            given = op if op in value else "allreduce"  # an op the file leaves out costs what its allreduce does
+            ab = c.pair(value.get(given), f"{level}.{given}")
+            out[op] = (float(ab["alpha"]), float(ab["beta"]))
         return out
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path, _extended_by=()):
+        """The machine of file ``path``; ``_extended_by``: the real paths of the files
+        whose ``extends`` led here (a loop among them is refused)."""
+        where = f"machine file {path!r}"
         try:
             with open(path) as f:
                 spec = json.load(f)
@@ -111,11 +236,17 @@ class Machine:
         if not isinstance(spec, dict):
             raise UserError(f"machine file {path!r} must hold a JSON object")
         base = spec.get("extends")
-        if base:  # a cluster file may take its compute table from a calibrated file
-            import os
-            merged = cls.load(os.path.join(os.path.dirname(os.path.abspath(path)), base)).spec
+        if base is not None:  # a cluster file may take its compute table from a calibrated file
+            if not isinstance(base, str) or not base:
+                _Checker(where).fail("extends", base, "the path of a machine file (relative to this one)")
+            chain = _extended_by + (os.path.realpath(path),)
+            base_path = os.path.join(os.path.dirname(os.path.abspath(path)), base)
+            if os.path.realpath(base_path) in chain:
+                _Checker(where).fail("extends", base, "a file that does not extend this one back "
+                                                      "(the files extend each other in a loop)")
+            merged = cls.load(base_path, chain).spec
             spec = {**merged, **spec}
-        return cls(spec, f"machine file {path!r}")
+        return cls(spec, where)
 
     def for_model(self, name):
         """This machine with the step fit calibration measured for model ``name``, if any."""

@@ -10,6 +10,8 @@ from .. import models
 from ..errors import UserError
 from ..nn import init, skip_input_gradient
 
+OTHER_TASKS = {"cosmo": "regression on 3-D volumes", "blobs": "segmentation of 2-D images"}
+
 
 @dataclass
 class Problem:
@@ -63,9 +65,9 @@ def dataset_info(spec):
     if parsed[0] == "shapes":
         ntrain, ntest = shapes.default_counts(parsed[1], parsed[2])
         return (3, parsed[1], parsed[1]), len(shapes.CLASS_NAMES), ntrain, ntest, 1
-    if parsed[0] != "file":
-        raise UserError(f"dataset {spec!r}: the planner handles images (mnist5k, shapes:SIZE or an HDF5 "
-                        f"file of images); {parsed[0]} volumes are not modelled yet")
+    if parsed[0] != "file":  # the built-ins of other tasks: blobs holds images too, but masks, not classes
+        raise UserError(f"dataset {spec!r}: the planner models classification of images (mnist5k, shapes:SIZE "
+                        f"or an HDF5 file of images); {parsed[0]} ({OTHER_TASKS[parsed[0]]}) is not modelled yet")
     from ..data import Dataset, has_split
     train = Dataset(parsed[1], "train", check_finite=False, cache_mb=0)
     ntest = Dataset(parsed[1], "test", check_finite=False, cache_mb=0).num_samples if has_split(spec, "test") else 0
