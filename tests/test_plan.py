@@ -165,6 +165,17 @@ def test_bad_input_is_one_error_line_and_exit_2(argv, words, machine_file):
     assert len(lines) == 1 and lines[0].startswith("mpicnn: error:") and words in lines[0], proc.stderr
 
 
+def test_a_segmentation_file_is_not_planned_as_classification(machine_file):
+    """An HDF5 file of masks (the blobs built-in's cache) is refused as the built-in is,
+    not planned as if its masks were classes."""
+    from mpicnn import data
+    proc = run_plan("--ranks", "2", "--dataset", data.prepare("blobs:32:8"), "--model", "convnet",
+                    "--machine", machine_file)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "a segmentation dataset is not modelled yet" in lines[0], proc.stderr
+
+
 def test_no_machine_file_is_an_error_that_says_how_to_make_one(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "MPICNN_MACHINE"}
     proc = subprocess.run([sys.executable, "-m", "mpicnn.plan", "--ranks", "2"], capture_output=True, text=True,

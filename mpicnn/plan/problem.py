@@ -73,4 +73,7 @@ def dataset_info(spec):
     ntest = Dataset(parsed[1], "test", check_finite=False, cache_mb=0).num_samples if has_split(spec, "test") else 0
     if len(train.shape) != 3:
         raise UserError(f"dataset {spec!r} holds samples of shape {train.shape}; the planner handles (C, H, W) images")
+    if train.task != "classification":
+        raise UserError(f"dataset {spec!r}: the planner models classification of images; a {train.task} dataset "
+                        f"is not modelled yet")
     return tuple(train.shape), train.num_classes, train.num_samples, ntest, np.dtype(train.dtype).itemsize
