@@ -36,6 +36,8 @@ def _print(analysis, out):
     if s:
         print(f"straggler: rank {s['rank']}, compute {s['factor']:.2f}x the others' (last at collectives "
               f"{s['last_at_collectives']}, late by {s['late_ms'] or 0:.1f} ms)")
+    elif a.get("straggler_note"):
+        print(f"straggler: {a['straggler_note']}")
     if a["allreduce_hidden_fraction"] is not None:
         print(f"gradient allreduce hidden behind backward: {100 * a['allreduce_hidden_fraction']:.0f}%")
     b = a["pipeline_bubble"]
