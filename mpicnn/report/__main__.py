@@ -7,14 +7,18 @@ as Holistic Trace Analysis reads them); prints the analyses (``--json``: as one 
 object).
 """
 import argparse
+import glob
 import json
 import os
+import shutil
 import sys
 
+from ..errors import UserError
 from . import hta
 from .analyse import KINDS, analyse
 from .html import write_html
-from .traces import check_nesting, find_inputs, load_metrics, load_traces, merge
+from .plots import PLOTS, draw_all, pyplot
+from .traces import RANK_FILE, check_run, find_inputs, load_metrics, load_traces, merge
 
 
 def _fail(message):
@@ -36,6 +40,8 @@ def _print(analysis, out):
     if s:
         print(f"straggler: rank {s['rank']}, compute {s['factor']:.2f}x the others' (last at collectives "
               f"{s['last_at_collectives']}, late by {s['late_ms'] or 0:.1f} ms)")
+    elif a.get("straggler_note"):
+        print(f"straggler: {a['straggler_note']}")
     if a["allreduce_hidden_fraction"] is not None:
         print(f"gradient allreduce hidden behind backward: {100 * a['allreduce_hidden_fraction']:.0f}%")
     b = a["pipeline_bubble"]
@@ -62,50 +68,91 @@ def main(argv=None):
     p.add_argument("--hta", action="store_true",
                    help="also write OUT/hta/: the traces as Holistic Trace Analysis reads them")
     args = p.parse_args(argv)
+    # Everything is read and checked before anything is written: a bad input leaves no output.
     try:
-        files, metrics = find_inputs(args.paths)
-    except FileNotFoundError as e:
-        return _fail(f"{e}; give the --trace directory and/or the --metrics file of a run")
-    if not files and not metrics:
-        return _fail(f"no rank*.trace.json or metrics file in {' '.join(args.paths)}; run the trainer with "
-                     f"--trace DIR and/or --metrics FILE")
+        traces, records, metrics, note = _read(args.paths)
+        if not args.no_plots:
+            pyplot()
+    except (UserError, ImportError) as e:
+        return _fail(str(e))
     first_dir = next((q for q in args.paths if os.path.isdir(q)), None)
     out = args.out or os.path.join(first_dir or os.path.dirname(os.path.abspath(metrics)), "report")
-    os.makedirs(out, exist_ok=True)
-    try:
-        traces = load_traces(files)
-        records = load_metrics(metrics)
-        for t in traces:
-            check_nesting(t)
-    except (ValueError, KeyError) as e:
-        return _fail(f"unreadable trace or metrics: {e}")
+    if os.path.exists(out) and not os.path.isdir(out):
+        return _fail(f"--out {out} is a file; give a directory to write the report into")
     analysis = analyse(traces) if traces else {"ranks": 0, "breakdown": {}, "straggler": None,
-                                               "allreduce_hidden_fraction": None, "pipeline_bubble": None,
-                                               "halo": None, "ps_weight_age": None, "clock_error_us": {}}
+                                               "straggler_note": None, "allreduce_hidden_fraction": None,
+                                               "pipeline_bubble": None, "halo": None, "ps_weight_age": None,
+                                               "clock_error_us": {}}
     final = next((r for r in reversed(records) if r.get("final")), None)
     if final and final.get("pipeline"):
         analysis["summary_pipeline_bubble"] = final["pipeline"].get("bubble")
-    if traces:
-        analysis["merged_trace"] = merge(traces, os.path.join(out, "merged.trace.json"))
-    if traces and args.hta:
-        analysis["hta_traces"] = hta.export(traces, os.path.join(out, "hta"))
-    plots = {}
-    if not args.no_plots:
-        from .plots import draw_all
-        try:
-            plots = draw_all(analysis, traces, records, out)
-        except ImportError as e:
-            return _fail(str(e))
-    analysis["plots"] = plots
-    analysis["html"] = write_html(os.path.join(out, "report.html"), analysis, plots,
-                                  f"mpicnn run report: {analysis.get('layout') or metrics}")
-    with open(os.path.join(out, "report.json"), "w") as f:
-        json.dump(analysis, f, indent=1)
+    made = _first_missing(out)
+    try:
+        _write(analysis, traces, records, metrics, out, args)
+    except OSError as e:
+        if made:
+            shutil.rmtree(made, ignore_errors=True)
+        return _fail(f"cannot write the report into {out}: {e.strerror or e}; choose a writable --out directory")
+    if note:
+        print(f"mpicnn: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps(analysis))
     else:
         _print(analysis, out)
     return 0
+
+
+def _read(paths):
+    """(traces, metrics records, metrics file, a note on a skipped line); UserError on bad input."""
+    try:
+        files, metrics = find_inputs(paths)
+    except FileNotFoundError as e:
+        raise UserError(f"{e}; give the --trace directory and/or the --metrics file of a run") from None
+    if not files and not metrics:
+        raise UserError(f"no rank*.trace.json or metrics file in {' '.join(paths)}; run the trainer with "
+                        f"--trace DIR and/or --metrics FILE")
+    traces = load_traces(files)
+    if traces:
+        check_run(traces)
+    records, note = load_metrics(metrics)
+    if not traces and not records:
+        raise UserError(f"nothing to report: {metrics} holds no metrics records and no traces were given; "
+                        f"give the --trace directory and/or the --metrics file of a run that trained")
+    return traces, records, metrics, note
+
+
+def _first_missing(path):
+    """The outermost folder of ``path`` that does not exist yet (removed if writing fails), or None."""
+    path, missing = os.path.abspath(path), None
+    while not os.path.exists(path):
+        path, missing = os.path.dirname(path), path
+    return missing
+
+
+def _write(analysis, traces, records, metrics, out, args):
+    os.makedirs(out, exist_ok=True)
+    # A report with fewer inputs writes fewer files: drop the previous report's.
+    hta_dir = os.path.join(out, "hta")
+    stale = [os.path.join(out, f"{name}.png") for name in PLOTS] + [os.path.join(out, "merged.trace.json")]
+    stale += [p for p in glob.glob(os.path.join(hta_dir, "rank*.trace.json"))
+              if RANK_FILE.fullmatch(os.path.basename(p))]
+    for path in stale:
+        if os.path.isfile(path):
+            os.remove(path)
+    if os.path.isdir(hta_dir) and not os.listdir(hta_dir):
+        os.rmdir(hta_dir)
+    if traces:
+        analysis["merged_trace"] = merge(traces, os.path.join(out, "merged.trace.json"))
+    if traces and args.hta:
+        analysis["hta_traces"] = hta.export(traces, hta_dir)
+    plots = {}
+    if not args.no_plots:
+        plots = draw_all(analysis, traces, records, out)
+    analysis["plots"] = plots
+    analysis["html"] = write_html(os.path.join(out, "report.html"), analysis, plots,
+                                  f"mpicnn run report: {analysis.get('layout') or metrics}")
+    with open(os.path.join(out, "report.json"), "w") as f:
+        json.dump(analysis, f, indent=1)
 
 
 if __name__ == "__main__":

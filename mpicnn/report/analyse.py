@@ -10,6 +10,8 @@
 - ``straggler``: the rank that arrives last at the step's collectives (start of its
   exchange phase, on rank 0's clock) most often; ``factor``: the median over steps of
   its compute over the other ranks' (median) in the same step; ``late_ms``: how much later it arrives (median).
+  None where no rank computes longer than the others, or where the ranks do different
+  work (pipeline stages, parameter servers and workers); ``straggler_note`` says why.
 - ``allreduce_hidden_fraction``: the share of the gradient buckets' allreduce time
   (launch to completion) that overlaps backward.
 - ``pipeline_bubble``: per stage 1 - busy/wall as the summary measures it: busy is
@@ -77,8 +79,13 @@ def breakdown(per_step):
 
 
 def straggler(traces, per_step):
+    """(the straggler or None, a note saying why none was named or None)."""
     if len(traces) < 2 or not all(per_step.values()):
-        return None
+        return None, None
+    roles = {t.info.get("role") for t in traces}
+    if "PipelineStage" in roles or len(roles) > 1:
+        work = "pipeline stages" if "PipelineStage" in roles else " and ".join(sorted(map(str, roles)))
+        return None, f"not compared: {work} do different work, so their compute times do not show a slow rank"
     arrivals = {}  # step -> {rank: start of its first exchange phase}
     for t in traces:
         for e in t.track("compute"):
@@ -102,10 +109,13 @@ def straggler(traces, per_step):
         others = [per_step[r][step]["compute"] for r in per_step if r != rank and step in per_step[r]]
         if others and statistics.median(others) > 0:
             ratios.append(mine["compute"] / statistics.median(others))
-    return {"rank": rank, "factor": statistics.median(ratios) if ratios else None,
+    factor = statistics.median(ratios) if ratios else None
+    if factor is None or factor <= 1.0:
+        return None, f"none: rank {rank}, last at collectives most often, computes no longer than the others"
+    return {"rank": rank, "factor": factor,
             "last_at_collectives": f"{last.get(rank, 0)}/{len(arrivals)} steps",
             "late_ms": statistics.median(late[rank]) if rank in late else None,
-            "compute_s_per_step": compute}
+            "compute_s_per_step": compute}, None
 
 
 def _overlap(a0, a1, intervals):
@@ -202,10 +212,11 @@ def ps_weight_age(traces):
 def analyse(traces):
     per_step = {t.rank: step_kinds(t) for t in traces}
     hidden, hidden_per_rank = allreduce_hidden(traces)
+    slow, slow_note = straggler(traces, per_step)
     return {"ranks": len(traces), "window": {t.rank: sorted(t.steps()) for t in traces},
             "layout": traces[0].info.get("layout") if traces else None,
             "clock_error_us": {t.rank: t.info.get("clock_error_us") for t in traces},
-            "breakdown": breakdown(per_step), "straggler": straggler(traces, per_step),
+            "breakdown": breakdown(per_step), "straggler": slow, "straggler_note": slow_note,
             "allreduce_hidden_fraction": hidden, "allreduce_hidden_per_rank": hidden_per_rank,
             "pipeline_bubble": pipeline_bubble(traces), "halo": halo(traces),
             "allreduce_bytes_per_layer": allreduce_bytes_per_layer(traces), "ps_weight_age": ps_weight_age(traces)}

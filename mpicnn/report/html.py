@@ -50,6 +50,8 @@ def write_html(path, analysis, plots, title):
         s = a["straggler"]
         parts.append(f"<h2>Straggler</h2><p>rank {s['rank']}, compute {_cell(s['factor'])}x the others' median; "
                      f"last at collectives {s['last_at_collectives']}, late by {_cell(s['late_ms'])} ms</p>")
+    elif a.get("straggler_note"):
+        parts.append(f"<h2>Straggler</h2><p>{html.escape(a['straggler_note'])}</p>")
     if a.get("allreduce_hidden_fraction") is not None:
         parts.append(f"<h2>Gradient allreduce</h2><p>{100 * a['allreduce_hidden_fraction']:.0f}% of the allreduce "
                      f"time overlaps backward</p>")

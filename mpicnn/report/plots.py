@@ -6,6 +6,8 @@ import os
 
 from .analyse import KINDS
 
+PLOTS = ("training", "breakdown", "timeline", "bytes")  # each written as NAME.png
+
 COLORS = {"compute": "#4c72b0", "communication": "#dd8452", "waiting": "#c44e52", "data": "#55a868",
           "idle": "#bbbbbb", "evaluation": "#8172b3", "forward": "#4c72b0", "backward": "#64b5cd",
           "wait": "#c44e52", "comm": "#dd8452", "phase": "#dddddd", "straggler": "#937860"}
