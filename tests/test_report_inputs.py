@@ -63,16 +63,28 @@ def test_traces_of_runs_of_different_sizes_are_refused(runs, tmp_path):
 
 def test_traces_of_two_runs_of_one_size_are_refused(runs, tmp_path):
     mixed = mix(tmp_path / "mixed", runs["a"] / "rank0.trace.json", runs["b"] / "rank1.trace.json")
+    refused(report(str(mixed), "--no-plots"), "different runs", "run_id")
+    # traces written before the run id: the ranks' steps do not overlap in time
+    for f in mixed.glob("rank*.trace.json"):
+        doc = json.loads(f.read_text())
+        del doc["distributedInfo"]["run_id"]
+        f.write_text(json.dumps(doc))
     refused(report(str(mixed), "--no-plots"), "different runs", "do not overlap in time")
 
 
-def test_a_rank_twice_and_a_missing_rank_are_refused(runs):
-    refused(report(str(runs["a"]), str(runs["b"]), "--no-plots"), "rank 0 twice", str(runs["b"]))
+def test_a_rank_twice_and_a_missing_rank_are_refused(runs, tmp_path):
+    refused(report(str(runs["a"]), str(runs["b"]), "--no-plots"), "different runs", "run_id")
+    copy = mix(tmp_path / "copy", *sorted(runs["a"].glob("rank*.trace.json")))  # the same run, twice
+    refused(report(str(runs["a"]), str(copy), "--no-plots"), "rank 0 twice", str(copy))
     refused(report(str(runs["a"] / "rank1.trace.json"), "--no-plots"), "rank(s) 0 of 2 missing")
 
 
 def test_a_window_that_traced_no_step_is_refused(tmp_path):
-    trace = train(tmp_path, 1, "--steps", "10")  # the default window 10:20 starts after the run
+    # stopped (a TERM at step 3) before its window 10:20: the traces hold no step
+    trace = tmp_path / "trace"
+    proc = subprocess.run([sys.executable, *TRAIN, "--steps", "30", "--trace", str(trace)], capture_output=True,
+                          text=True, timeout=300, env=dict(mpi_env(), MPICNN_INJECT_FAULT="term@step3"), cwd=ROOT)
+    assert proc.returncode == 0 and "stopped by" in proc.stdout, proc.stdout + proc.stderr
     refused(report(str(trace), "--no-plots"), "no training steps were traced", "--trace-steps 10:20",
             "--trace-steps A:B")
     assert not (trace / "report").exists()

@@ -78,13 +78,15 @@ def load_traces(files):
 
 def check_run(traces):
     """UserError unless ``traces`` are every rank of one run, each with traced steps: the
-    same world size, layout and window, ranks 0..world_size-1 once each, and steps that
-    overlap in time (the ranks of one run step together; no run id is written)."""
+    same run id (the trainer writes one since session 7), world size, layout and window,
+    ranks 0..world_size-1 once each, and steps that overlap in time (the ranks of one run
+    step together; what tells older traces apart)."""
     for t in traces:
         if not isinstance(t.info.get("rank"), int) or not isinstance(t.info.get("world_size"), int):
             raise UserError(f"{t.path}: no rank and world_size in its distributedInfo: not a trace of mpicnn.train")
     def settings(t):
-        return {"world size": t.info["world_size"], "layout": t.info.get("layout"), "--trace-steps": t.window}
+        return {"run_id": t.info.get("run_id"), "world size": t.info["world_size"], "layout": t.info.get("layout"),
+                "--trace-steps": t.window}
     first = traces[0]
     for t in traces[1:]:
         for what, theirs in settings(first).items():
