@@ -28,7 +28,7 @@ def _fail(message):
 
 def _print(analysis, out):
     a = analysis
-    what = f"{a['ranks']} rank(s), {a.get('layout')}" if a["ranks"] else "the metrics file (no traces)"
+    what = (a.get("layout") or f"{a['ranks']} rank(s)") if a["ranks"] else "the metrics file (no traces)"
     print(f"mpicnn report: {what}; files in {out}")
     if a["breakdown"]:
         print("ms per step   " + "  ".join(f"{k:>13}" for k in KINDS))
