@@ -165,6 +165,18 @@ def test_bad_input_is_one_error_line_and_exit_2(argv, words, machine_file):
     assert len(lines) == 1 and lines[0].startswith("mpicnn: error:") and words in lines[0], proc.stderr
 
 
+def test_a_mistyped_machine_key_is_named_not_ignored(tmp_path, machine_file):
+    """A misspelt key would leave its default in force without a word."""
+    spec = json.load(open(os.path.join(os.path.dirname(__file__), "..", "docs", "machines", "cluster-64x4.json")))
+    spec["memory_per_ranks"] = spec.pop("memory_per_rank")
+    (tmp_path / "m.json").write_text(json.dumps(spec))
+    proc = run_plan("--ranks", "2", "--machine", str(tmp_path / "m.json"))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown key 'memory_per_ranks'" in lines[0], proc.stderr
+    assert "did you mean 'memory_per_rank'?" in lines[0]
+
+
 def test_a_segmentation_file_is_not_planned_as_classification(machine_file):
     """An HDF5 file of masks (the blobs built-in's cache) is refused as the built-in is,
     not planned as if its masks were classes."""

@@ -48,6 +48,7 @@ hand for a machine one is not on (``docs/machines/cluster-64x4.json``). Keys:
   ``data_per_byte``: seconds to read and convert one byte of input batch.
 """
 import copy
+import difflib
 import json
 import math
 import os
@@ -148,10 +149,25 @@ class _Checker:
         return value
 
 
+# The keys the cost model reads, and those calibration writes for the record (or a person
+# for the reader): any other key is a typo whose value would be silently ignored.
+MODEL_KEYS = ("nodes", "ranks_per_node", "memory_per_rank", "baseline_bytes", "allocator_slack",
+              "overlap_gradients", "step_overhead", "compute_scale", "trainer_fits", "optimizer", "data_per_byte",
+              "intra", "inter", "channel", "halo", "compute")
+RECORD_KEYS = ("format", "extends", "description", "comment", "host", "measured", "backend", "threads_per_rank",
+               "ranks", "links_measured", "channel_measured", "halo_measured", "calibration_seconds")
+
+
 class Machine:
     def __init__(self, spec, where="machine"):
         self.spec, self.where = spec, where
         c = _Checker(where)
+        for key in spec:
+            if key not in MODEL_KEYS + RECORD_KEYS:
+                near = difflib.get_close_matches(key, MODEL_KEYS + RECORD_KEYS, n=1)
+                hint = f"did you mean {near[0]!r}?" if near else f"the planner reads {', '.join(MODEL_KEYS)}"
+                raise UserError(f"{where}: unknown key {key!r} (its value would be ignored); {hint} "
+                                f"(keys: mpicnn/plan/machine.py)")
         if spec.get("format", FORMAT) != FORMAT:  # a hand-written file may leave it out
             c.fail("format", spec["format"], f"{FORMAT!r}, the format this mpicnn reads; recalibrate with "
                                              f"mpiexec -n 2 python -m mpicnn.bench calibrate -o FILE")
