@@ -54,6 +54,8 @@ BAD = [
     (["zoo", "--models", "foo"], ["--models: unknown foo"]),
     (["zoo", "--models", "lenet5,"], ["--models", "empty name"]),
     (["augment", "--models", "resnet8"], ["--models: the augment bench runs lenet5, convnet"]),
+    (["calibrate", "--models", "lenet5,nosuch"], ["--models: unknown model 'nosuch'"]),
+    (["calibrate", "--models", "nopackage.mod:build"], ["--models: cannot import 'nopackage.mod'"]),
     (["plan", "--cases", "no-such-case"], ["--cases", "matches no case"]),
     (["plan", "--machine", ""], ["--machine is empty"]),
     (["nonsense"], ["invalid choice"]),

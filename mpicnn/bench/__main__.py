@@ -111,7 +111,14 @@ def check_names(args):
             from .augment import PROTOCOL
             if set(names) - set(PROTOCOL):
                 raise UserError(f"--models: the augment bench runs {', '.join(PROTOCOL)}")
-        elif args.what not in ("calibrate", "plan", "trace"):  # calibrate takes any trainer model
+        elif args.what == "calibrate":  # any trainer model: the zoo's, or a user's package.module:function
+            from .. import models
+            for name in names:
+                try:
+                    models.builder(name)
+                except ValueError as e:
+                    raise UserError(f"--models: {e}") from None
+        elif args.what not in ("plan", "trace"):
             from .zoo import ZOO
             unknown = sorted(set(names) - {label for label, *_ in ZOO})
             if unknown:
