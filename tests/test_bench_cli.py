@@ -108,3 +108,13 @@ def test_results_are_written_atomically(tmp_path):
     with pytest.raises(TypeError):
         write_json(str(path), {"a": object()})  # not JSON: fails halfway through
     assert json.loads(path.read_text()) == {"a": 1} and os.listdir(path.parent) == ["r.json"]
+
+
+def test_a_combination_only_the_trainer_refuses_is_its_one_line(tmp_path):
+    """A grid too fine for the images passes the bench's own checks; the trainer run it
+    starts refuses it, and that line is the bench's error (was a RuntimeError traceback
+    wrapping it)."""
+    result = run_bench("spatial", "--sizes", "16", "--grids", "8x1", "--spatial-steps", "2", "--spatial-repeats", "1",
+                       "--json", str(tmp_path / "s.json"), cwd=tmp_path)
+    assert_refused(result, "spatial=8x1", "cannot be cut into 8 non-empty blocks", "(in a run the bench started)")
+    assert os.listdir(tmp_path) == []

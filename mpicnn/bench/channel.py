@@ -18,6 +18,7 @@ import subprocess
 import sys
 
 from ..parallel.launcher import mpi_command, mpi_env
+from .report import run_failure
 
 TRAFFIC = {"allgather": 1, "reduce_scatter": 1, "allreduce": 2}  # ring: multiples of n(C-1)/C per rank
 
@@ -97,7 +98,7 @@ def bench_channel(channels=(1, 2), splits=("filter", "channel", "auto"), size=32
                               *(["--channel-split", split] if c > 1 else []))
             proc = subprocess.run(cmd, capture_output=True, text=True, env=mpi_env())
             if proc.returncode:
-                raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+                raise run_failure(" ".join(cmd), proc.stderr)
             line = next(l for l in proc.stdout.splitlines() if l.startswith("BENCH "))
             runs[c, split] = json.loads(line[len("BENCH "):])
     base = next(iter(runs.values()))

@@ -24,7 +24,7 @@ from ..parallel.launcher import mpi_command, mpi_env
 from ..parallel.spec import parse_parallel
 from ..plan import Layout, Machine, Problem, predict
 from ..training.figures import warmup_steps
-from .report import table, write_json
+from .report import run_failure, table, write_json
 
 ALL2 = [("data=2", 1, "auto"), ("spatial=2x1", 1, "auto"), ("spatial=1x2", 1, "auto"), ("channel=2", 1, "auto"),
         ("channel=2", 1, "filter"), ("channel=2", 1, "channel"), ("pipeline=2", 1, "auto"),
@@ -77,7 +77,7 @@ def run_steps(ranks, args, env):
                           "--metrics", metrics)
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode:
-            raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+            raise run_failure(" ".join(cmd), proc.stderr)
         records = [json.loads(line) for line in open(metrics)]
     return records, records[-1]
 
@@ -131,7 +131,7 @@ def machine_for(args):
     cmd = mpi_command(2, "-m", "mpicnn.bench", "calibrate", "-o", path)
     proc = subprocess.run(cmd, env=mpi_env(), capture_output=True, text=True)
     if proc.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+        raise run_failure(" ".join(cmd), proc.stderr)
     print(proc.stdout.strip().splitlines()[-1])
     return Machine.load(path), path
 

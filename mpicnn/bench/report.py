@@ -1,7 +1,21 @@
-"""Output of every bench: aligned tables on stdout, results as JSON on disk."""
+"""Output of every bench: aligned tables on stdout, results as JSON on disk, and the
+error of a run it started that failed."""
 import json
 
+from ..errors import UserError
 from ..io.atomic import atomic_path
+
+ERROR = "mpicnn: error: "
+
+
+def run_failure(what, stderr):
+    """The error for a run the bench started (``what``) that failed: the run's own
+    one-line error, as the bench's (a combination of options the trainer refuses), or
+    anything else with the tail of its stderr."""
+    lines = stderr.strip().splitlines()
+    if lines and lines[-1].startswith(ERROR):
+        return UserError(f"{lines[-1][len(ERROR):]} (in a run the bench started)")
+    return RuntimeError(f"{what} failed:\n{stderr[-3000:]}")
 
 
 def table(title, rows):

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..parallel.launcher import mpi_command, mpi_env
 from ..report.traces import RankTrace
+from .report import run_failure
 
 
 def run_trainer(n, args, env):
@@ -25,7 +26,7 @@ def run_trainer(n, args, env):
         cmd = mpi_command(n, "-m", "mpicnn.train", *args, "--no-progress", "--metrics", metrics)
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode:
-            raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+            raise run_failure(" ".join(cmd), proc.stderr)
         return [json.loads(line) for line in open(metrics)][-1]
 
 
@@ -47,7 +48,7 @@ def run_ceiling(n, args, batch_size, env, trace_steps=None):
         for cmd_proc in procs:
             _, err = cmd_proc.communicate()
             if cmd_proc.returncode:
-                raise RuntimeError(f"ceiling run failed:\n{err[-3000:]}")
+                raise run_failure("ceiling run", err)
         records = [[json.loads(line) for line in open(p)][-1] for p in paths]
         out = {"images_per_sec": sum(r["images_per_sec"] for r in records)}
         if trace_steps:
