@@ -216,6 +216,8 @@ def builder(name):
         found = getattr(importlib.import_module(module), function, None)
     except ImportError as e:
         raise ValueError(f"cannot import {module!r} ({e}); put the folder that holds it on PYTHONPATH")
+    except Exception as e:  # the user's module failed as it ran: say where, in one line
+        raise ValueError(f"importing {module!r} failed: {type(e).__name__}: {e}") from None
     if not callable(found):
         raise ValueError(f"module {module!r} has no function {function!r}")
     return found
@@ -244,8 +246,26 @@ def get(name, in_channels, num_classes, dtype=np.float32, image_size=None, **opt
         kwargs["image_size"] = tuple(image_size)
     model = build(**kwargs)
     if not isinstance(model, nn.Module):
-        raise ValueError(f"{name} returned a {type(model).__name__}, not an mpicnn.nn.Module")
+        raise ValueError(f"{name} returned {type(model).__name__!r}, not an mpicnn.nn.Module")
     return model
+
+
+def check_user_model(model, num_classes, dtype):
+    """Raise ValueError where a user's builder made a model the run cannot train: a
+    parameter of another dtype than ``dtype`` (the layers must take the builder's
+    ``dtype``), or a head (``head_of``) whose outputs are not the dataset's
+    ``num_classes`` classes or targets. Found at start, not as a shape or dtype error in
+    the first step."""
+    named = list(model.named_parameters())
+    other = next(((n, p) for n, p in named if p.data.dtype != np.dtype(dtype)), None)
+    if other:
+        raise ValueError(f"its parameter {other[0]!r} is {other[1].data.dtype}, the run's --dtype is "
+                         f"{np.dtype(dtype)}: build every layer with the builder's dtype argument")
+    if any(p.data.ndim >= 2 for _, p in named):
+        name, head = head_of(model)
+        if head.data.shape[0] != num_classes:
+            raise ValueError(f"its head {name!r} has {head.data.shape[0]} outputs and the dataset {num_classes} "
+                             f"classes (or targets): build the last layer with the builder's num_classes")
 
 
 def head_of(model):

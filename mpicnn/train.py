@@ -78,6 +78,12 @@ def use_node(args, comm):
             backend.use(args.backend, local_rank=local_rank)
         except (RuntimeError, ValueError) as e:
             raise UserError(f"--backend {args.backend}: {e}")
+        if os.environ.get("MPICNN_EMU_CHECK"):  # read at each launch: a typo would fail mid-step
+            from kernels.module import env_checks
+            try:
+                env_checks()
+            except ValueError as e:
+                raise UserError(str(e))
 
 
 def observe(args, comm, layout):

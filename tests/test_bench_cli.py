@@ -118,3 +118,12 @@ def test_a_combination_only_the_trainer_refuses_is_its_one_line(tmp_path):
                        "--json", str(tmp_path / "s.json"), cwd=tmp_path)
     assert_refused(result, "spatial=8x1", "cannot be cut into 8 non-empty blocks", "(in a run the bench started)")
     assert os.listdir(tmp_path) == []
+
+
+def test_the_kernel_bench_on_cupy_without_a_gpu_is_one_line(tmp_path):
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = subprocess.run([sys.executable, "-m", "mpicnn.bench.kernels", "--backend", "cupy", "--json",
+                             str(tmp_path / "k.json")], capture_output=True, text=True, env=env, cwd=tmp_path,
+                            timeout=60)
+    assert_refused(result, "--backend cupy", "--backend numpy|emu")
+    assert os.listdir(tmp_path) == []

@@ -260,7 +260,7 @@ def test_vector_types_and_alignment_check(kernel_cache):
     np.testing.assert_array_equal(v.reshape(-1, 4), expect)
     with pytest.raises(TypeError, match=r"args\[0\].*aligned to 16 bytes"):
         k((1,), (64,), (v[1:197], np.float32(2), 49))
-    with pytest.raises(TypeError, match=r"args\[0\] should be float\*, whose elements are 16 bytes, got a float32 "
+    with pytest.raises(TypeError, match=r"args\[0\] should be float4\*, whose elements are 16 bytes, got a float32 "
                                         r"array of 796 bytes, not a whole number of them"):
         k((1,), (64,), (v[:199], np.float32(2), 49))
 

@@ -7,7 +7,7 @@ import pytest
 from mpi4py import MPI
 
 from contract import params_of
-from launch import run_mpi
+from launch import mpi_env, run_mpi
 from mpicnn import train
 from mpicnn.errors import UserError
 from mpicnn.io.checkpoint import load_checkpoint
@@ -149,3 +149,14 @@ def test_a_model_dataset_misfit_ends_every_rank_with_one_line(tmp_path):
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mpicnn: error: --model unet: unet takes images"), proc.stderr
+
+
+def test_an_unknown_emulator_check_is_one_line_at_start():
+    """MPICNN_EMU_CHECK is read at each kernel launch: a typo was a traceback mid-step."""
+    proc = run_mpi(1, "-m", "mpicnn.train", "--backend", "emu", "--steps", "1", "--no-progress", "--dataset",
+                   "shapes:16:32", "--batch-size", "8", "--model", "convnet", "--width", "4",
+                   env=dict(mpi_env(), MPICNN_EMU_CHECK="memcheck,bogus"))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "mpicnn: error: MPICNN_EMU_CHECK: unknown check 'bogus'; choose from memcheck, synccheck, racecheck, "
+        "comma-separated"]

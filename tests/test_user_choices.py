@@ -24,12 +24,28 @@ def test_user_model_by_name():
     assert model.named_parameters().__next__()[1].data.shape == (4, 3, 3, 3)
     with pytest.raises(ValueError, match="does not take --depth; the options it takes: --width"):
         models.get(USER, 3, 4, depth=3)
-    with pytest.raises(ValueError, match="returned a list, not an mpicnn.nn.Module"):
+    with pytest.raises(ValueError, match="returned 'list', not an mpicnn.nn.Module"):
         models.get("user_models.small:not_a_model", 3, 4)
     with pytest.raises(ValueError, match="has no function 'nope'"):
         models.get("user_models.small:nope", 3, 4)
     with pytest.raises(ValueError, match="put the folder that holds it on PYTHONPATH"):
         models.get("no_such_package.mod:build", 3, 4)
+    with pytest.raises(ValueError, match="^importing 'user_models.broken' failed: NameError: name 'np'"):
+        models.get("user_models.broken:build", 3, 4)
+
+
+@pytest.mark.parametrize("builder, says", [
+    ("user_models.small:three_outputs", "its head '3.weight' has 3 outputs and the dataset 6 classes"),
+    ("user_models.small:always_float64", "its parameter '0.weight' is float64, the run's --dtype is float32"),
+    ("user_models.broken:build", "importing 'user_models.broken' failed: NameError"),
+])
+def test_a_user_model_that_cannot_train_on_the_run_is_refused_at_start(builder, says):
+    """Found when the model is built, in one line, not as a loss or dtype error in the
+    first step (or an import traceback)."""
+    argv = ["--model", builder, "--dataset", "shapes:16:64", "--steps", "3", "--batch-size", "8", "--no-progress"]
+    with pytest.raises(UserError, match="^--model " + builder) as e:
+        train.run(argv, None)
+    assert says in str(e.value)
 
 
 def test_a_model_that_flattens_its_input_first_trains_like_torch():

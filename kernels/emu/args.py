@@ -51,7 +51,12 @@ class Param:
         if self.code == "V" and not self.pointer:
             return f"struct of {self.size} bytes"
         base = C_NAMES[self.code]
-        return base + "*" if self.pointer else base
+        if not self.pointer:
+            return base
+        lanes = self.elem // self.dtype().itemsize if self.code in C_NAMES and self.code != "V" else 1
+        if lanes > 1:  # a CUDA vector type: float4*, int2*
+            return f"{base}{lanes}*" if " " not in base else f"{base} x{lanes}*"
+        return base + "*"
 
     def dtype(self):
         return np.dtype("int8" if self.code == "c" else self.code)

@@ -248,7 +248,10 @@ def main(argv=None):
             ap.exit(2, f"mpicnn: error: {e}\n")
         if args.backend != "emu":
             ap.exit(2, "mpicnn: error: --check times the emulator's checks: add --backend emu\n")
-    backend.use(args.backend)
+    try:
+        backend.use(args.backend)
+    except (RuntimeError, ValueError) as e:  # cupy without a GPU: as the trainer says it
+        ap.exit(2, f"mpicnn: error: --backend {args.backend}: {e}\n")
     small = args.small or args.backend == "emu"
     repeats = args.repeats or (3 if args.backend == "emu" else 20)
     timer = Timer(repeats)

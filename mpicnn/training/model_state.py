@@ -31,6 +31,8 @@ def build_model(args, comm, image_shape, num_classes, dtype, task, deferred=Fals
             with init.deferred() if deferred else contextlib.nullcontext():
                 model = models.get(args.model, image_shape[0], num_classes, dtype=dtype,
                                    image_size=image_shape[1:], **options)
+            if args.model not in models.MODELS:  # the zoo's models are built to fit
+                models.check_user_model(model, num_classes, dtype)
         except (ValueError, TypeError) as e:
             raise UserError(f"--model {args.model}: {e}")
     skip_input_gradient(model)

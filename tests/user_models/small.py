@@ -161,3 +161,15 @@ def blurred_volumes(in_channels=1, num_classes=2, dtype=np.float32, image_size=N
         nn.Conv3d(in_channels, 4, 3, padding=1, dtype=dtype), nn.ReLU(), BoxBlur(), Center(),
         nn.Conv3d(4, 4, 3, padding=1, dtype=dtype), nn.ReLU(), nn.GlobalAvgPool3d(),
         nn.Linear(4, num_classes, dtype=dtype))
+
+
+def three_outputs(in_channels=3, num_classes=10, dtype=np.float32, image_size=None):
+    """A head of a fixed 3 outputs, whatever the dataset's classes."""
+    return nn.Sequential(nn.Conv2d(in_channels, 8, 3, padding=1, dtype=dtype), nn.ReLU(), nn.GlobalAvgPool2d(),
+                         nn.Linear(8, 3, dtype=dtype))
+
+
+def always_float64(in_channels=3, num_classes=10, dtype=np.float32, image_size=None):
+    """Ignores the dtype it is given."""
+    return nn.Sequential(nn.Conv2d(in_channels, 8, 3, padding=1, dtype=np.float64), nn.ReLU(),
+                         nn.GlobalAvgPool2d(), nn.Linear(8, num_classes, dtype=np.float64))
