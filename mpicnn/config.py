@@ -222,10 +222,7 @@ def check_outputs(args, reports):
                                 f"give them different paths")
     for option, path, everywhere, example in files:
         if path and (everywhere or reports):
-            if os.path.isdir(path):
-                raise UserError(f"{option} {path!r} is a directory; give a file path, e.g. "
-                                f"{os.path.join(path, example)}")
-            probe_writable(option, path, os.path.dirname(os.path.abspath(path)))
+            check_file_output(option, path, example)
     for option, path, everywhere in directories:
         if path and (everywhere or reports):
             if os.path.exists(path) and not os.path.isdir(path):
@@ -238,6 +235,14 @@ def check_outputs(args, reports):
     if reports and args.metrics and not is_metrics_log(args.metrics):
         raise UserError(f"--metrics {args.metrics!r} exists and is not a metrics log (JSON lines); --metrics "
                         f"replaces only an earlier one: remove that file or choose another path")
+
+
+def check_file_output(option, path, example):
+    """UserError unless the file ``path`` can be written: not a directory (``example``: a
+    file name to suggest in it), and in a place this process can create files in."""
+    if os.path.isdir(path):
+        raise UserError(f"{option} {path!r} is a directory; give a file path, e.g. {os.path.join(path, example)}")
+    probe_writable(option, path, os.path.dirname(os.path.abspath(path)))
 
 
 def probe_writable(option, path, directory):

@@ -138,12 +138,10 @@ def check_output(option, path, example="bench.json"):
     """Refuse, before any run, a results file that cannot be written: an empty path, a
     folder, or a place this process cannot create files in (found when written, that
     costs the whole bench)."""
-    from ..config import probe_writable  # imports NumPy: after main set its threads
+    from ..config import check_file_output  # imports NumPy: after main set its threads
     if not path:
         raise UserError(f"{option} is empty (an unset shell variable?); give a file path, or leave the option out")
-    if os.path.isdir(path):  # worded as config.check_outputs words it
-        raise UserError(f"{option} {path!r} is a directory; give a file path, e.g. {os.path.join(path, example)}")
-    probe_writable(option, path, os.path.dirname(os.path.abspath(path)))
+    check_file_output(option, path, example)
 
 
 def trace_json(json_path):
@@ -207,13 +205,8 @@ def main(argv=None):
     else:
         check_output("--json", json_path)
     if args.what == "plan" and not args.machine:  # it calibrates first, into this file
-        machine = os.path.join("bench-results", "machine.json")
-        if os.path.isdir(machine):
-            raise UserError(f"bench plan without --machine calibrates into {machine}, which is a directory; "
-                            f"remove it or pass --machine FILE")
-        from ..config import probe_writable
-        probe_writable("bench plan without --machine (it calibrates into bench-results/machine.json)", machine,
-               os.path.dirname(os.path.abspath(machine)))
+        check_output("the machine file bench plan calibrates without --machine",
+                     os.path.join("bench-results", "machine.json"), "machine.json")
     if args.what == "calibrate":  # writes the machine file, not a bench result
         from .calibrate import main as calibrate_main
         return calibrate_main(args)
@@ -254,8 +247,7 @@ def main(argv=None):
         elif args.compare == "torch":
             print(f"no PyTorch column: {note}")
     if args.what in ("all", "scaling"):
-        ranks = args.ranks
-        results["scaling"] = bench_scaling(ranks, steps=args.steps, repeats=args.scaling_repeats)
+        results["scaling"] = bench_scaling(args.ranks, steps=args.steps, repeats=args.scaling_repeats)
         table("data-parallel lenet5, global batch 128, one BLAS thread per rank; ceiling: N independent "
               "1-rank runs at 1/N of the batch at once, of_ceiling = images/s over the ceiling's; lockstep_bound: "
               "what of the ceiling the same runs, traced, keep if every step waits for the slowest one's "
