@@ -220,7 +220,7 @@ def main(argv=None):
     from .scaling import bench_allreduce_under_mpi, bench_scaling, bench_vs_ddp
     from .channel import bench_channel
     from .spatial import bench_spatial
-    from .zoo import PEAK_GFLOPS, ZOO, bench_zoo, geomean
+    from .zoo import PEAK_GFLOPS, bench_zoo, geomean
 
 
     results = {}
@@ -258,7 +258,7 @@ def main(argv=None):
             except ImportError as e:
                 print(f"\nno PyTorch DDP comparison: PyTorch is not importable ({e})")
             else:
-                ddp_ranks = tuple(r for r in ranks if r > 1) or ranks
+                ddp_ranks = tuple(r for r in args.ranks if r > 1) or args.ranks
                 results["scaling_vs_ddp"] = bench_vs_ddp(ddp_ranks, steps=args.steps, repeats=args.scaling_repeats)
                 table("default job (lenet5, mnist5k, global batch 64, Adam) vs PyTorch DDP (gloo), one thread per "
                       "process, medians; ratio above 1: mpicnn faster; *_of_ceiling: images/s over that "
