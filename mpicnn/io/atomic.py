@@ -28,7 +28,7 @@ def atomic_path(path, overwrite=True):
     refuse_existing(path, overwrite)
     path = os.path.abspath(os.fspath(path))
     directory = os.path.dirname(path)
-    made = _missing_folders(directory)
+    made = missing_folders(directory)
     try:
         os.makedirs(directory, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".tmp.")
@@ -66,7 +66,7 @@ def atomic_file(path, overwrite=True):
         yield f
 
 
-def _missing_folders(directory):
+def missing_folders(directory):
     """The folders of ``directory`` that do not exist yet, deepest first."""
     missing = []
     while not os.path.exists(directory):

@@ -29,6 +29,7 @@ from ..parallel import events
 
 
 DEFAULT_WINDOW = "10:20"  # --trace-steps when not given
+RANK_FILE = re.compile(r"rank(\d+)\.trace\.json")  # each rank's file, rank{R}.trace.json
 
 
 def parse_window(text):
@@ -62,7 +63,7 @@ def remove_stale(directory, world_size):
     (R >= ``world_size``): this run writes ranks below it, and the report would otherwise
     read the earlier run's ranks as this one's."""
     for path in glob.glob(os.path.join(glob.escape(directory), "rank*.trace.json")):
-        found = re.fullmatch(r"rank(\d+)\.trace\.json", os.path.basename(path))
+        found = RANK_FILE.fullmatch(os.path.basename(path))
         if found and int(found.group(1)) >= world_size:
             os.remove(path)
 

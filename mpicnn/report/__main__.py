@@ -14,11 +14,13 @@ import shutil
 import sys
 
 from ..errors import UserError
+from ..io.atomic import missing_folders
+from ..io.trace import RANK_FILE
 from . import hta
 from .analyse import KINDS, analyse
 from .html import write_html
 from .plots import PLOTS, draw_all, pyplot
-from .traces import RANK_FILE, check_run, find_inputs, load_metrics, load_traces, merge
+from .traces import check_run, find_inputs, load_metrics, load_traces, merge
 
 
 def _fail(message):
@@ -79,19 +81,16 @@ def main(argv=None):
     out = args.out or os.path.join(first_dir or os.path.dirname(os.path.abspath(metrics)), "report")
     if os.path.exists(out) and not os.path.isdir(out):
         return _fail(f"--out {out} is a file; give a directory to write the report into")
-    analysis = analyse(traces) if traces else {"ranks": 0, "breakdown": {}, "straggler": None,
-                                               "straggler_note": None, "allreduce_hidden_fraction": None,
-                                               "pipeline_bubble": None, "halo": None, "ps_weight_age": None,
-                                               "clock_error_us": {}}
+    analysis = analyse(traces)
     final = next((r for r in reversed(records) if r.get("final")), None)
     if final and final.get("pipeline"):
         analysis["summary_pipeline_bubble"] = final["pipeline"].get("bubble")
-    made = _first_missing(out)
+    made = missing_folders(os.path.abspath(out))  # deepest first: removed, with what was written, on failure
     try:
         _write(analysis, traces, records, metrics, out, args)
     except OSError as e:
         if made:
-            shutil.rmtree(made, ignore_errors=True)
+            shutil.rmtree(made[-1], ignore_errors=True)
         return _fail(f"cannot write the report into {out}: {e.strerror or e}; choose a writable --out directory")
     if note:
         print(f"mpicnn: {note}", file=sys.stderr)
@@ -119,14 +118,6 @@ def _read(paths):
         raise UserError(f"nothing to report: {metrics} holds no metrics records and no traces were given; "
                         f"give the --trace directory and/or the --metrics file of a run that trained")
     return traces, records, metrics, note
-
-
-def _first_missing(path):
-    """The outermost folder of ``path`` that does not exist yet (removed if writing fails), or None."""
-    path, missing = os.path.abspath(path), None
-    while not os.path.exists(path):
-        path, missing = os.path.dirname(path), path
-    return missing
 
 
 def _write(analysis, traces, records, metrics, out, args):

@@ -3,9 +3,9 @@ checking that each track's spans nest, and merging the ranks into one trace."""
 import glob
 import json
 import os
-import re
 
 from ..errors import UserError
+from ..io.trace import RANK_FILE
 
 TOLERANCE_US = 0.01  # times are written rounded to 1 ns
 
@@ -33,9 +33,6 @@ class RankTrace:
     def steps(self):
         """Step number -> its ProfilerStep span."""
         return {e["args"]["step"]: e for e in self.spans if e["name"].startswith("ProfilerStep#")}
-
-
-RANK_FILE = re.compile(r"rank(\d+)\.trace\.json")
 
 
 def _rank_of(path):
