@@ -1,7 +1,13 @@
 """bench scaling: the data-parallel rows and the machine ceiling measured in the same run."""
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
+from launch import ROOT
 from mpicnn.bench.scaling import bench_scaling, lockstep_bound
 from tools import TORCH_INSTALL, require_module
 
@@ -68,3 +74,17 @@ def test_ddp_rows_carry_both_sides_ceilings():
         assert row[f"{side}_of_ceiling"] == pytest.approx(job / top)
         assert len(row[f"{side}_runs"]) == 1 and len(row[f"{side}_ceiling_runs"]) == 1
     assert row["ratio"] == pytest.approx(row["mpicnn_images_per_sec"] / row["ddp_images_per_sec"])
+
+
+@pytest.mark.slow
+def test_the_cli_writes_both_tables_with_compare_torch(tmp_path):
+    """python -m mpicnn.bench scaling --compare torch end to end (main's own branch)."""
+    require_module("torch", TORCH_INSTALL)
+    out = tmp_path / "s.json"
+    proc = subprocess.run([sys.executable, "-m", "mpicnn.bench", "scaling", "--compare", "torch", "--steps", "8",
+                           "--scaling-repeats", "1", "--json", str(out)], capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(out.read_text())
+    assert [row["ranks"] for row in results["scaling"]] == [1, 2]
+    assert [row["ranks"] for row in results["scaling_vs_ddp"]] == [2]
