@@ -344,7 +344,7 @@ def test_bench_plan_reads_a_runs_median_step_from_its_records():
     """Records of every step hold the images/s of the timed steps so far; the steps'
     own times come back from their differences (the summary record is left out)."""
     from mpicnn.bench.plan import step_seconds
-    from mpicnn.training.figures import warmup_steps
+    from mpicnn.warmup import warmup_steps
     batch, steps, times = 32, 12, [0.5, 0.01, 0.02, 0.03, 0.02, 0.9, 0.02]
     warmup = warmup_steps(0, steps)
     records, elapsed = [], 0.0

@@ -11,7 +11,7 @@ zoo model mirrored to torch.nn by ``zoo._torch_mirror``), the same data (the dat
 read through ``mpicnn.data``, the same epoch order, each rank its contiguous share of
 every global batch), CrossEntropyLoss, Adam with the trainer's default learning rate,
 one intra-op thread per process. Images/s counts the steps after the trainer's
-warm-up (min(5, steps // 4)) on rank 0, as the trainer does.
+warm-up (``mpicnn.warmup``) on rank 0, as the trainer does.
 """
 import argparse
 import json
@@ -30,6 +30,7 @@ def _worker(args):
     from torch.nn.parallel import DistributedDataParallel
 
     from .. import data, models
+    from ..warmup import warmup_steps
     from ..nn import init
     from .zoo import _torch_mirror
 
@@ -45,7 +46,7 @@ def _worker(args):
     B, W = args.batch_size, args.world
     lo, hi = args.rank * B // W, (args.rank + 1) * B // W
     per_epoch = data.steps_per_epoch(ds.num_samples, B)
-    warmup = min(5, args.steps // 4)
+    warmup = warmup_steps(0, args.steps)
     order, epoch = None, -1
     dist.barrier()
     for step in range(args.steps):

@@ -23,7 +23,7 @@ import tempfile
 from ..parallel.launcher import mpi_command, mpi_env
 from ..parallel.spec import parse_parallel
 from ..plan import Layout, Machine, Problem, predict
-from ..training.figures import warmup_steps
+from ..warmup import warmup_steps
 from .report import run_failure, table, write_json
 
 ALL2 = [("data=2", 1, "auto"), ("spatial=2x1", 1, "auto"), ("spatial=1x2", 1, "auto"), ("channel=2", 1, "auto"),

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..parallel.launcher import mpi_command, mpi_env
 from ..report.traces import RankTrace
+from ..warmup import warmup_steps
 from .report import run_failure
 
 
@@ -114,7 +115,7 @@ def bench_scaling(ranks=(1, 2), model="lenet5", dataset="mnist5k", batch_size=12
     variants = ([("ranks", n) for n in ranks] + [("ceiling", n) for n in ranks if n > 1]
                 + [("lockstep", n) for n in ranks if n > 1])
     bounds = {n: [] for n in ranks}
-    timed = f"{min(5, steps // 4)}:{steps}"  # the steps the trainer times (training.figures.warmup_steps)
+    timed = f"{warmup_steps(0, steps)}:{steps}"  # the steps the trainer times
 
     def launch(variant):
         kind, n = variant

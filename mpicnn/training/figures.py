@@ -1,6 +1,6 @@
-"""The run's figures and what it tells the user: the warm-up rule, timed steps, the
-progress bar or plain log lines, metrics records, the decision on a non-finite step,
-peak memory and the closing summary. Only the reporting rank (rank 0 of the job)
+"""The run's figures and what it tells the user: timed steps (past the warm-up,
+``mpicnn.warmup``), the progress bar or plain log lines, metrics records, the decision
+on a non-finite step, peak memory and the closing summary. Only the reporting rank (rank 0 of the job)
 prints and writes; every rank keeps the same figures.
 
 Console: on a terminal, a progress bar (stderr); in a job log (stderr not a terminal)
@@ -14,12 +14,7 @@ import time
 
 from ..errors import UserError
 from ..io.metrics import MetricsLog
-
-
-def warmup_steps(start_step, total_steps):
-    """Steps left out of the timed figures: the first pay one-off costs (allocation,
-    kernel compilation, caches); a short run keeps at least three quarters."""
-    return min(5, max((total_steps - start_step) // 4, 0))
+from ..warmup import warmup_steps
 
 
 def peak_rss_kb():
